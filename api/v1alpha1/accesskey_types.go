@@ -1,0 +1,260 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// RotateAnnotation requests a rotation ("refresh key") whenever its value
+// changes. The last value acted on is kept in status.rotation.lastRequest, so
+// re-applying the same value does nothing.
+const RotateAnnotation = "keyward.dev/rotate"
+
+// KeyState is the state a user asks for.
+// +kubebuilder:validation:Enum=Active;Inactive
+type KeyState string
+
+const (
+	StateActive   KeyState = "Active"
+	StateInactive KeyState = "Inactive"
+)
+
+// KeyPhase is where a key is in its lifecycle.
+// +kubebuilder:validation:Enum=Pending;Active;Inactive;Expired;Revoked;Rejected
+type KeyPhase string
+
+const (
+	PhasePending  KeyPhase = "Pending"
+	PhaseActive   KeyPhase = "Active"
+	PhaseInactive KeyPhase = "Inactive"
+	PhaseExpired  KeyPhase = "Expired"
+	PhaseRevoked  KeyPhase = "Revoked"
+	PhaseRejected KeyPhase = "Rejected"
+)
+
+// Reasons of an AccessKey's Ready condition.
+const (
+	ReasonIssued                   = "Issued"
+	ReasonInactive                 = "Inactive"
+	ReasonExpired                  = "Expired"
+	ReasonRevoked                  = "Revoked"
+	ReasonApplicationNotFound      = "ApplicationNotFound"
+	ReasonAPIKeysDisabled          = "APIKeysDisabled"
+	ReasonApplicationLimitExceeded = "ApplicationLimitExceeded"
+	ReasonOwnerLimitExceeded       = "OwnerLimitExceeded"
+	ReasonScopeNotAllowed          = "ScopeNotAllowed"
+	ReasonSettling                 = "Settling"
+)
+
+// RotationSpec tunes rotation.
+type RotationSpec struct {
+	// gracePeriod is how long the previous key keeps verifying after a rotation.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +optional
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+}
+
+// SecretTemplate shapes the Secret that holds the key.
+type SecretTemplate struct {
+	// name of the Secret; defaults to the AccessKey's name.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	Name string `json:"name,omitempty"`
+	// labels added to the Secret.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// annotations added to the Secret.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// AccessKeySpec declares one API access key of an Application.
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.revoked) || !oldSelf.revoked || (has(self.revoked) && self.revoked)",message="spec.revoked cannot be set back to false: revocation is irreversible"
+// +kubebuilder:validation:XValidation:rule="oldSelf.?secretTemplate.?name.orValue('') == self.?secretTemplate.?name.orValue('')",message="spec.secretTemplate.name is immutable"
+type AccessKeySpec struct {
+	// application is the Application, in the same namespace, the key belongs
+	// to. It cannot be changed.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.application is immutable: a key belongs to one application for life"
+	Application string `json:"application"`
+
+	// displayName is a human-friendly name, under 256 characters.
+	// +kubebuilder:validation:MaxLength=255
+	// +optional
+	DisplayName string `json:"displayName,omitempty"`
+
+	// description of the key.
+	// +kubebuilder:validation:MaxLength=4096
+	// +optional
+	Description string `json:"description,omitempty"`
+
+	// owner is the user the key belongs to. The shipped admission policy
+	// stamps the creating user's name when it is empty.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Owner string `json:"owner,omitempty"`
+
+	// state: Active, or Inactive to deactivate the key. Reactivation
+	// restores the same key.
+	// +kubebuilder:default=Active
+	// +optional
+	State KeyState `json:"state,omitempty"`
+
+	// revoked, once true, destroys the key material for good; it can never
+	// be set back to false.
+	// +kubebuilder:default=false
+	// +optional
+	Revoked bool `json:"revoked,omitempty"`
+
+	// expiresAt is when the key stops working (RFC 3339); absent means never,
+	// unless the tenant's maxKeyLifetime bounds it. Moving it into the future
+	// re-activates an expired key with the same key material.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// scopes granted to the key; each must be within the Application's
+	// scopes. Empty means the Application's scopes.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Scopes []Scope `json:"scopes,omitempty"`
+
+	// allowedNetworks are the IPv4/IPv6 addresses or CIDRs the key may be
+	// used from, at most 10. Empty means any network.
+	// +kubebuilder:validation:MaxItems=10
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:XValidation:rule="isIP(self) || isCIDR(self)",message="each allowedNetworks entry must be an IPv4/IPv6 address or CIDR, such as 203.0.113.7 or 10.0.0.0/8"
+	// +listType=set
+	// +optional
+	AllowedNetworks []string `json:"allowedNetworks,omitempty"`
+
+	// rotation tunes what happens when the keyward.dev/rotate annotation changes.
+	// +optional
+	Rotation *RotationSpec `json:"rotation,omitempty"`
+
+	// secretTemplate shapes the generated Secret.
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+}
+
+// PreviousKey is the key replaced by a rotation, still verifying until validUntil.
+type PreviousKey struct {
+	KeyID      string      `json:"keyID"`
+	SecretHash string      `json:"secretHash"`
+	ValidUntil metav1.Time `json:"validUntil"`
+}
+
+// RotationStatus records the last rotation request acted on.
+type RotationStatus struct {
+	// lastRequest is the keyward.dev/rotate value last acted on.
+	// +optional
+	LastRequest string `json:"lastRequest,omitempty"`
+}
+
+// AccessKeyStatus is what the controller observed and did. It never holds key
+// material: only the public key ID and a hash of the secret part.
+type AccessKeyStatus struct {
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// +optional
+	Phase KeyPhase `json:"phase,omitempty"`
+
+	// keyID is the public portion of the key, safe to show.
+	// +optional
+	KeyID string `json:"keyID,omitempty"`
+
+	// shortKeyID is the first 8 characters of keyID, for the printer column.
+	// +optional
+	ShortKeyID string `json:"shortKeyID,omitempty"`
+
+	// secretName is the Secret that holds the key.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// secretHash is "sha256:<hex>" of the key's secret part.
+	// +optional
+	SecretHash string `json:"secretHash,omitempty"`
+
+	// issuedAt is when key material was first issued.
+	// +optional
+	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
+
+	// expiresAt is the effective expiry: spec.expiresAt bounded by the
+	// tenant's maxKeyLifetime in force when the key was issued.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// lifetimeLimit is the latest expiry the tenant's maxKeyLifetime allowed
+	// when the key was issued; absent when no lifetime applied.
+	// +optional
+	LifetimeLimit *metav1.Time `json:"lifetimeLimit,omitempty"`
+
+	// +optional
+	LastRotatedAt *metav1.Time `json:"lastRotatedAt,omitempty"`
+
+	// lastUsedAt is the last successful verification (written at most once a minute).
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
+
+	// previousKey keeps verifying until its validUntil after a rotation.
+	// +optional
+	PreviousKey *PreviousKey `json:"previousKey,omitempty"`
+
+	// +optional
+	Rotation *RotationStatus `json:"rotation,omitempty"`
+
+	// conditions: Ready, with a reason.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ak;aks,categories=keyward
+// +kubebuilder:selectablefield:JSONPath=`.spec.application`
+// +kubebuilder:selectablefield:JSONPath=`.spec.owner`
+// +kubebuilder:selectablefield:JSONPath=`.status.phase`
+// +kubebuilder:selectablefield:JSONPath=`.status.keyID`
+// +kubebuilder:printcolumn:name="Application",type=string,JSONPath=`.spec.application`
+// +kubebuilder:printcolumn:name="Owner",type=string,JSONPath=`.spec.owner`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Key ID",type=string,JSONPath=`.status.shortKeyID`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// AccessKey is one API access key of an Application. Its key material lives
+// only in the Secret the controller generates.
+type AccessKey struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   AccessKeySpec   `json:"spec,omitempty"`
+	Status AccessKeyStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// AccessKeyList contains a list of AccessKey.
+type AccessKeyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AccessKey `json:"items"`
+}
+
+// SecretName is the name of the Secret that holds the key.
+func (k *AccessKey) SecretName() string {
+	if k.Spec.SecretTemplate != nil && k.Spec.SecretTemplate.Name != "" {
+		return k.Spec.SecretTemplate.Name
+	}
+	return k.Name
+}
+
+func init() {
+	SchemeBuilder.Register(&AccessKey{}, &AccessKeyList{})
+}

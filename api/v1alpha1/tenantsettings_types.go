@@ -1,0 +1,105 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TenantSettingsName is the only TenantSettings name honoured in a namespace.
+const TenantSettingsName = "default"
+
+// Defaults that apply when a TenantSettings leaves a field empty.
+const (
+	DefaultMaxKeysPerOwner = 5
+	DefaultExpiryWarning   = "720h"
+)
+
+// TenantSettingsSpec switches API keys on for a namespace (tenant) and bounds them.
+// +kubebuilder:validation:XValidation:rule="!has(self.maxKeyLifetime) || duration(self.maxKeyLifetime) > duration('0s')",message="maxKeyLifetime must be a positive duration such as 2160h"
+// +kubebuilder:validation:XValidation:rule="!has(self.expiryWarning) || duration(self.expiryWarning) >= duration('0s')",message="expiryWarning must be a duration such as 720h"
+type TenantSettingsSpec struct {
+	// apiKeysEnabled switches every API key in the tenant on or off. When
+	// unset, the manager's --api-keys-enabled-by-default decides (false
+	// unless set). Off: no key is issued and existing keys stop verifying,
+	// but their key material is kept, so switching on restores them.
+	// +optional
+	APIKeysEnabled *bool `json:"apiKeysEnabled,omitempty"`
+
+	// maxKeyLifetime bounds keys issued after it is set:
+	// expiresAt = min(requested, issuedAt + maxKeyLifetime); a key that asks
+	// for no expiry gets the maximum. Keys issued before are not changed.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +optional
+	MaxKeyLifetime *metav1.Duration `json:"maxKeyLifetime,omitempty"`
+
+	// maxKeysPerOwner bounds how many keys one owner may hold (1..1000).
+	// Only new keys are refused (Rejected, OwnerLimitExceeded); existing keys are kept.
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MaxKeysPerOwner int32 `json:"maxKeysPerOwner,omitempty"`
+
+	// expiryWarning: a key expiring within it counts as expiringSoon.
+	// +kubebuilder:default="720h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +optional
+	ExpiryWarning *metav1.Duration `json:"expiryWarning,omitempty"`
+}
+
+// TenantSettingsStatus reports the tenant's keys.
+type TenantSettingsStatus struct {
+	// observedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// apiKeysEnabled is the switch in force, after the manager's default.
+	// +optional
+	APIKeysEnabled bool `json:"apiKeysEnabled"`
+
+	// keys counts every AccessKey in the tenant by phase.
+	// +optional
+	Keys KeyCounts `json:"keys,omitempty"`
+
+	// conditions: Ready.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=tenant,categories=keyward
+// +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default'",message="TenantSettings must be named 'default': exactly one per namespace is honoured"
+// +kubebuilder:printcolumn:name="Enabled",type=boolean,JSONPath=`.status.apiKeysEnabled`
+// +kubebuilder:printcolumn:name="Max Lifetime",type=string,JSONPath=`.spec.maxKeyLifetime`
+// +kubebuilder:printcolumn:name="Per Owner",type=integer,JSONPath=`.spec.maxKeysPerOwner`
+// +kubebuilder:printcolumn:name="Active",type=integer,JSONPath=`.status.keys.active`
+// +kubebuilder:printcolumn:name="Expiring",type=integer,JSONPath=`.status.keys.expiringSoon`
+// +kubebuilder:printcolumn:name="Expired",type=integer,JSONPath=`.status.keys.expired`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// TenantSettings holds the API-key settings of one namespace (tenant). It must
+// be named "default".
+type TenantSettings struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   TenantSettingsSpec   `json:"spec,omitempty"`
+	Status TenantSettingsStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// TenantSettingsList contains a list of TenantSettings.
+type TenantSettingsList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []TenantSettings `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&TenantSettings{}, &TenantSettingsList{})
+}
