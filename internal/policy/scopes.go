@@ -1,0 +1,52 @@
+package policy
+
+import (
+	"fmt"
+
+	keyward "keyward.dev/keyward/api/v1alpha1"
+)
+
+// ScopeError says which requested scope the Application does not allow.
+type ScopeError struct {
+	Scope     string
+	Requested keyward.AccessLevel
+	Allowed   keyward.AccessLevel // empty when the scope is not allowed at all
+}
+
+func (e *ScopeError) Error() string {
+	if e.Allowed == "" {
+		return fmt.Sprintf("scope %q is not among the application's scopes", e.Scope)
+	}
+	return fmt.Sprintf("scope %q asks for %s but the application allows only %s", e.Scope, e.Requested, e.Allowed)
+}
+
+// CheckScopes reports the first scope of the key that goes beyond the
+// Application's scopes, or nil when all are within them.
+func CheckScopes(key *keyward.AccessKey, app *keyward.Application) error {
+	for _, s := range key.Spec.Scopes {
+		allowed, ok := app.ScopeLimit(s.Name)
+		if !ok {
+			return &ScopeError{Scope: s.Name, Requested: s.Access}
+		}
+		if !allowed.Allows(accessOrDefault(s.Access)) {
+			return &ScopeError{Scope: s.Name, Requested: s.Access, Allowed: allowed}
+		}
+	}
+	return nil
+}
+
+// EffectiveScopes is what the key grants: its own scopes, or the
+// Application's when it names none.
+func EffectiveScopes(key *keyward.AccessKey, app *keyward.Application) []keyward.Scope {
+	if len(key.Spec.Scopes) > 0 {
+		return key.Spec.Scopes
+	}
+	return app.Spec.Scopes
+}
+
+func accessOrDefault(a keyward.AccessLevel) keyward.AccessLevel {
+	if a == "" {
+		return keyward.ReadOnly
+	}
+	return a
+}
