@@ -45,11 +45,16 @@ test: manifests generate vet test-unit test-integration ## Everything: unit test
 
 .PHONY: test-unit
 test-unit: ## Unit tests of pure logic (no cluster).
-	go test ./internal/... ./api/...
+	@mkdir -p bin
+	set +e; go test ./internal/... ./api/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
+	  echo "test-unit: $$(grep -c -- '--- PASS' bin/test-unit.log) passed, $$(grep -c -- '--- FAIL' bin/test-unit.log) failed (full log: bin/test-unit.log)"; exit $$status
 
 .PHONY: test-integration
 test-integration: controlplane ## Integration tests: envtest with the real kube-apiserver, etcd and garbage collector.
-	KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test ./controllers/... ./test/... -timeout 30m -v $(GINKGO_FLAGS) -ginkgo.v 2>&1 | tee bin/test-integration.log | grep -E '^(---|===|ok|FAIL|PASS|panic|\s+[a-z_]+_test.go|.*\[FAIL\]|Ran [0-9]+ of)' || true; test "$${PIPESTATUS[0]}" -eq 0
+	@mkdir -p bin
+	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test ./controllers/... ./test/... -count=1 -timeout 30m -v $(GINKGO_FLAGS) -ginkgo.v 2>&1 | tee bin/test-integration.log \
+	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|no test files' ; status=$${PIPESTATUS[0]}; \
+	  echo "test-integration: exit $$status (full log: bin/test-integration.log; control-plane logs: bin/testenv/)"; exit $$status
 
 ##@ Build
 
@@ -62,8 +67,9 @@ run: manifests generate ## Run the manager against the cluster in KUBECONFIG.
 	go run . $(ARGS)
 
 .PHONY: local
-local: controlplane ## Run Keyward on an embedded local control plane (etcd, kube-apiserver, kube-controller-manager); kubeconfig in bin/local/kubeconfig.
-	go run ./hack/local
+local: manifests controlplane ## Run Keyward on an embedded local control plane (etcd, kube-apiserver, kube-controller-manager); kubeconfig in bin/local/kubeconfig. ARGS go to the manager.
+	go build -o bin/keyward-local ./hack/local
+	exec bin/keyward-local $(ARGS)
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).

@@ -116,9 +116,7 @@ func Start() (_ *Env, retErr error) {
 		// Two cores running several suites at once can be slow.
 		e.env.ControlPlaneStartTimeout = 60 * time.Second
 	}
-	cfg, err := e.env.Start()
-	// envtest may have started processes even when it fails.
-	_ = e.watchdog.Add(controlplane.ChildProcesses(filepath.Join(bin, "etcd"), filepath.Join(bin, "kube-apiserver"))...)
+	cfg, err := controlplane.StartEnvtest(e.env, bin, e.watchdog)
 	if err != nil {
 		return nil, fmt.Errorf("starting etcd and kube-apiserver from %s (log %s): %w", bin, apiLog.Name(), err)
 	}
