@@ -221,3 +221,28 @@ func TestWatchdogKillsRecordedProcessesWhenItsParentGoes(t *testing.T) {
 	}
 	_ = d.cmd.Wait()
 }
+
+func TestServiceAccountSubjectsGetTheInstallNamespace(t *testing.T) {
+	objs, err := DecodeYAML(strings.NewReader(`
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: b}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: r}
+subjects:
+- {kind: ServiceAccount, name: controller-manager}
+- {kind: ServiceAccount, name: other, namespace: elsewhere}
+- {kind: Group, name: devs, apiGroup: rbac.authorization.k8s.io}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaultSubjectNamespaces(objs[0])
+	subjects := objs[0].Object["subjects"].([]any)
+	var got []any
+	for _, s := range subjects {
+		got = append(got, s.(map[string]any)["namespace"])
+	}
+	if got[0] != InstallNamespace || got[1] != "elsewhere" || got[2] != nil {
+		t.Fatalf("subject namespaces = %v", got)
+	}
+}

@@ -169,8 +169,32 @@ func Apply(ctx context.Context, c client.Client, manifests []Manifest) error {
 	return nil
 }
 
+// InstallNamespace is where config/default installs Keyward (its kustomization
+// sets it on every namespaced object and on ServiceAccount subjects).
+const InstallNamespace = "keyward-system"
+
+// defaultSubjectNamespaces does what kustomize's `namespace:` does for a
+// binding: a ServiceAccount subject without a namespace gets InstallNamespace
+// (the API server rejects it otherwise).
+func defaultSubjectNamespaces(u *unstructured.Unstructured) {
+	if u.GetKind() != "ClusterRoleBinding" && u.GetKind() != "RoleBinding" {
+		return
+	}
+	subjects, found, err := unstructured.NestedSlice(u.Object, "subjects")
+	if !found || err != nil {
+		return
+	}
+	for _, s := range subjects {
+		if m, ok := s.(map[string]any); ok && m["kind"] == "ServiceAccount" && m["namespace"] == nil {
+			m["namespace"] = InstallNamespace
+		}
+	}
+	_ = unstructured.SetNestedSlice(u.Object, subjects, "subjects")
+}
+
 // InstallClusterManifests reads ClusterKinds from ClusterManifestDirs under
-// root and applies them; it returns what it applied.
+// root and applies them, as `kustomize build config/default` would set them
+// up; it returns what it applied.
 func InstallClusterManifests(ctx context.Context, c client.Client, root string) ([]Manifest, error) {
 	dirs := make([]string, len(ClusterManifestDirs))
 	for i, d := range ClusterManifestDirs {
@@ -179,6 +203,9 @@ func InstallClusterManifests(ctx context.Context, c client.Client, root string) 
 	ms, err := ReadManifests(dirs, ClusterKinds)
 	if err != nil {
 		return nil, err
+	}
+	for _, m := range ms {
+		defaultSubjectNamespaces(m.Object)
 	}
 	return ms, Apply(ctx, c, ms)
 }
