@@ -52,7 +52,7 @@ test-unit: ## Unit tests of pure logic (no cluster).
 .PHONY: test-integration
 test-integration: controlplane ## Integration tests: envtest with the real kube-apiserver, etcd and garbage collector.
 	@mkdir -p bin
-	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test ./controllers/... ./test/... -count=1 -timeout 30m -v $(GINKGO_FLAGS) -ginkgo.v 2>&1 | tee bin/test-integration.log \
+	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test ./controllers/... ./test/... -count=1 -timeout 30m -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-integration.log \
 	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|no test files' ; status=$${PIPESTATUS[0]}; \
 	  echo "test-integration: exit $$status (full log: bin/test-integration.log; control-plane logs: bin/testenv/)"; exit $$status
 
