@@ -1,0 +1,137 @@
+// Package keyformat generates, formats and parses Keyward access keys.
+//
+// A key reads
+//
+//	kw_<id>_<secret>_<checksum>
+//
+// where id is the public key ID (16 characters, 80 random bits), secret is
+// 52 characters carrying 256 random bits, and checksum is a CRC-32 of
+// everything before it (7 characters). Every part uses the lowercase base32
+// alphabet, so the whole key is one "word": a double-click selects it, and
+// the fixed prefix lets secret scanners find leaked keys. The checksum lets a
+// verifier refuse a mistyped key without looking anything up.
+//
+// Only a hash of the secret (HashSecret) is stored outside the key's Secret.
+// Errors from Parse never quote the key they were given.
+package keyformat
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"strings"
+)
+
+// Prefix starts every key.
+const Prefix = "kw_"
+
+// Sizes of the random parts, in bytes, and of the encoded parts, in characters.
+const (
+	idBytes     = 10 // 80 bits: unique per cluster, public
+	secretBytes = 32 // 256 bits of secret
+	IDLen       = 16 // base32 of idBytes
+	SecretLen   = 52 // base32 of secretBytes, unpadded
+	checksumLen = 7  // base32 of a CRC-32, unpadded
+	// Len is the length of a whole key.
+	Len = len(Prefix) + IDLen + 1 + SecretLen + 1 + checksumLen
+)
+
+// HashPrefix starts every stored hash.
+const HashPrefix = "sha256:"
+
+var encoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// Key is a parsed access key. String gives it back in full; treat that as
+// a secret.
+type Key struct {
+	// ID is the public key ID, safe to show and log.
+	ID string
+	// Secret is the secret part. Never log it.
+	Secret string
+}
+
+// Errors of Parse. None of them carries any part of the key.
+var (
+	ErrMalformed = errors.New("not a Keyward access key (expected kw_<id>_<secret>_<checksum>)")
+	ErrChecksum  = errors.New("the access key's checksum does not match: it was mistyped or altered")
+)
+
+// Generate draws a new key from crypto/rand.
+func Generate() (Key, error) {
+	buf := make([]byte, idBytes+secretBytes)
+	if _, err := rand.Read(buf); err != nil {
+		return Key{}, err
+	}
+	return Key{ID: encoding.EncodeToString(buf[:idBytes]), Secret: encoding.EncodeToString(buf[idBytes:])}, nil
+}
+
+// String is the full key, checksum included.
+func (k Key) String() string {
+	body := Prefix + k.ID + "_" + k.Secret
+	return body + "_" + checksum(body)
+}
+
+// GoString keeps %#v from printing the secret.
+func (k Key) GoString() string { return "keyformat.Key{ID:" + k.ID + ", Secret:<redacted>}" }
+
+// Format keeps %v and %s of a Key, including inside structs, from printing
+// the secret; use String for the full key.
+func (k Key) Format(f fmt.State, _ rune) {
+	_, _ = io.WriteString(f, Prefix+k.ID+"_<redacted>")
+}
+
+// Parse checks the shape and checksum of s and splits it into ID and secret.
+func Parse(s string) (Key, error) {
+	if len(s) != Len || !strings.HasPrefix(s, Prefix) {
+		return Key{}, ErrMalformed
+	}
+	rest := s[len(Prefix):]
+	id, rest := rest[:IDLen], rest[IDLen:]
+	if rest[0] != '_' || rest[1+SecretLen] != '_' {
+		return Key{}, ErrMalformed
+	}
+	secret, sum := rest[1:1+SecretLen], rest[2+SecretLen:]
+	if !inAlphabet(id) || !inAlphabet(secret) || !inAlphabet(sum) {
+		return Key{}, ErrMalformed
+	}
+	if subtle.ConstantTimeCompare([]byte(checksum(s[:len(s)-checksumLen-1])), []byte(sum)) != 1 {
+		return Key{}, ErrChecksum
+	}
+	return Key{ID: id, Secret: secret}, nil
+}
+
+// HashSecret is what status stores of a secret: "sha256:<hex>". The secret
+// carries 256 random bits, so a plain SHA-256 cannot be brute-forced and
+// needs no salt or slow KDF.
+func HashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return HashPrefix + hex.EncodeToString(sum[:])
+}
+
+// SecretMatches reports, in constant time, whether secret hashes to hash.
+func SecretMatches(secret, hash string) bool {
+	return subtle.ConstantTimeCompare([]byte(HashSecret(secret)), []byte(hash)) == 1
+}
+
+func checksum(body string) string {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], crc32.ChecksumIEEE([]byte(body)))
+	return encoding.EncodeToString(b[:])
+}
+
+func inAlphabet(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '2' || c > '7') {
+			return false
+		}
+	}
+	return true
+}
