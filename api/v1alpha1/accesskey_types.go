@@ -71,7 +71,7 @@ type SecretTemplate struct {
 
 // AccessKeySpec declares one API access key of an Application.
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.revoked) || !oldSelf.revoked || (has(self.revoked) && self.revoked)",message="spec.revoked cannot be set back to false: revocation is irreversible"
-// +kubebuilder:validation:XValidation:rule="oldSelf.?secretTemplate.?name.orValue('') == self.?secretTemplate.?name.orValue('')",message="spec.secretTemplate.name is immutable"
+// +kubebuilder:validation:XValidation:rule="(has(self.secretTemplate) && has(self.secretTemplate.name) ? self.secretTemplate.name : '-') == (has(oldSelf.secretTemplate) && has(oldSelf.secretTemplate.name) ? oldSelf.secretTemplate.name : '-')",message="spec.secretTemplate.name is immutable"
 type AccessKeySpec struct {
 	// application is the Application, in the same namespace, the key belongs
 	// to. It cannot be changed.

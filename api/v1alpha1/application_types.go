@@ -57,7 +57,7 @@ type ApplicationStatus struct {
 
 	// keys counts the application's AccessKeys by phase.
 	// +optional
-	Keys KeyCounts `json:"keys,omitempty"`
+	Keys *KeyCounts `json:"keys,omitempty"`
 
 	// conditions: Ready.
 	// +listType=map

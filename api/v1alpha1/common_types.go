@@ -29,14 +29,25 @@ type Scope struct {
 
 // KeyCounts counts AccessKeys by phase. Total counts every key; expiringSoon
 // counts Active keys whose expiry falls within the tenant's expiryWarning.
+// Every count is always written (zeros included), so printer columns show 0;
+// in the schema they are optional so that a status patch carrying only the
+// counts that changed is valid.
 type KeyCounts struct {
-	Total        int32 `json:"total"`
-	Pending      int32 `json:"pending"`
-	Active       int32 `json:"active"`
-	Inactive     int32 `json:"inactive"`
-	Expired      int32 `json:"expired"`
-	Revoked      int32 `json:"revoked"`
-	Rejected     int32 `json:"rejected"`
+	// +optional
+	Total int32 `json:"total"`
+	// +optional
+	Pending int32 `json:"pending"`
+	// +optional
+	Active int32 `json:"active"`
+	// +optional
+	Inactive int32 `json:"inactive"`
+	// +optional
+	Expired int32 `json:"expired"`
+	// +optional
+	Revoked int32 `json:"revoked"`
+	// +optional
+	Rejected int32 `json:"rejected"`
+	// +optional
 	ExpiringSoon int32 `json:"expiringSoon"`
 }
 

@@ -60,7 +60,7 @@ type TenantSettingsStatus struct {
 
 	// keys counts every AccessKey in the tenant by phase.
 	// +optional
-	Keys KeyCounts `json:"keys,omitempty"`
+	Keys *KeyCounts `json:"keys,omitempty"`
 
 	// conditions: Ready.
 	// +listType=map
