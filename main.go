@@ -6,21 +6,16 @@ import (
 	"flag"
 	"os"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	keywardv1alpha1 "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/controllers"
-	"keyward.dev/keyward/internal/secrets"
 )
 
 var scheme = runtime.NewScheme()
@@ -67,17 +62,14 @@ func main() {
 		LeaderElection:          enableLeaderElection,
 		LeaderElectionID:        "keyward.keyward.dev",
 		LeaderElectionNamespace: leaderElectionNS,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only the Secrets Keyward generates are cached: unrelated
-			// Secrets cost no memory and are never read.
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(secrets.ManagedLabels())},
-		}},
+		Cache:                   controllers.CacheOptions(),
 	})
 	if err != nil {
 		log.Error(err, "unable to create manager")
 		os.Exit(1)
 	}
-	if err := controllers.SetupWithManager(mgr, opts); err != nil {
+	ctx := ctrl.SetupSignalHandler()
+	if err := controllers.SetupWithManager(ctx, mgr, opts); err != nil {
 		log.Error(err, "unable to set up controllers")
 		os.Exit(1)
 	}
@@ -90,7 +82,7 @@ func main() {
 		os.Exit(1)
 	}
 	log.Info("starting manager")
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "manager exited with an error")
 		os.Exit(1)
 	}

@@ -3,9 +3,17 @@
 package controllers
 
 import (
+	"context"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/secrets"
 )
 
 // Options are the manager-wide settings the controllers share.
@@ -26,7 +34,33 @@ func DefaultOptions() Options {
 	return Options{SettleDelay: 1500 * time.Millisecond, MaxRequeue: 10 * time.Minute}
 }
 
-// SetupWithManager registers every Keyward controller with mgr.
-func SetupWithManager(mgr ctrl.Manager, opts Options) error {
+// CacheOptions restricts the manager's cache to what Keyward reads: of all
+// Secrets, only those it generates, so unrelated Secrets cost no memory and
+// are never read.
+func CacheOptions() cache.Options {
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Secret{}: {Label: labels.SelectorFromSet(secrets.ManagedLabels())},
+	}}
+}
+
+// SetupWithManager registers the field index and every Keyward controller with mgr.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &keyward.AccessKey{}, IndexKeyApplication, func(o client.Object) []string {
+		return []string{o.(*keyward.AccessKey).Spec.Application}
+	}); err != nil {
+		return err
+	}
+	now := time.Now
+	for _, c := range []interface{ SetupWithManager(ctrl.Manager) error }{
+		&AccessKeyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+			Recorder: mgr.GetEventRecorder("keyward"), Options: opts, Now: now},
+		&AccessKeyOwnerReconciler{Client: mgr.GetClient()},
+		&ApplicationReconciler{Client: mgr.GetClient(), Options: opts, Now: now},
+		&TenantSettingsReconciler{Client: mgr.GetClient(), Options: opts, Now: now},
+	} {
+		if err := c.SetupWithManager(mgr); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -1,0 +1,84 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+
+	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/policy"
+)
+
+// ApplicationReconciler has one job: report an Application's key counts
+// (including expired and expiring within the tenant's warning window).
+type ApplicationReconciler struct {
+	client.Client
+	Options Options
+	Now     func() time.Time
+}
+
+// +kubebuilder:rbac:groups=keyward.dev,resources=applications,verbs=get;list;watch
+// +kubebuilder:rbac:groups=keyward.dev,resources=applications/status,verbs=get;update;patch
+
+func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var app keyward.Application
+	if err := r.Get(ctx, req.NamespacedName, &app); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	tenant, err := tenantPolicy(ctx, r.Client, app.Namespace, r.Options.APIKeysEnabledByDefault)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var keys keyward.AccessKeyList
+	if err := r.List(ctx, &keys, client.InNamespace(app.Namespace), client.MatchingFields{IndexKeyApplication: app.Name}); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	now := r.Now()
+	orig := app.DeepCopy()
+	counts := policy.CountKeys(keys.Items, now, tenant.ExpiryWarning)
+	app.Status.Keys = &counts
+	app.Status.ObservedGeneration = app.Generation
+	meta.SetStatusCondition(&app.Status.Conditions, metav1.Condition{
+		Type: keyward.ConditionReady, Status: metav1.ConditionTrue, Reason: "Reconciled",
+		Message:            fmt.Sprintf("%d of at most %d keys hold a slot", slotsHeld(counts), app.Spec.MaxAccessKeys),
+		ObservedGeneration: app.Generation,
+	})
+	if !equality.Semantic.DeepEqual(orig.Status, app.Status) {
+		if err := r.Status().Patch(ctx, &app, client.MergeFrom(orig)); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+	}
+	return ctrl.Result{RequeueAfter: policy.NextWake(now, r.Options.MaxRequeue, policy.NextCountChange(keys.Items, now, tenant.ExpiryWarning))}, nil
+}
+
+// slotsHeld counts the keys that hold a slot: all but Pending and Rejected.
+func slotsHeld(c keyward.KeyCounts) int32 { return c.Total - c.Pending - c.Rejected }
+
+func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("application-status").
+		For(&keyward.Application{}).
+		Watches(&keyward.AccessKey{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []ctrl.Request {
+			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: obj.(*keyward.AccessKey).Spec.Application}}}
+		})).
+		Watches(&keyward.TenantSettings{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []ctrl.Request {
+			var apps keyward.ApplicationList
+			if err := r.List(ctx, &apps, client.InNamespace(obj.GetNamespace())); err != nil {
+				return nil
+			}
+			reqs := make([]ctrl.Request, 0, len(apps.Items))
+			for i := range apps.Items {
+				reqs = append(reqs, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&apps.Items[i])})
+			}
+			return reqs
+		})).
+		Complete(r)
+}

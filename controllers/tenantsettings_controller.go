@@ -1,0 +1,70 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+
+	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/policy"
+)
+
+// TenantSettingsReconciler has one job: report the switch in force and the
+// tenant-wide key counts on the namespace's TenantSettings "default".
+type TenantSettingsReconciler struct {
+	client.Client
+	Options Options
+	Now     func() time.Time
+}
+
+// +kubebuilder:rbac:groups=keyward.dev,resources=tenantsettings,verbs=get;list;watch
+// +kubebuilder:rbac:groups=keyward.dev,resources=tenantsettings/status,verbs=get;update;patch
+
+func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var ts keyward.TenantSettings
+	if err := r.Get(ctx, req.NamespacedName, &ts); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	tenant := policy.TenantFrom(&ts, r.Options.APIKeysEnabledByDefault)
+	var keys keyward.AccessKeyList
+	if err := r.List(ctx, &keys, client.InNamespace(ts.Namespace)); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	now := r.Now()
+	orig := ts.DeepCopy()
+	ts.Status.APIKeysEnabled = tenant.Enabled
+	counts := policy.CountKeys(keys.Items, now, tenant.ExpiryWarning)
+	ts.Status.Keys = &counts
+	ts.Status.ObservedGeneration = ts.Generation
+	reason, message := "Enabled", "API keys are switched on in this tenant"
+	if !tenant.Enabled {
+		reason, message = keyward.ReasonAPIKeysDisabled, "API keys are switched off in this tenant: no key is issued and none verifies"
+	}
+	meta.SetStatusCondition(&ts.Status.Conditions, metav1.Condition{
+		Type: keyward.ConditionReady, Status: metav1.ConditionTrue, Reason: reason, Message: message,
+		ObservedGeneration: ts.Generation,
+	})
+	if !equality.Semantic.DeepEqual(orig.Status, ts.Status) {
+		if err := r.Status().Patch(ctx, &ts, client.MergeFrom(orig)); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+	}
+	return ctrl.Result{RequeueAfter: policy.NextWake(now, r.Options.MaxRequeue, policy.NextCountChange(keys.Items, now, tenant.ExpiryWarning))}, nil
+}
+
+func (r *TenantSettingsReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("tenantsettings-status").
+		For(&keyward.TenantSettings{}).
+		Watches(&keyward.AccessKey{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []ctrl.Request {
+			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: keyward.TenantSettingsName}}}
+		})).
+		Complete(r)
+}
