@@ -21,11 +21,12 @@ import (
 )
 
 // ControllerManagerArgs are the kube-controller-manager flags used everywhere:
-// only the garbage collector and the namespace controller (what a real
-// cluster does for owner references and namespace deletion), acting with its
-// own credentials, on loopback, without a serving port.
+// only the garbage collector, the namespace controller and the ClusterRole
+// aggregation controller (what a real cluster does for owner references,
+// namespace deletion and aggregated roles), acting with its own credentials,
+// on loopback, without a serving port.
 var ControllerManagerArgs = []string{
-	"--controllers=garbagecollector,namespace",
+	"--controllers=garbagecollector,namespace,clusterrole-aggregation",
 	"--use-service-account-credentials=false",
 	"--leader-elect=false",
 	"--bind-address=127.0.0.1",
