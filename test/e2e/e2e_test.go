@@ -139,6 +139,19 @@ spec: {application: inventory-sync}
 `, "create", "-n", ns, "-f", "-", "--as=dana")
 		Expect(err).NotTo(HaveOccurred(), stderr)
 		Expect(jsonpath(ns, "accesskey/dana-key", ".spec.owner")).To(Equal("dana"))
+
+		By("manifests that leave the owner out, server-side applied and then replaced: the stamped owner stays")
+		for _, verb := range [][]string{{"apply", "--server-side", "--field-manager=gitops"}, {"replace"}} {
+			_, stderr, err = kubectlIn(`
+apiVersion: keyward.dev/v1alpha1
+kind: AccessKey
+metadata: {name: synced}
+spec: {application: inventory-sync, description: by `+verb[0]+`}
+`, append(verb, "-n", ns, "-f", "-", "--as=dana")...)
+			Expect(err).NotTo(HaveOccurred(), stderr)
+			Expect(jsonpath(ns, "accesskey/synced", ".spec.owner")).To(Equal("dana"))
+			Expect(jsonpath(ns, "accesskey/synced", ".spec.description")).To(Equal("by " + verb[0]))
+		}
 		kubectl("wait", "-n", ns, "--for=jsonpath={.status.phase}=Active", "accesskey/dana-key", "--timeout=60s")
 
 		_, stderr, err = kubectlResult("patch", "-n", ns, "accesskey/dana-key", "--type=merge", "-p", `{"spec":{"revoked":true}}`, "--as=dana")
