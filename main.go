@@ -10,6 +10,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -63,6 +64,7 @@ func main() {
 		LeaderElectionID:        "keyward.keyward.dev",
 		LeaderElectionNamespace: leaderElectionNS,
 		Cache:                   controllers.CacheOptions(),
+		Client:                  client.Options{FieldOwner: controllers.FieldOwner},
 	})
 	if err != nil {
 		log.Error(err, "unable to create manager")

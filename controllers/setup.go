@@ -34,6 +34,10 @@ func DefaultOptions() Options {
 	return Options{SettleDelay: 1500 * time.Millisecond, MaxRequeue: 10 * time.Minute}
 }
 
+// FieldOwner is the field manager of every write the controllers make, so
+// managedFields show what Keyward wrote (status, metadata, its Secrets).
+const FieldOwner = "keyward"
+
 // CacheOptions restricts the manager's cache to what Keyward reads: of all
 // Secrets, only those it generates, so unrelated Secrets cost no memory and
 // are never read.

@@ -63,6 +63,7 @@ var _ = BeforeSuite(func() {
 		HealthProbeBindAddress: "0",
 		Logger:                 log,
 		Cache:                  controllers.CacheOptions(),
+		Client:                 client.Options{FieldOwner: controllers.FieldOwner},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	opts := controllers.DefaultOptions()

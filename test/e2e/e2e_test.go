@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"time"
@@ -8,6 +9,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/internal/keyformat"
 )
 
@@ -173,11 +175,42 @@ spec: {application: inventory-sync, description: by `+verb[0]+`}
 	})
 })
 
-// No key material in the manager's output, in AccessKeys or in Events.
+// After every spec: the manager never wrote a user's spec, and no key
+// material is in the manager's output, in AccessKeys or in Events.
 var _ = AfterSuite(func() {
 	if env == nil || manager == nil {
 		return
 	}
+	var list struct {
+		Items []struct {
+			Metadata struct {
+				Name          string
+				ManagedFields []struct {
+					Manager     string
+					Subresource string
+					FieldsV1    json.RawMessage
+				}
+			}
+		}
+	}
+	Expect(json.Unmarshal([]byte(kubectl("get", "accesskeys", "-A", "-o", "json", "--show-managed-fields")), &list)).To(Succeed())
+	Expect(list.Items).NotTo(BeEmpty())
+	managerWrote := false
+	var managers []string
+	for _, k := range list.Items {
+		for _, f := range k.Metadata.ManagedFields {
+			managers = append(managers, f.Manager+"/"+f.Subresource)
+			if f.Manager != controllers.FieldOwner {
+				continue
+			}
+			managerWrote = true
+			if f.Subresource == "" {
+				Expect(string(f.FieldsV1)).NotTo(ContainSubstring(`"f:spec"`), "the manager wrote the spec of %s", k.Metadata.Name)
+			}
+		}
+	}
+	Expect(managerWrote).To(BeTrue(), "the manager's writes are recorded under %q; managers seen: %v", controllers.FieldOwner, managers)
+
 	keys := strings.Fields(kubectl("get", "secrets", "-A", "-l", "app.kubernetes.io/managed-by=keyward",
 		"-o", `go-template={{range .items}}{{index .data "accessKey" | base64decode}}{{"\n"}}{{end}}`))
 	Expect(keys).NotTo(BeEmpty())
