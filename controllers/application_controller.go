@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -13,15 +12,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
-	"keyward.dev/keyward/internal/policy"
 )
 
 // ApplicationReconciler has one job: report an Application's key counts
 // (including expired and expiring within the tenant's warning window).
 type ApplicationReconciler struct {
-	client.Client
-	Options Options
-	Now     func() time.Time
+	countsReporter
 }
 
 // +kubebuilder:rbac:groups=keyward.dev,resources=applications,verbs=get;list;watch
@@ -41,22 +37,19 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, err
 	}
 
-	now := r.Now()
 	orig := app.DeepCopy()
-	counts := policy.CountKeys(keys.Items, now, tenant.ExpiryWarning)
-	app.Status.Keys = &counts
+	counts, next := r.count(keys.Items, r.Now(), tenant.ExpiryWarning)
+	app.Status.Keys = counts
 	app.Status.ObservedGeneration = app.Generation
 	meta.SetStatusCondition(&app.Status.Conditions, metav1.Condition{
 		Type: keyward.ConditionReady, Status: metav1.ConditionTrue, Reason: "Reconciled",
-		Message:            fmt.Sprintf("%d of at most %d keys hold a slot", slotsHeld(counts), app.Spec.MaxAccessKeys),
+		Message:            fmt.Sprintf("%d of at most %d keys hold a slot", slotsHeld(*counts), app.Spec.MaxAccessKeys),
 		ObservedGeneration: app.Generation,
 	})
-	if !equality.Semantic.DeepEqual(orig.Status, app.Status) {
-		if err := r.Status().Patch(ctx, &app, client.MergeFrom(orig)); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(err)
-		}
+	if err := r.patchStatus(ctx, &app, orig, !equality.Semantic.DeepEqual(orig.Status, app.Status)); err != nil {
+		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: policy.NextWake(now, r.Options.MaxRequeue, policy.NextCountChange(keys.Items, now, tenant.ExpiryWarning))}, nil
+	return next, nil
 }
 
 // slotsHeld counts the keys that hold a slot: all but Pending and Rejected.

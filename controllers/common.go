@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -49,4 +50,30 @@ func listKeys(ctx context.Context, c client.Client, ns string, fields client.Mat
 		}
 	}
 	return reqs
+}
+
+// countsReporter is what the Application and TenantSettings controllers
+// share: both report key counts in their status.
+type countsReporter struct {
+	client.Client
+	Options Options
+	// Now is the clock; tests may replace it.
+	Now func() time.Time
+}
+
+// count returns the counts of keys at now and when to look again: the next
+// moment the counts change by the clock alone (a key enters the warning
+// window or expires), capped so that a lost timer heals.
+func (r *countsReporter) count(keys []keyward.AccessKey, now time.Time, warning time.Duration) (*keyward.KeyCounts, ctrl.Result) {
+	counts := policy.CountKeys(keys, now, warning)
+	return &counts, ctrl.Result{RequeueAfter: policy.NextWake(now, r.Options.MaxRequeue, policy.NextCountChange(keys, now, warning))}
+}
+
+// patchStatus writes obj's status as a merge patch from orig when it
+// changed; an object deleted meanwhile needs no status.
+func (r *countsReporter) patchStatus(ctx context.Context, obj, orig client.Object, changed bool) error {
+	if !changed {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Status().Patch(ctx, obj, client.MergeFrom(orig)))
 }

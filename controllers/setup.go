@@ -59,8 +59,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 		&AccessKeyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 			Recorder: mgr.GetEventRecorder("keyward"), Options: opts, Now: now},
 		&AccessKeyOwnerReconciler{Client: mgr.GetClient()},
-		&ApplicationReconciler{Client: mgr.GetClient(), Options: opts, Now: now},
-		&TenantSettingsReconciler{Client: mgr.GetClient(), Options: opts, Now: now},
+		&ApplicationReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now}},
+		&TenantSettingsReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now}},
 	} {
 		if err := c.SetupWithManager(mgr); err != nil {
 			return err

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -18,9 +17,7 @@ import (
 // TenantSettingsReconciler has one job: report the switch in force and the
 // tenant-wide key counts on the namespace's TenantSettings "default".
 type TenantSettingsReconciler struct {
-	client.Client
-	Options Options
-	Now     func() time.Time
+	countsReporter
 }
 
 // +kubebuilder:rbac:groups=keyward.dev,resources=tenantsettings,verbs=get;list;watch
@@ -37,11 +34,10 @@ func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, err
 	}
 
-	now := r.Now()
 	orig := ts.DeepCopy()
+	counts, next := r.count(keys.Items, r.Now(), tenant.ExpiryWarning)
 	ts.Status.APIKeysEnabled = tenant.Enabled
-	counts := policy.CountKeys(keys.Items, now, tenant.ExpiryWarning)
-	ts.Status.Keys = &counts
+	ts.Status.Keys = counts
 	ts.Status.ObservedGeneration = ts.Generation
 	reason, message := "Enabled", "API keys are switched on in this tenant"
 	if !tenant.Enabled {
@@ -51,12 +47,10 @@ func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		Type: keyward.ConditionReady, Status: metav1.ConditionTrue, Reason: reason, Message: message,
 		ObservedGeneration: ts.Generation,
 	})
-	if !equality.Semantic.DeepEqual(orig.Status, ts.Status) {
-		if err := r.Status().Patch(ctx, &ts, client.MergeFrom(orig)); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(err)
-		}
+	if err := r.patchStatus(ctx, &ts, orig, !equality.Semantic.DeepEqual(orig.Status, ts.Status)); err != nil {
+		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: policy.NextWake(now, r.Options.MaxRequeue, policy.NextCountChange(keys.Items, now, tenant.ExpiryWarning))}, nil
+	return next, nil
 }
 
 func (r *TenantSettingsReconciler) SetupWithManager(mgr ctrl.Manager) error {
