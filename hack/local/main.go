@@ -220,6 +220,9 @@ func (p *procs) start(ctx context.Context, root, bin string, managerArgs []strin
 	if err := controlplane.WaitForGarbageCollector(ctx, c, "default", 90*time.Second, p.kcm.Exited); err != nil {
 		return fail(err)
 	}
+	if err := controlplane.WaitForAdmissionPolicies(ctx, c, "default", time.Minute); err != nil {
+		return fail(err)
+	}
 
 	logln("building the manager (go build -o bin/manager .) ...")
 	select {

@@ -62,9 +62,10 @@ var started atomic.Int32
 // (Mutating|Validating)AdmissionPolicy(Binding)s found under config/rbac and
 // config/admission, then starts kube-controller-manager (garbage collector and
 // namespace controllers) and returns once a real owner-reference cascade has
-// happened. The CRDs go in before kube-controller-manager starts because its
-// garbage collector rediscovers resource types only every 30 s. On error
-// nothing is left running.
+// happened and Keyward's admission policies act on AccessKeys. The CRDs go
+// in before kube-controller-manager starts because its garbage collector
+// rediscovers resource types only every 30 s. On error nothing is left
+// running.
 func Start() (_ *Env, retErr error) {
 	root, err := controlplane.RepoRoot()
 	if err != nil {
@@ -155,6 +156,9 @@ func Start() (_ *Env, retErr error) {
 	}
 	_ = e.watchdog.Add(e.kcm.Pid())
 	if err := controlplane.WaitForGarbageCollector(ctx, e.Client, "default", gcReadyTimeout, e.kcm.Exited); err != nil {
+		return nil, err
+	}
+	if err := controlplane.WaitForAdmissionPolicies(ctx, e.Client, "default", time.Minute); err != nil {
 		return nil, err
 	}
 	return e, nil
