@@ -386,7 +386,7 @@ var _ = Describe("Row 14: keys are off by default per tenant; the switch turns a
 		ts := &keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}}
 		Expect(k8s.Create(ctx, ts)).To(Succeed())
 		consistentlyPhase(key, keyward.PhasePending, time.Second)
-		Expect(get(ts).Status.APIKeysEnabled).To(BeFalse())
+		Eventually(func() *bool { return get(ts).Status.APIKeysEnabled }, timeout, interval).Should(HaveValue(BeFalse()))
 
 		update(ts, func(t *keyward.TenantSettings) { t.Spec.APIKeysEnabled = ptr.To(true) })
 		on := eventuallyPhase(key, keyward.PhaseActive)

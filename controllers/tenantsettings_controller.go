@@ -36,7 +36,7 @@ func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 
 	orig := ts.DeepCopy()
 	counts, next := r.count(keys.Items, r.Now(), tenant.ExpiryWarning)
-	ts.Status.APIKeysEnabled = tenant.Enabled
+	ts.Status.APIKeysEnabled = &tenant.Enabled
 	ts.Status.Keys = counts
 	ts.Status.ObservedGeneration = ts.Generation
 	reason, message := "Enabled", "API keys are switched on in this tenant"

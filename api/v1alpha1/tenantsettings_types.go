@@ -56,7 +56,7 @@ type TenantSettingsStatus struct {
 
 	// apiKeysEnabled is the switch in force, after the manager's default.
 	// +optional
-	APIKeysEnabled bool `json:"apiKeysEnabled"`
+	APIKeysEnabled *bool `json:"apiKeysEnabled,omitempty"`
 
 	// keys counts every AccessKey in the tenant by phase.
 	// +optional
