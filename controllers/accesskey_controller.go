@@ -54,9 +54,7 @@ type AccessKeyReconciler struct {
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	log := logf.FromContext(ctx)
-
-	// Fetch.
+	// Fetch the key and everything its decision depends on.
 	var key keyward.AccessKey
 	if err := r.Get(ctx, req.NamespacedName, &key); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -113,13 +111,32 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		})
 	}
 
-	// Act.
+	// Act, then report.
 	orig := key.DeepCopy()
+	if err := r.act(ctx, &key, secret, &decision, now); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.report(ctx, orig, &key, decision); err != nil {
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{RequeueAfter: policy.MinRequeue}, nil // someone wrote first: look again
+		}
+		return ctrl.Result{}, err
+	}
+
+	// When to come back: the earliest moment the decision can change by
+	// the clock alone, capped so a lost timer heals.
+	return ctrl.Result{RequeueAfter: policy.NextWake(now, r.Options.MaxRequeue, decision.WakeAt...)}, nil
+}
+
+// act carries out the decision's material action on the key's Secret and
+// records in key.Status what it did. A Secret name taken by a Secret that
+// Keyward did not generate turns the decision into Pending/SecretNameConflict.
+func (r *AccessKeyReconciler) act(ctx context.Context, key *keyward.AccessKey, secret *corev1.Secret, decision *policy.Decision, now time.Time) error {
 	status := &key.Status
-	status.PreviousKey = policy.PreviousKeyAfter(&key, decision.Material == policy.MaterialRotate, now)
+	status.PreviousKey = policy.PreviousKeyAfter(key, decision.Material == policy.MaterialRotate, now)
 	switch decision.Material {
 	case policy.MaterialIssue, policy.MaterialReissue, policy.MaterialRotate:
-		material, err := r.writeMaterial(ctx, &key, secret, decision.Material == policy.MaterialIssue)
+		material, err := r.writeMaterial(ctx, key, secret, decision.Material == policy.MaterialIssue)
 		if apierrors.IsAlreadyExists(err) {
 			decision.Phase, decision.Reason = keyward.PhasePending, ReasonSecretNameConflict
 			decision.Message = fmt.Sprintf("a Secret named %q that Keyward did not generate already exists; delete it or set spec.secretTemplate.name", key.SecretName())
@@ -127,7 +144,7 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			break
 		}
 		if err != nil {
-			return ctrl.Result{}, err
+			return err
 		}
 		status.KeyID, status.ShortKeyID = material.ID, shortID(material.ID)
 		status.SecretHash = keyformat.HashSecret(material.Secret)
@@ -139,16 +156,16 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			status.LastRotatedAt = &metav1.Time{Time: now}
 		}
 	case policy.MaterialDestroy:
-		if err := r.destroyMaterial(ctx, &key, secret); err != nil {
-			return ctrl.Result{}, err
+		if err := r.destroyMaterial(ctx, key, secret); err != nil {
+			return err
 		}
 		status.SecretHash, status.SecretName, status.PreviousKey = "", "", nil
 	case policy.MaterialKeep:
-		if err := r.syncSecretMetadata(ctx, &key, secret); err != nil {
-			return ctrl.Result{}, err
+		if err := r.syncSecretMetadata(ctx, key, secret); err != nil {
+			return err
 		}
 	}
-	if policy.IsIssued(&key) {
+	if policy.IsIssued(key) {
 		status.LifetimeLimit, status.ExpiresAt = decision.LifetimeLimit, decision.ExpiresAt
 	} else {
 		status.LifetimeLimit, status.ExpiresAt = nil, nil
@@ -156,8 +173,14 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if decision.RotationRequest != "" {
 		status.Rotation = &keyward.RotationStatus{LastRequest: decision.RotationRequest}
 	}
+	return nil
+}
 
-	// Report.
+// report writes the phase and Ready condition with the rest of the status,
+// then records the transition's Event (only once the status is written, so
+// a retried reconcile does not record it twice).
+func (r *AccessKeyReconciler) report(ctx context.Context, orig, key *keyward.AccessKey, decision policy.Decision) error {
+	status := &key.Status
 	status.Phase = decision.Phase
 	status.ObservedGeneration = key.Generation
 	ready := metav1.ConditionFalse
@@ -169,27 +192,21 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		ObservedGeneration: key.Generation,
 	})
 	if !equality.Semantic.DeepEqual(orig.Status, key.Status) {
-		err := r.Status().Patch(ctx, &key, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+		err := r.Status().Patch(ctx, key, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 		if apierrors.IsConflict(err) && decision.Material != policy.MaterialKeep {
 			// The Secret already holds new material: status must say so,
 			// whatever else changed on the key in the meantime.
-			err = r.recordMaterialStatus(ctx, &key)
-		}
-		if apierrors.IsConflict(err) {
-			return ctrl.Result{RequeueAfter: policy.MinRequeue}, nil // someone wrote first: look again
+			err = r.recordMaterialStatus(ctx, key)
 		}
 		if err != nil {
-			return ctrl.Result{}, err
+			return err
 		}
-		log.V(1).Info("status updated", "phase", decision.Phase, "reason", decision.Reason, "keyID", status.KeyID)
+		logf.FromContext(ctx).V(1).Info("status updated", "phase", decision.Phase, "reason", decision.Reason, "keyID", status.KeyID)
 	}
 	if event := policy.TransitionEvent(orig.Status.Phase, decision); event != "" {
-		r.record(&key, event, decision)
+		r.record(key, event, decision)
 	}
-
-	// When to come back: the earliest moment the decision can change by
-	// the clock alone, capped so a lost timer heals.
-	return ctrl.Result{RequeueAfter: policy.NextWake(now, r.Options.MaxRequeue, decision.WakeAt...)}, nil
+	return nil
 }
 
 func (r *AccessKeyReconciler) application(ctx context.Context, ns, name string) (*keyward.Application, error) {
