@@ -112,9 +112,26 @@ spec: {apiKeysEnabled: true}
 		Expect(err).To(HaveOccurred())
 		Expect(stderr).To(ContainSubstring("TenantSettings must be named 'default'"))
 
-		// Without TenantSettings the tenant is off: the key waits, with a reason.
+	})
+})
+
+var _ = Describe("The manager flag --api-keys-enabled-by-default", func() {
+	It("switches on tenants without TenantSettings; a TenantSettings can still switch its tenant off", func() {
+		ns := newNamespace()
+		kubectl("apply", "-n", ns, "-f", filepath.Join(root, "config", "samples", "01_application.yaml"))
+		kubectl("apply", "-n", ns, "-f", filepath.Join(root, "config", "samples", "02_accesskey_basic.yaml"))
+		kubectl("wait", "-n", ns, "--for=jsonpath={.status.phase}=Active", "accesskey/inventory-sync-main", "--timeout=60s")
+
+		_, stderr, err := kubectlIn(`
+apiVersion: keyward.dev/v1alpha1
+kind: TenantSettings
+metadata: {name: default}
+spec: {apiKeysEnabled: false}
+`, "apply", "-n", ns, "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), stderr)
 		eventuallyJSONPath(ns, "accesskey/inventory-sync-main", `.status.conditions[?(@.type=="Ready")].reason`).
 			Should(Equal("APIKeysDisabled"))
+		Expect(jsonpath(ns, "tenantsettings/default", ".status.apiKeysEnabled")).To(Equal("false"))
 	})
 })
 

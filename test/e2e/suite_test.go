@@ -74,6 +74,9 @@ var _ = BeforeSuite(func() {
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address="+probe,
 		"--zap-log-level=debug",
+		// On here, so the suite proves the flag; the controllers suite
+		// covers the default (off).
+		"--api-keys-enabled-by-default",
 	)
 	manager, err = gexec.Start(cmd, GinkgoWriter, GinkgoWriter)
 	Expect(err).NotTo(HaveOccurred())
