@@ -179,7 +179,7 @@ func materialOf(key *keyward.AccessKey) keyformat.Key {
 	m, ok := secrets.Material(s)
 	Expect(ok).To(BeTrue(), "the Secret of %s holds a well-formed key", key.Name)
 	seenKeys.Lock()
-	seenKeys.keys[m.String()] = true
+	seenKeys.keys[m.Plaintext()] = true
 	seenKeys.keys[m.Secret] = true
 	seenKeys.Unlock()
 	return m

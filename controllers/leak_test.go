@@ -21,7 +21,7 @@ func expectNoKeyMaterialLeaked() {
 	Expect(k8s.List(ctx, &list, client.MatchingLabels(secrets.ManagedLabels()))).To(Succeed())
 	for i := range list.Items {
 		if m, ok := secrets.Material(&list.Items[i]); ok {
-			seenKeys.keys[m.String()] = true
+			seenKeys.keys[m.Plaintext()] = true
 			seenKeys.keys[m.Secret] = true
 		}
 	}

@@ -48,13 +48,14 @@ const HashPrefix = "sha256:"
 
 var encoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
-// Key is a parsed access key. String gives it back in full; treat that as
-// a secret.
+// Key is a parsed access key. Plaintext gives it back in full; treat that
+// as a secret. Every other way of turning a Key into text (String, fmt,
+// loggers that call String, JSON) shows only the key ID.
 type Key struct {
 	// ID is the public key ID, safe to show and log.
 	ID string
 	// Secret is the secret part. Never log it.
-	Secret string
+	Secret string `json:"-"`
 }
 
 // Errors of Parse. None of them carries any part of the key.
@@ -72,20 +73,22 @@ func Generate() (Key, error) {
 	return Key{ID: encoding.EncodeToString(buf[:idBytes]), Secret: encoding.EncodeToString(buf[idBytes:])}, nil
 }
 
-// String is the full key, checksum included.
-func (k Key) String() string {
+// Plaintext is the full key, checksum included: what goes into the Secret.
+func (k Key) Plaintext() string {
 	body := Prefix + k.ID + "_" + k.Secret
 	return body + "_" + checksum(body)
 }
 
+// String shows the key ID only, so that a Key handed to a logger (zap and
+// klog call String) or to fmt never prints the secret.
+func (k Key) String() string { return Prefix + k.ID + "_<redacted>" }
+
 // GoString keeps %#v from printing the secret.
 func (k Key) GoString() string { return "keyformat.Key{ID:" + k.ID + ", Secret:<redacted>}" }
 
-// Format keeps %v and %s of a Key, including inside structs, from printing
-// the secret; use String for the full key.
-func (k Key) Format(f fmt.State, _ rune) {
-	_, _ = io.WriteString(f, Prefix+k.ID+"_<redacted>")
-}
+// Format keeps every fmt verb, including %+v inside structs, from printing
+// the secret.
+func (k Key) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, k.String()) }
 
 // Parse checks the shape and checksum of s and splits it into ID and secret.
 func Parse(s string) (Key, error) {

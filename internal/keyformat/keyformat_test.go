@@ -1,6 +1,7 @@
 package keyformat
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -19,7 +20,7 @@ func mustGenerate(t testing.TB) Key {
 
 func TestRoundTrip(t *testing.T) {
 	k := mustGenerate(t)
-	s := k.String()
+	s := k.Plaintext()
 	if len(s) != Len {
 		t.Fatalf("length %d, want %d", len(s), Len)
 	}
@@ -36,7 +37,7 @@ func TestShape(t *testing.T) {
 	// One word for a double-click, recognisable prefix, four parts.
 	shape := regexp.MustCompile(`^kw_[a-z2-7]{16}_[a-z2-7]{52}_[a-z2-7]{7}$`)
 	for i := 0; i < 100; i++ {
-		if s := mustGenerate(t).String(); !shape.MatchString(s) {
+		if s := mustGenerate(t).Plaintext(); !shape.MatchString(s) {
 			t.Fatalf("key %d does not have the documented shape", i)
 		}
 	}
@@ -56,7 +57,7 @@ func TestSecretCarriesAtLeast256Bits(t *testing.T) {
 
 // Every single-character typo anywhere in the key is refused without a lookup.
 func TestChecksumRejectsEveryTypo(t *testing.T) {
-	s := mustGenerate(t).String()
+	s := mustGenerate(t).Plaintext()
 	for i := len(Prefix); i < len(s); i++ {
 		if s[i] == '_' {
 			continue
@@ -84,7 +85,7 @@ func TestChecksumRejectsEveryTypo(t *testing.T) {
 }
 
 func TestParseRefusesMalformedKeys(t *testing.T) {
-	good := mustGenerate(t).String()
+	good := mustGenerate(t).Plaintext()
 	cases := map[string]string{
 		"empty":            "",
 		"other prefix":     "gh_" + good[3:],
@@ -147,9 +148,13 @@ func TestHash(t *testing.T) {
 func TestFormattingRedactsTheSecret(t *testing.T) {
 	k := mustGenerate(t)
 	wrapper := struct{ Material Key }{k}
+	asJSON, err := json.Marshal(wrapper)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, out := range []string{
 		fmt.Sprintf("%v", k), fmt.Sprintf("%s", k), fmt.Sprintf("%+v", k), fmt.Sprintf("%#v", k),
-		fmt.Sprintf("%v", wrapper), fmt.Sprintf("%+v", &wrapper), fmt.Sprint(k),
+		fmt.Sprintf("%v", wrapper), fmt.Sprintf("%+v", &wrapper), fmt.Sprint(k), k.String(), string(asJSON),
 	} {
 		if strings.Contains(out, k.Secret) {
 			t.Fatalf("formatting printed the secret")
@@ -162,7 +167,7 @@ func TestFormattingRedactsTheSecret(t *testing.T) {
 
 func BenchmarkParseAndMatch(b *testing.B) {
 	k := mustGenerate(b)
-	s, h := k.String(), HashSecret(k.Secret)
+	s, h := k.Plaintext(), HashSecret(k.Secret)
 	b.ReportAllocs()
 	for b.Loop() {
 		p, err := Parse(s)

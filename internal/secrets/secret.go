@@ -21,7 +21,7 @@ func Desired(key *keyward.AccessKey, material keyformat.Key) *corev1.Secret {
 	}
 	ApplyMetadata(s, key)
 	s.Data = map[string][]byte{
-		DataAccessKey:   []byte(material.String()),
+		DataAccessKey:   []byte(material.Plaintext()),
 		DataKeyID:       []byte(material.ID),
 		DataApplication: []byte(key.Spec.Application),
 	}
@@ -43,7 +43,9 @@ func ApplyMetadata(s *corev1.Secret, key *keyward.AccessKey) bool {
 	}
 	if t := key.Spec.SecretTemplate; t != nil {
 		for k, v := range t.Labels {
-			set(&s.Labels, k, v)
+			if k != LabelManagedBy && k != LabelAccessKey { // Keyward's own labels win
+				set(&s.Labels, k, v)
+			}
 		}
 		for k, v := range t.Annotations {
 			set(&s.Annotations, k, v)
@@ -65,6 +67,20 @@ func Material(s *corev1.Secret) (keyformat.Key, bool) {
 		return keyformat.Key{}, false
 	}
 	return k, true
+}
+
+// BelongsTo reports whether s is key's Secret: controlled by key, or — when
+// someone stripped its owner references — still labelled for key and
+// holding the key ID that key's status records. Such a Secret is taken back
+// rather than treated as a stranger's, so that revoking the key still
+// destroys its material.
+func BelongsTo(s *corev1.Secret, key *keyward.AccessKey) bool {
+	if metav1.IsControlledBy(s, key) {
+		return true
+	}
+	return metav1.GetControllerOf(s) == nil &&
+		s.Labels[LabelManagedBy] == ManagedByValue && s.Labels[LabelAccessKey] == key.Name &&
+		key.Status.KeyID != "" && string(s.Data[DataKeyID]) == key.Status.KeyID
 }
 
 // Inspect compares what s holds with what key's status says was issued.
