@@ -47,9 +47,11 @@ const (
 
 // RotationSpec tunes rotation.
 type RotationSpec struct {
-	// gracePeriod is how long the previous key keeps verifying after a rotation.
+	// gracePeriod is how long the previous key keeps verifying after a
+	// rotation, as a Go duration such as 10m or 24h.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="gracePeriod must be a duration such as 10m or 24h"
 	// +optional
 	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
 }
@@ -111,6 +113,9 @@ type AccessKeySpec struct {
 	// expiresAt is when the key stops working (RFC 3339); absent means never,
 	// unless the tenant's maxKeyLifetime bounds it. Moving it into the future
 	// re-activates an expired key with the same key material.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$`
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
@@ -229,7 +234,9 @@ type AccessKeyStatus struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // AccessKey is one API access key of an Application. Its key material lives
-// only in the Secret the controller generates.
+// only in the Secret the controller generates. Its name is at most 63
+// characters because the Secret carries it as a label value.
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="an AccessKey name is at most 63 characters (the generated Secret carries it as a label value)"
 type AccessKey struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
