@@ -10,10 +10,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/secrets"
 )
@@ -81,7 +83,7 @@ var _ = Describe("Row 3: the full key is visible once, in the Secret; status sho
 		Expect(string(s.Data["application"])).To(Equal("portal"))
 
 		m := materialOf(key)
-		Expect(strings.HasPrefix(m.String(), keyformat.Prefix)).To(BeTrue())
+		Expect(strings.HasPrefix(m.Plaintext(), keyformat.Prefix)).To(BeTrue())
 		Expect(m.ID).To(Equal(active.Status.KeyID))
 		Expect(active.Status.ShortKeyID).To(Equal(active.Status.KeyID[:8]))
 		Expect(active.Status.SecretName).To(Equal("portal-web-key"))
@@ -660,5 +662,72 @@ var _ = Describe("The Secret cache holds only the Secrets Keyward generates", fu
 			Should(HaveKeyWithValue(secrets.LabelManagedBy, secrets.ManagedByValue))
 		Expect(get(key.DeepCopy()).Status.KeyID).To(Equal(active.Status.KeyID))
 		Expect(eventReasons(key)()).NotTo(ContainElement("SecretRecreated"))
+	})
+})
+
+var _ = Describe("Bad input never stops the controller", func() {
+	It("refuses at the API server what the manager could not decode or label", func() {
+		ns := newTenant()
+		newApp(ns, "strict")
+		raw := func(name string, spec map[string]any) error {
+			u := &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": "keyward.dev/v1alpha1", "kind": "AccessKey",
+				"metadata": map[string]any{"name": name, "namespace": ns},
+				"spec":     spec,
+			}}
+			return k8s.Create(ctx, u)
+		}
+		err := raw("grace", map[string]any{"application": "strict", "rotation": map[string]any{"gracePeriod": "1d"}})
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("gracePeriod must be a duration such as 10m or 24h"))
+
+		err = raw("lowercase", map[string]any{"application": "strict", "expiresAt": "2030-01-01t00:00:00z"})
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("spec.expiresAt"))
+
+		err = k8s.Create(ctx, buildKey(ns, strings.Repeat("k", 64), "strict"))
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("an AccessKey name is at most 63 characters"))
+
+		// The controller still works for everyone else.
+		fine := newKey(ns, strings.Repeat("k", 63), "strict")
+		eventuallyPhase(fine, keyward.PhaseActive)
+	})
+
+	It("reports a Secret template the API server refuses as Pending/SecretInvalid", func() {
+		ns := newTenant()
+		newApp(ns, "labels")
+		key := newKey(ns, "bad-label", "labels", func(k *keyward.AccessKey) {
+			k.Spec.SecretTemplate = &keyward.SecretTemplate{Labels: map[string]string{"not a label!": "x"}}
+		})
+		pending := eventuallyPhase(key, keyward.PhasePending, controllers.ReasonSecretInvalid)
+		Expect(readyMessage(pending)).To(ContainSubstring("not a label!"))
+		Expect(hasSecret(key)).To(BeFalse())
+
+		update(key, func(k *keyward.AccessKey) { k.Spec.SecretTemplate.Labels = map[string]string{"team": "web"} })
+		eventuallyPhase(key, keyward.PhaseActive)
+	})
+})
+
+var _ = Describe("A Secret whose owner reference a user stripped", func() {
+	It("is taken back, and revoking the key still destroys its material", func() {
+		ns := newTenant()
+		newApp(ns, "orphans")
+		key := newKey(ns, "k", "orphans")
+		active := eventuallyPhase(key, keyward.PhaseActive)
+
+		s := secretOf(key)
+		s.OwnerReferences = nil
+		Expect(k8s.Update(ctx, s)).To(Succeed())
+		Eventually(func() bool { return metav1.IsControlledBy(secretOf(key), active) }, timeout, interval).
+			Should(BeTrue(), "the controller reference is restored")
+		Expect(get(key.DeepCopy()).Status.KeyID).To(Equal(active.Status.KeyID), "the same key")
+
+		s = secretOf(key)
+		s.OwnerReferences = nil
+		Expect(k8s.Update(ctx, s)).To(Succeed())
+		update(key, func(k *keyward.AccessKey) { k.Spec.Revoked = true })
+		eventuallyPhase(key, keyward.PhaseRevoked)
+		Eventually(func() bool { return hasSecret(key) }, timeout, interval).Should(BeFalse())
 	})
 })

@@ -1,0 +1,134 @@
+package secrets
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/keyformat"
+	"keyward.dev/keyward/internal/policy"
+)
+
+func issuedKey(t *testing.T) (*keyward.AccessKey, keyformat.Key) {
+	t.Helper()
+	m, err := keyformat.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &keyward.AccessKey{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: types.UID("key-uid"),
+			Labels: map[string]string{"argocd.argoproj.io/instance": "shop"}},
+		Spec: keyward.AccessKeySpec{Application: "portal", SecretTemplate: &keyward.SecretTemplate{
+			Labels:      map[string]string{"team": "web", LabelManagedBy: "someone-else"},
+			Annotations: map[string]string{"note": "mounted by web"},
+		}},
+		Status: keyward.AccessKeyStatus{KeyID: m.ID, SecretHash: keyformat.HashSecret(m.Secret)},
+	}
+	return k, m
+}
+
+func controlledBy(s *corev1.Secret, k *keyward.AccessKey) *corev1.Secret {
+	s.OwnerReferences = []metav1.OwnerReference{{APIVersion: "keyward.dev/v1alpha1", Kind: "AccessKey",
+		Name: k.Name, UID: k.UID, Controller: ptr.To(true)}}
+	return s
+}
+
+func TestDesired(t *testing.T) {
+	k, m := issuedKey(t)
+	s := Desired(k, m)
+	if s.Name != "web" || s.Namespace != "shop" || s.Type != SecretType {
+		t.Fatalf("name/namespace/type: %s/%s/%s", s.Namespace, s.Name, s.Type)
+	}
+	if string(s.Data[DataAccessKey]) != m.Plaintext() || string(s.Data[DataKeyID]) != m.ID || string(s.Data[DataApplication]) != "portal" {
+		t.Fatal("data does not hold the key, its ID and the application")
+	}
+	if s.Labels[LabelManagedBy] != ManagedByValue || s.Labels[LabelAccessKey] != "web" || s.Labels["team"] != "web" {
+		t.Fatalf("labels %v: Keyward's labels must win over the template's", s.Labels)
+	}
+	if _, copied := s.Labels["argocd.argoproj.io/instance"]; copied {
+		t.Fatal("the AccessKey's own labels were copied onto the Secret")
+	}
+	if s.Annotations["note"] != "mounted by web" {
+		t.Fatalf("annotations %v", s.Annotations)
+	}
+	k.Spec.SecretTemplate.Name = "custom"
+	if Desired(k, m).Name != "custom" {
+		t.Fatal("secretTemplate.name is not honoured")
+	}
+}
+
+func TestApplyMetadataReportsChangesAndKeepsOthers(t *testing.T) {
+	k, m := issuedKey(t)
+	s := Desired(k, m)
+	s.Labels["added-by-someone"] = "x"
+	if ApplyMetadata(s, k) {
+		t.Fatal("nothing to change, yet a change was reported")
+	}
+	delete(s.Labels, LabelAccessKey)
+	if !ApplyMetadata(s, k) || s.Labels[LabelAccessKey] != "web" || s.Labels["added-by-someone"] != "x" {
+		t.Fatalf("labels %v", s.Labels)
+	}
+}
+
+func TestInspect(t *testing.T) {
+	k, m := issuedKey(t)
+	if Inspect(nil, k) != policy.SecretMissing {
+		t.Fatal("no Secret is not missing")
+	}
+	if got := Inspect(Desired(k, m), k); got != policy.SecretIntact {
+		t.Fatalf("the issued Secret is not intact: %v", got)
+	}
+	edits := map[string]func(*corev1.Secret){
+		"key replaced by hand":    func(s *corev1.Secret) { s.Data[DataAccessKey] = []byte("kw_edited_by_hand") },
+		"another valid key":       func(s *corev1.Secret) { o, _ := keyformat.Generate(); s.Data[DataAccessKey] = []byte(o.Plaintext()) },
+		"keyId edited":            func(s *corev1.Secret) { s.Data[DataKeyID] = []byte("other") },
+		"application edited":      func(s *corev1.Secret) { s.Data[DataApplication] = []byte("other") },
+		"accessKey entry removed": func(s *corev1.Secret) { delete(s.Data, DataAccessKey) },
+		"same ID, another secret part": func(s *corev1.Secret) {
+			o, _ := keyformat.Generate()
+			s.Data[DataAccessKey] = []byte(keyformat.Key{ID: m.ID, Secret: o.Secret}.Plaintext())
+		},
+	}
+	for name, edit := range edits {
+		s := Desired(k, m)
+		edit(s)
+		if got := Inspect(s, k); got != policy.SecretTampered {
+			t.Errorf("%s: got %v, want tampered", name, got)
+		}
+	}
+}
+
+func TestBelongsTo(t *testing.T) {
+	k, m := issuedKey(t)
+	if !BelongsTo(controlledBy(Desired(k, m), k), k) {
+		t.Fatal("the controlled Secret does not belong to its key")
+	}
+	stripped := Desired(k, m)
+	if !BelongsTo(stripped, k) {
+		t.Fatal("a Secret whose owner reference was stripped is not taken back")
+	}
+	other := &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Name: "web", UID: "other-uid"}}
+	if BelongsTo(controlledBy(Desired(k, m), other), k) {
+		t.Fatal("a Secret controlled by another object was claimed")
+	}
+	stranger := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Data: map[string][]byte{DataKeyID: []byte(m.ID)}}
+	if BelongsTo(stranger, k) {
+		t.Fatal("an unlabelled Secret was claimed")
+	}
+	wrongID := Desired(k, m)
+	wrongID.Data[DataKeyID] = []byte("something-else")
+	if BelongsTo(wrongID, k) {
+		t.Fatal("a labelled Secret with another key ID was claimed")
+	}
+	neverIssued := k.DeepCopy()
+	neverIssued.Status.KeyID = ""
+	blank := Desired(k, m)
+	blank.Data[DataKeyID] = nil
+	if BelongsTo(blank, neverIssued) {
+		t.Fatal("an uncontrolled Secret was claimed by a key never issued")
+	}
+}
