@@ -91,6 +91,14 @@ var _ = Describe("Row 17 and SPEC §4: roles and admission policies (no webhook 
 		Expect(developer.Create(ctx, own)).To(Succeed(), "naming yourself is fine")
 		err = updateAs(developer, own, func(k *keyward.AccessKey) { k.Spec.Owner = "erin" })
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("changing the owner of an AccessKey (from dana to erin) needs the assign-owner verb"))
+
+		// Nor can a developer take over a colleague's key by naming themself.
+		erins := buildKey(ns, "erins", "payments", ownedBy("erin"))
+		Expect(admin.Create(ctx, erins)).To(Succeed())
+		err = updateAs(developer, erins, func(k *keyward.AccessKey) { k.Spec.Owner = "dana" })
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+		Expect(get(erins).Spec.Owner).To(Equal("erin"))
 	})
 
 	It("lets a tenant admin revoke, irreversibly, and assign keys to others", func() {
