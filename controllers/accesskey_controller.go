@@ -67,7 +67,7 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if !key.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // the garbage collector removes its Secret
 	}
-	app, err := r.application(ctx, key.Namespace, key.Spec.Application)
+	app, err := application(ctx, r.Client, key.Namespace, key.Spec.Application)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -125,7 +125,7 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if apierrors.IsConflict(err) {
 			return ctrl.Result{RequeueAfter: policy.MinRequeue}, nil // someone wrote first: look again
 		}
-		return ctrl.Result{}, err
+		return ctrl.Result{}, client.IgnoreNotFound(err) // deleted meanwhile: its Secret goes with it
 	}
 
 	// When to come back: the earliest moment the decision can change by
@@ -234,20 +234,6 @@ func (r *AccessKeyReconciler) report(ctx context.Context, orig, key *keyward.Acc
 		r.record(key, event, decision)
 	}
 	return nil
-}
-
-func (r *AccessKeyReconciler) application(ctx context.Context, ns, name string) (*keyward.Application, error) {
-	var app keyward.Application
-	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &app); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	if !app.DeletionTimestamp.IsZero() {
-		return nil, nil
-	}
-	return &app, nil
 }
 
 // slot decides the key's slot among every key of its namespace, as listed by

@@ -31,6 +31,23 @@ func tenantPolicy(ctx context.Context, c client.Client, ns string, enabledByDefa
 	return policy.TenantFrom(&ts, enabledByDefault), nil
 }
 
+// application returns the Application a key names, or nil when it does not
+// exist or is being deleted.
+func application(ctx context.Context, c client.Reader, ns, name string) (*keyward.Application, error) {
+	var app keyward.Application
+	err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &app)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !app.DeletionTimestamp.IsZero() {
+		return nil, nil
+	}
+	return &app, nil
+}
+
 // listKeys returns reconcile requests for the AccessKeys of a namespace
 // that match the field selector and keep (either may be nil).
 func listKeys(ctx context.Context, c client.Client, ns string, fields client.MatchingFields, keep func(*keyward.AccessKey) bool) []ctrl.Request {

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -10,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/policy"
 )
 
 // AccessKeyOwnerReconciler has one job: give every AccessKey an owner
@@ -28,7 +30,7 @@ func (r *AccessKeyOwnerReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if !key.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
-	app, err := (&AccessKeyReconciler{Client: r.Client}).application(ctx, key.Namespace, key.Spec.Application)
+	app, err := application(ctx, r.Client, key.Namespace, key.Spec.Application)
 	if err != nil || app == nil {
 		return ctrl.Result{}, err // no Application yet: its creation brings us back
 	}
@@ -39,7 +41,13 @@ func (r *AccessKeyOwnerReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err := controllerutil.SetOwnerReference(app, &key, r.Scheme()); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, r.Patch(ctx, &key, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	// The lock keeps a concurrent change of the owner references from being
+	// overwritten; losing the race to a status write is normal: look again.
+	err = r.Patch(ctx, &key, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	if apierrors.IsConflict(err) {
+		return ctrl.Result{RequeueAfter: policy.MinRequeue}, nil
+	}
+	return ctrl.Result{}, client.IgnoreNotFound(err)
 }
 
 func hasOwnerRef(obj metav1.Object, owner metav1.Object) bool {

@@ -9,11 +9,13 @@ import (
 )
 
 // WriteKubeconfig writes a kubeconfig (mode 0600) for a certificate-authenticated
-// rest.Config, with cluster, user and context all called name.
+// rest.Config (impersonation included), with cluster, user and context all
+// called name.
 func WriteKubeconfig(path, name string, cfg *rest.Config) error {
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters[name] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken,
+		Impersonate: cfg.Impersonate.UserName, ImpersonateGroups: cfg.Impersonate.Groups}
 	ctx := clientcmdapi.NewContext()
 	ctx.Cluster, ctx.AuthInfo, ctx.Namespace = name, name, "default"
 	kc.Contexts[name] = ctx

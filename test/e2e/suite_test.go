@@ -1,7 +1,9 @@
-// Package e2e drives Keyward as its users do: the real manager binary (built
-// from main.go, with its flags and cache settings) runs against a real
-// kube-apiserver, etcd and kube-controller-manager, and every step goes
-// through the real kubectl.
+// Package e2e drives Keyward as its users do: Keyward is installed with
+// `kubectl apply -k config/default`, the real manager binary (built from
+// main.go, with its flags and cache settings) runs with exactly the rights
+// that installation gives its ServiceAccount, against a real kube-apiserver,
+// etcd and kube-controller-manager, and every step goes through the real
+// kubectl.
 package e2e
 
 import (
@@ -19,6 +21,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/gexec"
+	"k8s.io/client-go/rest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -62,6 +65,19 @@ var _ = BeforeSuite(func() {
 	kubeconfig = filepath.Join(dir, "kubeconfig")
 	Expect(controlplane.WriteKubeconfig(kubeconfig, "e2e", env.Config)).To(Succeed())
 
+	By("installing Keyward as a platform team would: kubectl apply -k config/default")
+	kubectl("apply", "--server-side", "--force-conflicts", "-k", filepath.Join(root, "config", "default"))
+
+	// The manager runs with the rights config/default gives its
+	// ServiceAccount, and nothing more: the admin certificate impersonates it.
+	managerKubeconfig := filepath.Join(dir, "manager.kubeconfig")
+	asManager := rest.CopyConfig(env.Config)
+	asManager.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:keyward-system:keyward-controller-manager",
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:keyward-system", "system:authenticated"},
+	}
+	Expect(controlplane.WriteKubeconfig(managerKubeconfig, "keyward-manager", asManager)).To(Succeed())
+
 	By("building the manager from main.go")
 	managerBin, err := gexec.Build("keyward.dev/keyward")
 	Expect(err).NotTo(HaveOccurred())
@@ -70,7 +86,9 @@ var _ = BeforeSuite(func() {
 	By("starting the manager as a cluster would run it")
 	probe := freeAddr()
 	cmd := exec.Command(managerBin,
-		"--kubeconfig="+kubeconfig,
+		"--kubeconfig="+managerKubeconfig,
+		"--leader-elect",
+		"--leader-election-namespace=keyward-system",
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address="+probe,
 		"--zap-log-level=debug",
