@@ -123,13 +123,7 @@ func kubectl(args ...string) string {
 
 // kubectlResult runs kubectl and returns standard output, standard error and
 // the error, for commands that are expected to fail.
-func kubectlResult(args ...string) (string, string, error) {
-	cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig=" + kubeconfig}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	return stdout.String(), stderr.String(), err
-}
+func kubectlResult(args ...string) (string, string, error) { return kubectlIn("", args...) }
 
 // kubectlIn is kubectl with stdin, for manifests written inline.
 func kubectlIn(stdin string, args ...string) (string, string, error) {
