@@ -75,17 +75,17 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	slot, err := r.slot(ctx, r.Client, &key, tenant)
+	now := r.Now()
+	slot, err := r.slot(ctx, r.Client, &key, tenant, now)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	secret, err := r.secret(ctx, &key)
+	secret, err := r.secretFrom(ctx, r.Client, &key)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 
 	// Compute.
-	now := r.Now()
 	decision := policy.Decide(policy.Observation{
 		Key: &key, App: app, Tenant: tenant, Slot: slot, Secret: secrets.Inspect(secret, &key), Now: now,
 	})
@@ -103,11 +103,11 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if fresh.ResourceVersion != key.ResourceVersion {
 			return ctrl.Result{RequeueAfter: policy.MinRequeue}, nil
 		}
-		if secret, err = r.freshSecret(ctx, &key); err != nil {
+		if secret, err = r.secretFrom(ctx, r.APIReader, &key); err != nil {
 			return ctrl.Result{}, err
 		}
 		if decision.Material == policy.MaterialIssue {
-			if slot, err = r.slot(ctx, r.APIReader, &key, tenant); err != nil {
+			if slot, err = r.slot(ctx, r.APIReader, &key, tenant, now); err != nil {
 				return ctrl.Result{}, err
 			}
 		}
@@ -238,7 +238,7 @@ func (r *AccessKeyReconciler) report(ctx context.Context, orig, key *keyward.Acc
 
 // slot decides the key's slot among every key of its namespace, as listed by
 // reader (the cache, or the API server itself before a first issue).
-func (r *AccessKeyReconciler) slot(ctx context.Context, reader client.Reader, key *keyward.AccessKey, tenant policy.Tenant) (policy.SlotDecision, error) {
+func (r *AccessKeyReconciler) slot(ctx context.Context, reader client.Reader, key *keyward.AccessKey, tenant policy.Tenant, now time.Time) (policy.SlotDecision, error) {
 	if policy.IsIssued(key) {
 		return policy.SlotDecision{Outcome: policy.SlotHeld}, nil
 	}
@@ -256,18 +256,21 @@ func (r *AccessKeyReconciler) slot(ctx context.Context, reader client.Reader, ke
 			byName[apps.Items[i].Name] = &apps.Items[i]
 		}
 	}
-	decisions := policy.AllocateSlots(keys.Items, byName, tenant, r.Now(), r.Options.SettleDelay)
+	decisions := policy.AllocateSlots(keys.Items, byName, tenant, now, r.Options.SettleDelay)
 	if d, ok := decisions[key.Name]; ok {
 		return d, nil
 	}
 	// Not yet in the cache's list: wait until it is, so it is ranked with the others.
-	return policy.SlotDecision{Outcome: policy.SlotSettling, SettledAt: r.Now().Add(time.Second)}, nil
+	return policy.SlotDecision{Outcome: policy.SlotSettling, SettledAt: now.Add(time.Second)}, nil
 }
 
-// secret returns the key's Secret as Keyward generated it, or nil.
-func (r *AccessKeyReconciler) secret(ctx context.Context, key *keyward.AccessKey) (*corev1.Secret, error) {
+// secretFrom returns the key's Secret as read by reader, or nil when there
+// is none or it is not the key's (someone else's Secret: Create then reports
+// the conflict). Reading from the API server (APIReader) also finds a Secret
+// whose labels a user stripped, which the label-filtered cache cannot see.
+func (r *AccessKeyReconciler) secretFrom(ctx context.Context, reader client.Reader, key *keyward.AccessKey) (*corev1.Secret, error) {
 	var s corev1.Secret
-	err := r.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.SecretName()}, &s)
+	err := reader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.SecretName()}, &s)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -321,28 +324,10 @@ func (r *AccessKeyReconciler) recordMaterialStatus(ctx context.Context, key *key
 	})
 }
 
-// freshSecret reads the key's Secret from the API server, bypassing the
-// cache, which also finds it when a user stripped the labels that the
-// cache filters on. Nil when missing or not controlled by key.
-func (r *AccessKeyReconciler) freshSecret(ctx context.Context, key *keyward.AccessKey) (*corev1.Secret, error) {
-	var s corev1.Secret
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.SecretName()}, &s)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !secrets.BelongsTo(&s, key) || !s.DeletionTimestamp.IsZero() {
-		return nil, nil // someone else's Secret: Create reports the conflict
-	}
-	return &s, nil
-}
-
 func (r *AccessKeyReconciler) destroyMaterial(ctx context.Context, key *keyward.AccessKey, secret *corev1.Secret) error {
 	if secret == nil {
 		var err error
-		if secret, err = r.freshSecret(ctx, key); err != nil || secret == nil {
+		if secret, err = r.secretFrom(ctx, r.APIReader, key); err != nil || secret == nil {
 			return err
 		}
 	}
