@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
-	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/secrets"
 )
@@ -136,7 +135,7 @@ var _ = Describe("Row 4: expiry date", func() {
 		Expect(hasSecret(key)).To(BeTrue(), "an expired key keeps its Secret")
 		Eventually(eventReasons(key), timeout, interval).Should(ContainElement("Expired"))
 
-		update(key, func(k *keyward.AccessKey) { k.Spec.ExpiresAt = &metav1.Time{Time: time.Now().Add(time.Hour)} })
+		update(key, func(k *keyward.AccessKey) { k.Spec.ExpiresAt = keyward.NewTimestamp(time.Now().Add(time.Hour)) })
 		restored := eventuallyPhase(key, keyward.PhaseActive)
 		Expect(restored.Status.KeyID).To(Equal(active.Status.KeyID))
 		Expect(restored.Status.SecretHash).To(Equal(active.Status.SecretHash))
@@ -310,7 +309,7 @@ var _ = Describe("Row 12: refresh key", func() {
 		newApp(ns, "api")
 		key := newKey(ns, "rot", "api", func(k *keyward.AccessKey) {
 			k.Annotations = map[string]string{keyward.RotateAnnotation: "initial"}
-			k.Spec.Rotation = &keyward.RotationSpec{GracePeriod: &metav1.Duration{Duration: 3 * time.Second}}
+			k.Spec.Rotation = &keyward.RotationSpec{GracePeriod: keyward.NewDuration(3 * time.Second)}
 		})
 		before := eventuallyPhase(key, keyward.PhaseActive)
 		Expect(before.Status.Rotation.LastRequest).To(Equal("initial"), "the value present at issue is recorded, not acted on")
@@ -420,7 +419,7 @@ var _ = Describe("Row 15: max key lifetime applies to new keys only", func() {
 		Expect(eventuallyPhase(early, keyward.PhaseActive).Status.ExpiresAt).To(BeNil())
 
 		update(&keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}}, func(t *keyward.TenantSettings) {
-			t.Spec.MaxKeyLifetime = &metav1.Duration{Duration: 24 * time.Hour}
+			t.Spec.MaxKeyLifetime = keyward.NewDuration(24 * time.Hour)
 		})
 		Eventually(func() bool {
 			t := get(&keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}})
@@ -445,7 +444,7 @@ var _ = Describe("Row 15: max key lifetime applies to new keys only", func() {
 	It("rejects a negative or malformed lifetime at the API server", func() {
 		ns := newNamespace()
 		ts := &keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"},
-			Spec: keyward.TenantSettingsSpec{MaxKeyLifetime: &metav1.Duration{Duration: -time.Hour}}}
+			Spec: keyward.TenantSettingsSpec{MaxKeyLifetime: keyward.NewDuration(-time.Hour)}}
 		err := k8s.Create(ctx, ts)
 		Expect(apierrors.IsInvalid(err)).To(BeTrue())
 		Expect(err.Error()).To(ContainSubstring("maxKeyLifetime must be a positive duration"))
@@ -700,7 +699,7 @@ var _ = Describe("Bad input never stops the controller", func() {
 		key := newKey(ns, "bad-label", "labels", func(k *keyward.AccessKey) {
 			k.Spec.SecretTemplate = &keyward.SecretTemplate{Labels: map[string]string{"not a label!": "x"}}
 		})
-		pending := eventuallyPhase(key, keyward.PhasePending, controllers.ReasonSecretInvalid)
+		pending := eventuallyPhase(key, keyward.PhasePending, keyward.ReasonSecretInvalid)
 		Expect(readyMessage(pending)).To(ContainSubstring("not a label!"))
 		Expect(hasSecret(key)).To(BeFalse())
 

@@ -219,7 +219,7 @@ func ownedBy(owner string) func(*keyward.AccessKey) {
 }
 
 func expiringAt(t time.Time) func(*keyward.AccessKey) {
-	return func(k *keyward.AccessKey) { k.Spec.ExpiresAt = &metav1.Time{Time: t} }
+	return func(k *keyward.AccessKey) { k.Spec.ExpiresAt = keyward.NewTimestamp(t) }
 }
 
 func name(prefix string, i int) string { return fmt.Sprintf("%s-%02d", prefix, i) }

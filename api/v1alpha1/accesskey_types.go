@@ -31,29 +31,15 @@ const (
 	PhaseRejected KeyPhase = "Rejected"
 )
 
-// Reasons of an AccessKey's Ready condition.
-const (
-	ReasonIssued                   = "Issued"
-	ReasonInactive                 = "Inactive"
-	ReasonExpired                  = "Expired"
-	ReasonRevoked                  = "Revoked"
-	ReasonApplicationNotFound      = "ApplicationNotFound"
-	ReasonAPIKeysDisabled          = "APIKeysDisabled"
-	ReasonApplicationLimitExceeded = "ApplicationLimitExceeded"
-	ReasonOwnerLimitExceeded       = "OwnerLimitExceeded"
-	ReasonScopeNotAllowed          = "ScopeNotAllowed"
-	ReasonSettling                 = "Settling"
-)
-
 // RotationSpec tunes rotation.
 type RotationSpec struct {
 	// gracePeriod is how long the previous key keeps verifying after a
 	// rotation, as a Go duration such as 10m or 24h.
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:MaxLength=32
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="gracePeriod must be a duration such as 10m or 24h"
+	// It is at most 720h (30 days), and the previous key never verifies
+	// past the key's own expiry.
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('720h')",message="gracePeriod is at most 720h (30 days)"
 	// +optional
-	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+	GracePeriod *Duration `json:"gracePeriod,omitempty"`
 }
 
 // SecretTemplate shapes the Secret that holds the key.
@@ -63,10 +49,15 @@ type SecretTemplate struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	// +optional
 	Name string `json:"name,omitempty"`
-	// labels added to the Secret.
+	// labels added to the Secret: at most 32, each a valid label.
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && self[k].size() <= 63)",message="secretTemplate.labels: keys are at most 317 characters (prefix/name) and values at most 63"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k.split('/')[k.split('/').size()-1]).hasValue() && !format.labelValue().validate(self[k]).hasValue())",message="secretTemplate.labels must be valid Kubernetes labels (name: alphanumerics, '-', '_', '.'; value: at most 63 such characters)"
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
-	// annotations added to the Secret.
+	// annotations added to the Secret: at most 32, each value at most 4096 characters.
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && self[k].size() <= 4096)",message="secretTemplate.annotations: keys are at most 317 characters and values at most 4096"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
@@ -94,7 +85,7 @@ type AccessKeySpec struct {
 
 	// owner is the user the key belongs to. The shipped admission policy
 	// stamps the creating user's name when it is empty.
-	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:MaxLength=512
 	// +optional
 	Owner string `json:"owner,omitempty"`
 
@@ -113,11 +104,8 @@ type AccessKeySpec struct {
 	// expiresAt is when the key stops working (RFC 3339); absent means never,
 	// unless the tenant's maxKeyLifetime bounds it. Moving it into the future
 	// re-activates an expired key with the same key material.
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Format=date-time
-	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$`
 	// +optional
-	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+	ExpiresAt *Timestamp `json:"expiresAt,omitempty"`
 
 	// scopes granted to the key; each must be within the Application's
 	// scopes. Empty means the Application's scopes.
@@ -149,6 +137,9 @@ type AccessKeySpec struct {
 type PreviousKey struct {
 	KeyID      string      `json:"keyID"`
 	SecretHash string      `json:"secretHash"`
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	ValidUntil metav1.Time `json:"validUntil"`
 }
 
@@ -186,23 +177,38 @@ type AccessKeyStatus struct {
 
 	// issuedAt is when key material was first issued.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
 
 	// expiresAt is the effective expiry: spec.expiresAt bounded by the
 	// tenant's maxKeyLifetime in force when the key was issued.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
 	// lifetimeLimit is the latest expiry the tenant's maxKeyLifetime allowed
 	// when the key was issued; absent when no lifetime applied.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	LifetimeLimit *metav1.Time `json:"lifetimeLimit,omitempty"`
 
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	LastRotatedAt *metav1.Time `json:"lastRotatedAt,omitempty"`
 
 	// lastUsedAt is the last successful verification (written at most once a minute).
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
 	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 
 	// previousKey keeps verifying until its validUntil after a rotation.

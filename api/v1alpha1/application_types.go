@@ -4,8 +4,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// DefaultGroup is the access-rights group of an Application that names none.
-const DefaultGroup = "Developers"
+// Defaults of an Application. The CRD markers repeat them as literals; a
+// unit test holds the two equal.
+const (
+	// DefaultGroup is the access-rights group of an Application that names none.
+	DefaultGroup = "Developers"
+	// DefaultMaxAccessKeys is how many keys an Application may hold when it does not say.
+	DefaultMaxAccessKeys = 2
+)
 
 // ApplicationSpec describes a client of the protected API and bounds its keys.
 type ApplicationSpec struct {

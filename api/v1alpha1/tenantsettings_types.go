@@ -7,15 +7,17 @@ import (
 // TenantSettingsName is the only TenantSettings name honoured in a namespace.
 const TenantSettingsName = "default"
 
-// Defaults that apply when a TenantSettings leaves a field empty.
+// Defaults that apply when a TenantSettings leaves a field empty. The CRD
+// markers repeat them as literals (markers cannot name a constant); a unit
+// test holds the two equal.
 const (
 	DefaultMaxKeysPerOwner = 5
+	DefaultMaxKeys         = 1000
 	DefaultExpiryWarning   = "720h"
 )
 
 // TenantSettingsSpec switches API keys on for a namespace (tenant) and bounds them.
 // +kubebuilder:validation:XValidation:rule="!has(self.maxKeyLifetime) || duration(self.maxKeyLifetime) > duration('0s')",message="maxKeyLifetime must be a positive duration such as 2160h"
-// +kubebuilder:validation:XValidation:rule="!has(self.expiryWarning) || duration(self.expiryWarning) >= duration('0s')",message="expiryWarning must be a duration such as 720h"
 type TenantSettingsSpec struct {
 	// apiKeysEnabled switches every API key in the tenant on or off. When
 	// unset, the manager's --api-keys-enabled-by-default decides (false
@@ -27,10 +29,8 @@ type TenantSettingsSpec struct {
 	// maxKeyLifetime bounds keys issued after it is set:
 	// expiresAt = min(requested, issuedAt + maxKeyLifetime); a key that asks
 	// for no expiry gets the maximum. Keys issued before are not changed.
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:MaxLength=32
 	// +optional
-	MaxKeyLifetime *metav1.Duration `json:"maxKeyLifetime,omitempty"`
+	MaxKeyLifetime *Duration `json:"maxKeyLifetime,omitempty"`
 
 	// maxKeysPerOwner bounds how many keys one owner may hold (1..1000).
 	// Only new keys are refused (Rejected, OwnerLimitExceeded); existing keys are kept.
@@ -40,12 +40,21 @@ type TenantSettingsSpec struct {
 	// +optional
 	MaxKeysPerOwner int32 `json:"maxKeysPerOwner,omitempty"`
 
+	// maxKeys bounds how many keys the whole tenant may hold (1..100000),
+	// so that one namespace cannot grow without bound on a manager that
+	// serves every namespace. Like the other limits it applies to new keys
+	// (Rejected, TenantLimitExceeded). A hard bound on the objects
+	// themselves is a ResourceQuota on count/accesskeys.keyward.dev.
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxKeys int32 `json:"maxKeys,omitempty"`
+
 	// expiryWarning: a key expiring within it counts as expiringSoon.
 	// +kubebuilder:default="720h"
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:MaxLength=32
 	// +optional
-	ExpiryWarning *metav1.Duration `json:"expiryWarning,omitempty"`
+	ExpiryWarning *Duration `json:"expiryWarning,omitempty"`
 }
 
 // TenantSettingsStatus reports the tenant's keys.

@@ -73,7 +73,8 @@ func (in *AccessKeySpec) DeepCopyInto(out *AccessKeySpec) {
 	*out = *in
 	if in.ExpiresAt != nil {
 		in, out := &in.ExpiresAt, &out.ExpiresAt
-		*out = (*in).DeepCopy()
+		*out = new(Timestamp)
+		**out = **in
 	}
 	if in.Scopes != nil {
 		in, out := &in.Scopes, &out.Scopes
@@ -301,7 +302,7 @@ func (in *RotationSpec) DeepCopyInto(out *RotationSpec) {
 	*out = *in
 	if in.GracePeriod != nil {
 		in, out := &in.GracePeriod, &out.GracePeriod
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 }
@@ -444,12 +445,12 @@ func (in *TenantSettingsSpec) DeepCopyInto(out *TenantSettingsSpec) {
 	}
 	if in.MaxKeyLifetime != nil {
 		in, out := &in.MaxKeyLifetime, &out.MaxKeyLifetime
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 	if in.ExpiryWarning != nil {
 		in, out := &in.ExpiryWarning, &out.ExpiryWarning
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 }

@@ -75,12 +75,24 @@ func Decide(o Observation) Decision {
 		return d
 	}
 	keep := Decision{LifetimeLimit: k.Status.LifetimeLimit, ExpiresAt: k.Status.ExpiresAt}
+	requested, err := RequestedExpiry(k)
+	if err != nil {
+		// Fail closed: an expiry nobody can read could be in the past.
+		keep.Phase, keep.Reason = keyward.PhasePending, keyward.ReasonInvalidSpec
+		keep.Message = err.Error() + "; the key does not verify until it is fixed, and its key material is kept"
+		return keep
+	}
 	if IsIssued(k) {
-		keep.ExpiresAt = EffectiveExpiry(k.Spec.ExpiresAt, k.Status.LifetimeLimit)
+		keep.ExpiresAt = EffectiveExpiry(requested, k.Status.LifetimeLimit)
 	}
 	if o.App == nil {
 		keep.Phase, keep.Reason = keyward.PhasePending, keyward.ReasonApplicationNotFound
 		keep.Message = fmt.Sprintf("application %q does not exist in this namespace", k.Spec.Application)
+		return keep
+	}
+	if o.Tenant.Invalid != "" {
+		keep.Phase, keep.Reason = keyward.PhasePending, keyward.ReasonInvalidTenantSettings
+		keep.Message = "TenantSettings \"default\": " + o.Tenant.Invalid + "; no key is issued or verifies in this tenant until it is fixed"
 		return keep
 	}
 	if !o.Tenant.Enabled {
@@ -115,7 +127,7 @@ func Decide(o Observation) Decision {
 		}
 		d.Material = MaterialIssue
 		d.LifetimeLimit = LifetimeLimit(o.Now, o.Tenant)
-		d.ExpiresAt = EffectiveExpiry(k.Spec.ExpiresAt, d.LifetimeLimit)
+		d.ExpiresAt = EffectiveExpiry(requested, d.LifetimeLimit)
 		d.RotationRequest = k.Annotations[keyward.RotateAnnotation]
 	} else {
 		switch {
@@ -158,29 +170,61 @@ func rotationRecorded(k *keyward.AccessKey) string {
 }
 
 // GracePeriod is how long a rotated-out key keeps verifying.
+// An unusable or too long value is cut to what the API allows (fail
+// closed: an unreadable grace period is none).
 func GracePeriod(k *keyward.AccessKey) time.Duration {
-	if k.Spec.Rotation == nil || k.Spec.Rotation.GracePeriod == nil || k.Spec.Rotation.GracePeriod.Duration < 0 {
+	if k.Spec.Rotation == nil || k.Spec.Rotation.GracePeriod == nil {
 		return 0
 	}
-	return k.Spec.Rotation.GracePeriod.Duration
+	d, err := k.Spec.Rotation.GracePeriod.Parse()
+	if err != nil {
+		return 0
+	}
+	return min(d, keyward.MaxGracePeriod)
+}
+
+// RequestedExpiry is spec.expiresAt as a time, nil for never, or an error
+// naming the field when it cannot be used.
+func RequestedExpiry(k *keyward.AccessKey) (*metav1.Time, error) {
+	if k.Spec.ExpiresAt == nil {
+		return nil, nil
+	}
+	t, err := k.Spec.ExpiresAt.Parse()
+	if err != nil {
+		return nil, fmt.Errorf("spec.expiresAt is %w", err)
+	}
+	return &metav1.Time{Time: t}, nil
 }
 
 // PreviousKeyAfter returns status.previousKey as it should be at now: a
 // rotation with a grace period keeps the outgoing key until it ends; an
-// ended grace period drops it.
+// ended grace period drops it. The previous key never outlives the key
+// itself: its validUntil is cut to the key's effective expiry (which the
+// tenant's lifetime limit already bounds).
 func PreviousKeyAfter(k *keyward.AccessKey, rotated bool, now time.Time) *keyward.PreviousKey {
+	var pk *keyward.PreviousKey
 	if rotated {
 		grace := GracePeriod(k)
 		if grace == 0 || k.Status.KeyID == "" || k.Status.SecretHash == "" {
 			return nil
 		}
-		return &keyward.PreviousKey{KeyID: k.Status.KeyID, SecretHash: k.Status.SecretHash, ValidUntil: metav1.NewTime(now.Add(grace))}
-	}
-	pk := k.Status.PreviousKey
-	if pk == nil || !now.Before(pk.ValidUntil.Time) {
+		pk = &keyward.PreviousKey{KeyID: k.Status.KeyID, SecretHash: k.Status.SecretHash, ValidUntil: metav1.NewTime(now.Add(grace))}
+	} else if k.Status.PreviousKey != nil {
+		pk = k.Status.PreviousKey.DeepCopy()
+	} else {
 		return nil
 	}
-	return pk.DeepCopy()
+	requested, err := RequestedExpiry(k)
+	if err != nil {
+		return nil // fail closed
+	}
+	if expiry := EffectiveExpiry(requested, k.Status.LifetimeLimit); expiry != nil && expiry.Before(&pk.ValidUntil) {
+		pk.ValidUntil = *expiry.DeepCopy()
+	}
+	if !now.Before(pk.ValidUntil.Time) {
+		return nil
+	}
+	return pk
 }
 
 // TransitionEvent names the Event to record when a key moves from one
@@ -188,11 +232,11 @@ func PreviousKeyAfter(k *keyward.AccessKey, rotated bool, now time.Time) *keywar
 func TransitionEvent(from keyward.KeyPhase, d Decision) string {
 	switch d.Material {
 	case MaterialIssue:
-		return "Issued"
+		return keyward.EventIssued
 	case MaterialRotate:
-		return "Rotated"
+		return keyward.EventRotated
 	case MaterialReissue:
-		return "SecretRecreated"
+		return keyward.EventSecretRecreated
 	}
 	if from == d.Phase {
 		return ""
@@ -200,17 +244,18 @@ func TransitionEvent(from keyward.KeyPhase, d Decision) string {
 	switch d.Phase {
 	case keyward.PhaseActive:
 		if from != "" {
-			return "Reactivated"
+			return keyward.EventReactivated
 		}
 	case keyward.PhaseInactive:
-		return "Deactivated"
+		return keyward.EventDeactivated
 	case keyward.PhaseExpired:
-		return "Expired"
+		return keyward.EventExpired
 	case keyward.PhaseRevoked:
-		return "Revoked"
+		return keyward.EventRevoked
 	case keyward.PhaseRejected:
-		if d.Reason == keyward.ReasonApplicationLimitExceeded || d.Reason == keyward.ReasonOwnerLimitExceeded {
-			return "LimitExceeded"
+		switch d.Reason {
+		case keyward.ReasonApplicationLimitExceeded, keyward.ReasonOwnerLimitExceeded, keyward.ReasonTenantLimitExceeded:
+			return keyward.EventLimitExceeded
 		}
 		return d.Reason
 	}

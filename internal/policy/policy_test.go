@@ -41,7 +41,7 @@ func issued(phase keyward.KeyPhase) keyOpt {
 func owner(o string) keyOpt { return func(k *keyward.AccessKey) { k.Spec.Owner = o } }
 
 func expires(d time.Duration) keyOpt {
-	return func(k *keyward.AccessKey) { k.Spec.ExpiresAt = at(d); k.Status.ExpiresAt = at(d) }
+	return func(k *keyward.AccessKey) { k.Spec.ExpiresAt = keyward.NewTimestamp(at(d).Time); k.Status.ExpiresAt = at(d) }
 }
 
 func app(name string, max int32, scopes ...keyward.Scope) *keyward.Application {
@@ -49,7 +49,7 @@ func app(name string, max int32, scopes ...keyward.Scope) *keyward.Application {
 		Spec: keyward.ApplicationSpec{MaxAccessKeys: max, Scopes: scopes}}
 }
 
-var enabled = Tenant{Enabled: true, MaxKeysPerOwner: 5, ExpiryWarning: 720 * time.Hour}
+var enabled = Tenant{Enabled: true, MaxKeysPerOwner: 5, MaxKeys: 1000, ExpiryWarning: 720 * time.Hour}
 
 // ---------------------------------------------------------------- slots
 
@@ -243,7 +243,7 @@ func TestDecidePhases(t *testing.T) {
 		{"inactive", key("k", "a", -time.Hour, issued(keyward.PhaseActive), inactive), nil, keyward.PhaseInactive, keyward.ReasonInactive, MaterialKeep},
 		{"expired", key("k", "a", -time.Hour, issued(keyward.PhaseActive), expires(0)), nil, keyward.PhaseExpired, keyward.ReasonExpired, MaterialKeep},
 		{"expired wins over inactive", key("k", "a", -time.Hour, issued(keyward.PhaseActive), expires(-time.Second), inactive), nil, keyward.PhaseExpired, keyward.ReasonExpired, MaterialKeep},
-		{"new key with a past expiry", key("k", "a", -time.Hour, func(k *keyward.AccessKey) { k.Spec.ExpiresAt = at(-time.Minute) }), nil, keyward.PhaseExpired, keyward.ReasonExpired, MaterialIssue},
+		{"new key with a past expiry", key("k", "a", -time.Hour, func(k *keyward.AccessKey) { k.Spec.ExpiresAt = keyward.NewTimestamp(at(-time.Minute).Time) }), nil, keyward.PhaseExpired, keyward.ReasonExpired, MaterialIssue},
 		{"revoked destroys material", key("k", "a", -time.Hour, issued(keyward.PhaseActive), revoked), nil, keyward.PhaseRevoked, keyward.ReasonRevoked, MaterialDestroy},
 		{"revoked beats a missing application", key("k", "a", -time.Hour, issued(keyward.PhaseActive), revoked), []func(*Observation){noApp}, keyward.PhaseRevoked, keyward.ReasonRevoked, MaterialDestroy},
 		{"revoked before issue has nothing to destroy", key("k", "a", -time.Hour, revoked), nil, keyward.PhaseRevoked, keyward.ReasonRevoked, MaterialKeep},
@@ -368,12 +368,12 @@ func TestLifetimeLimitIsFixedAtIssueForNewKeysOnly(t *testing.T) {
 func TestMovingExpiryIntoTheFutureRestoresButNeverBeyondTheLimit(t *testing.T) {
 	k := key("k", "a", -time.Hour, issued(keyward.PhaseExpired), expires(-time.Minute))
 	k.Status.LifetimeLimit = at(48 * time.Hour)
-	k.Spec.ExpiresAt = at(time.Hour)
+	k.Spec.ExpiresAt = keyward.NewTimestamp(at(time.Hour).Time)
 	d := decide(k)
 	if d.Phase != keyward.PhaseActive || d.Material != MaterialKeep || !d.ExpiresAt.Equal(at(time.Hour)) {
 		t.Fatalf("got %s material %d expiry %v", d.Phase, d.Material, d.ExpiresAt)
 	}
-	k.Spec.ExpiresAt = at(100 * time.Hour)
+	k.Spec.ExpiresAt = keyward.NewTimestamp(at(100 * time.Hour).Time)
 	if d := decide(k); !d.ExpiresAt.Equal(at(48 * time.Hour)) {
 		t.Fatalf("expiry beyond the lifetime limit: %v", d.ExpiresAt)
 	}
@@ -412,7 +412,7 @@ func TestPreviousKeyAfter(t *testing.T) {
 	if PreviousKeyAfter(&k, true, t0) != nil {
 		t.Fatal("no grace period keeps no previous key")
 	}
-	k.Spec.Rotation = &keyward.RotationSpec{GracePeriod: &metav1.Duration{Duration: 5 * time.Minute}}
+	k.Spec.Rotation = &keyward.RotationSpec{GracePeriod: keyward.NewDuration(5 * time.Minute)}
 	pk := PreviousKeyAfter(&k, true, t0)
 	if pk == nil || pk.KeyID != "id-k" || pk.SecretHash != "sha256:k" || !pk.ValidUntil.Equal(at(5*time.Minute)) {
 		t.Fatalf("got %+v", pk)
@@ -510,8 +510,8 @@ func TestTenantFrom(t *testing.T) {
 	if !TenantFrom(ts, true).Enabled {
 		t.Fatal("an unset switch does not follow the manager flag")
 	}
-	ts.Spec = keyward.TenantSettingsSpec{APIKeysEnabled: ptr.To(false), MaxKeyLifetime: &metav1.Duration{Duration: time.Hour},
-		MaxKeysPerOwner: 7, ExpiryWarning: &metav1.Duration{Duration: time.Minute}}
+	ts.Spec = keyward.TenantSettingsSpec{APIKeysEnabled: ptr.To(false), MaxKeyLifetime: keyward.NewDuration(time.Hour),
+		MaxKeysPerOwner: 7, ExpiryWarning: keyward.NewDuration(time.Minute)}
 	got := TenantFrom(ts, true)
 	if got.Enabled || got.MaxKeyLifetime != time.Hour || got.MaxKeysPerOwner != 7 || got.ExpiryWarning != time.Minute {
 		t.Fatalf("got %+v", got)

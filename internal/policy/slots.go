@@ -49,12 +49,16 @@ func IsIssued(k *keyward.AccessKey) bool { return k.Status.IssuedAt != nil }
 // timestamps have one-second resolution, so only then have all keys that
 // rank before it been created and observed.
 //
-// apps holds the namespace's Applications by name. Keys without an owner are
-// not counted against any owner's limit.
+// apps holds the namespace's Applications by name. Keys without an owner
+// (possible only where the owner-stamping admission policy is not
+// installed) share one owner's limit, so that leaving the owner out is no
+// way around maxKeysPerOwner. The tenant's maxKeys bounds all keys of the
+// namespace together.
 func AllocateSlots(keys []keyward.AccessKey, apps map[string]*keyward.Application, t Tenant, now time.Time, settle time.Duration) map[string]SlotDecision {
 	out := make(map[string]SlotDecision, len(keys))
 	usedByApp := map[string]int32{}
 	usedByOwner := map[string]int32{}
+	var usedByTenant int32
 	var waiting []*keyward.AccessKey
 
 	for i := range keys {
@@ -65,9 +69,8 @@ func AllocateSlots(keys []keyward.AccessKey, apps map[string]*keyward.Applicatio
 		case IsIssued(k):
 			out[k.Name] = SlotDecision{Outcome: SlotHeld}
 			usedByApp[k.Spec.Application]++
-			if k.Spec.Owner != "" {
-				usedByOwner[k.Spec.Owner]++
-			}
+			usedByOwner[k.Spec.Owner]++
+			usedByTenant++
 		case k.Spec.Revoked || apps[k.Spec.Application] == nil || CheckScopes(k, apps[k.Spec.Application]) != nil:
 			out[k.Name] = SlotDecision{Outcome: SlotNotCandidate}
 		default:
@@ -83,15 +86,19 @@ func AllocateSlots(keys []keyward.AccessKey, apps map[string]*keyward.Applicatio
 				Message: fmt.Sprintf("application %q already holds its maximum of %d keys; delete one to make room", app.Name, maxAccessKeys(app))}
 			continue
 		}
-		if k.Spec.Owner != "" && usedByOwner[k.Spec.Owner] >= t.MaxKeysPerOwner {
+		if usedByOwner[k.Spec.Owner] >= t.MaxKeysPerOwner {
 			out[k.Name] = SlotDecision{Outcome: SlotDenied, Reason: keyward.ReasonOwnerLimitExceeded,
-				Message: fmt.Sprintf("owner %q already holds the tenant's maximum of %d keys; delete one to make room", k.Spec.Owner, t.MaxKeysPerOwner)}
+				Message: fmt.Sprintf("%s already holds the tenant's maximum of %d keys; delete one to make room", ownerName(k.Spec.Owner), t.MaxKeysPerOwner)}
+			continue
+		}
+		if usedByTenant >= t.MaxKeys {
+			out[k.Name] = SlotDecision{Outcome: SlotDenied, Reason: keyward.ReasonTenantLimitExceeded,
+				Message: fmt.Sprintf("the tenant already holds its maximum of %d keys (TenantSettings spec.maxKeys); delete one to make room", t.MaxKeys)}
 			continue
 		}
 		usedByApp[k.Spec.Application]++
-		if k.Spec.Owner != "" {
-			usedByOwner[k.Spec.Owner]++
-		}
+		usedByOwner[k.Spec.Owner]++
+		usedByTenant++
 		settledAt := k.CreationTimestamp.Add(time.Second + settle)
 		if now.Before(settledAt) {
 			out[k.Name] = SlotDecision{Outcome: SlotSettling, SettledAt: settledAt}
@@ -113,5 +120,12 @@ func maxAccessKeys(app *keyward.Application) int32 {
 	if app.Spec.MaxAccessKeys > 0 {
 		return app.Spec.MaxAccessKeys
 	}
-	return 2
+	return keyward.DefaultMaxAccessKeys
+}
+
+func ownerName(owner string) string {
+	if owner == "" {
+		return "keys without an owner together"
+	}
+	return fmt.Sprintf("owner %q", owner)
 }

@@ -18,8 +18,13 @@ type Tenant struct {
 	MaxKeyLifetime time.Duration
 	// MaxKeysPerOwner bounds how many keys one owner may hold.
 	MaxKeysPerOwner int32
+	// MaxKeys bounds how many keys the whole tenant may hold.
+	MaxKeys int32
 	// ExpiryWarning: keys expiring within it count as expiringSoon.
 	ExpiryWarning time.Duration
+	// Invalid says which setting cannot be used; no key is issued or
+	// verifies while it is set, since its bounds are unknown.
+	Invalid string
 }
 
 // TenantFrom derives the policy in force from a namespace's TenantSettings
@@ -28,6 +33,7 @@ func TenantFrom(ts *keyward.TenantSettings, enabledByDefault bool) Tenant {
 	t := Tenant{
 		Enabled:         enabledByDefault,
 		MaxKeysPerOwner: keyward.DefaultMaxKeysPerOwner,
+		MaxKeys:         keyward.DefaultMaxKeys,
 		ExpiryWarning:   mustDuration(keyward.DefaultExpiryWarning),
 	}
 	if ts == nil || ts.Name != keyward.TenantSettingsName || !ts.DeletionTimestamp.IsZero() {
@@ -36,14 +42,25 @@ func TenantFrom(ts *keyward.TenantSettings, enabledByDefault bool) Tenant {
 	if ts.Spec.APIKeysEnabled != nil {
 		t.Enabled = *ts.Spec.APIKeysEnabled
 	}
-	if ts.Spec.MaxKeyLifetime != nil && ts.Spec.MaxKeyLifetime.Duration > 0 {
-		t.MaxKeyLifetime = ts.Spec.MaxKeyLifetime.Duration
+	if ts.Spec.MaxKeyLifetime != nil {
+		d, err := ts.Spec.MaxKeyLifetime.Parse()
+		if err != nil {
+			t.Invalid = "spec.maxKeyLifetime is " + err.Error()
+		}
+		t.MaxKeyLifetime = d
 	}
 	if ts.Spec.MaxKeysPerOwner > 0 {
 		t.MaxKeysPerOwner = ts.Spec.MaxKeysPerOwner
 	}
-	if ts.Spec.ExpiryWarning != nil && ts.Spec.ExpiryWarning.Duration >= 0 {
-		t.ExpiryWarning = ts.Spec.ExpiryWarning.Duration
+	if ts.Spec.MaxKeys > 0 {
+		t.MaxKeys = ts.Spec.MaxKeys
+	}
+	if ts.Spec.ExpiryWarning != nil {
+		// A warning window only shapes counts: an unusable one falls back
+		// to the default rather than stopping the tenant.
+		if d, err := ts.Spec.ExpiryWarning.Parse(); err == nil {
+			t.ExpiryWarning = d
+		}
 	}
 	return t
 }
