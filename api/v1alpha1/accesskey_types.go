@@ -135,8 +135,8 @@ type AccessKeySpec struct {
 
 // PreviousKey is the key replaced by a rotation, still verifying until validUntil.
 type PreviousKey struct {
-	KeyID      string      `json:"keyID"`
-	SecretHash string      `json:"secretHash"`
+	KeyID      string `json:"keyID"`
+	SecretHash string `json:"secretHash"`
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Format=date-time
 	// +kubebuilder:validation:Pattern=`^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`

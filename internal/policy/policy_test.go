@@ -41,7 +41,10 @@ func issued(phase keyward.KeyPhase) keyOpt {
 func owner(o string) keyOpt { return func(k *keyward.AccessKey) { k.Spec.Owner = o } }
 
 func expires(d time.Duration) keyOpt {
-	return func(k *keyward.AccessKey) { k.Spec.ExpiresAt = keyward.NewTimestamp(at(d).Time); k.Status.ExpiresAt = at(d) }
+	return func(k *keyward.AccessKey) {
+		k.Spec.ExpiresAt = keyward.NewTimestamp(at(d).Time)
+		k.Status.ExpiresAt = at(d)
+	}
 }
 
 func app(name string, max int32, scopes ...keyward.Scope) *keyward.Application {
