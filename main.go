@@ -42,8 +42,6 @@ func main() {
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader-election lease (default: the pod's namespace).")
 	flag.BoolVar(&opts.APIKeysEnabledByDefault, "api-keys-enabled-by-default", false,
 		"Switch API keys on in tenants whose TenantSettings is missing or leaves apiKeysEnabled unset.")
-	flag.DurationVar(&opts.SettleDelay, "settle-delay", opts.SettleDelay,
-		"How long a new key waits after its creation second before taking a slot, so keys created together are ranked by age.")
 	flag.DurationVar(&opts.MaxRequeue, "max-requeue", opts.MaxRequeue, "Upper bound of every reconcile timer, so a lost timer heals.")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)

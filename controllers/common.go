@@ -5,6 +5,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -48,11 +49,19 @@ func application(ctx context.Context, c client.Reader, ns, name string) (*keywar
 	return &app, nil
 }
 
+// readyReason is the reason of a key's Ready condition, "" when none.
+func readyReason(k *keyward.AccessKey) string {
+	if c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
 // listKeys returns reconcile requests for the AccessKeys of a namespace
 // that match the field selector and keep (either may be nil).
 func listKeys(ctx context.Context, c client.Client, ns string, fields client.MatchingFields, keep func(*keyward.AccessKey) bool) []ctrl.Request {
 	var keys keyward.AccessKeyList
-	opts := []client.ListOption{client.InNamespace(ns)}
+	opts := []client.ListOption{client.InNamespace(ns), client.UnsafeDisableDeepCopy}
 	if fields != nil {
 		opts = append(opts, fields)
 	}

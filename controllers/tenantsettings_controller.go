@@ -30,7 +30,7 @@ func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	tenant := policy.TenantFrom(&ts, r.Options.APIKeysEnabledByDefault)
 	var keys keyward.AccessKeyList
-	if err := r.List(ctx, &keys, client.InNamespace(ts.Namespace)); err != nil {
+	if err := r.List(ctx, &keys, client.InNamespace(ts.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -39,12 +39,16 @@ func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	ts.Status.APIKeysEnabled = &tenant.Enabled
 	ts.Status.Keys = counts
 	ts.Status.ObservedGeneration = ts.Generation
-	reason, message := "Enabled", "API keys are switched on in this tenant"
-	if !tenant.Enabled {
+	ready, reason, message := metav1.ConditionTrue, keyward.ReasonEnabled, "API keys are switched on in this tenant"
+	switch {
+	case tenant.Invalid != "":
+		ready, reason = metav1.ConditionFalse, keyward.ReasonInvalidTenantSettings
+		message = tenant.Invalid + "; no key is issued or verifies in this tenant until it is fixed"
+	case !tenant.Enabled:
 		reason, message = keyward.ReasonAPIKeysDisabled, "API keys are switched off in this tenant: no key is issued and none verifies"
 	}
 	meta.SetStatusCondition(&ts.Status.Conditions, metav1.Condition{
-		Type: keyward.ConditionReady, Status: metav1.ConditionTrue, Reason: reason, Message: message,
+		Type: keyward.ConditionReady, Status: ready, Reason: reason, Message: message,
 		ObservedGeneration: ts.Generation,
 	})
 	if err := r.patchStatus(ctx, &ts, orig, !equality.Semantic.DeepEqual(orig.Status, ts.Status)); err != nil {
