@@ -2,10 +2,15 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
+	"fmt"
 	"os"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -13,10 +18,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	keywardv1alpha1 "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/controllers"
+	"keyward.dev/keyward/internal/health"
 )
 
 var scheme = runtime.NewScheme()
@@ -33,6 +40,7 @@ func main() {
 		secureMetrics        bool
 		enableLeaderElection bool
 		leaderElectionNS     string
+		shutdownTimeout      time.Duration
 		opts                 = controllers.DefaultOptions()
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
@@ -42,13 +50,25 @@ func main() {
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader-election lease (default: the pod's namespace).")
 	flag.BoolVar(&opts.APIKeysEnabledByDefault, "api-keys-enabled-by-default", false,
 		"Switch API keys on in tenants whose TenantSettings is missing or leaves apiKeysEnabled unset.")
-	flag.DurationVar(&opts.MaxRequeue, "max-requeue", opts.MaxRequeue, "Upper bound of every reconcile timer, so a lost timer heals.")
+	flag.DurationVar(&opts.MaxRequeue, "max-requeue", opts.MaxRequeue, "Upper bound of every reconcile timer, so a lost timer heals (at least 1s).")
+	flag.DurationVar(&shutdownTimeout, "graceful-shutdown-timeout", 15*time.Second,
+		"How long the manager waits for its work to stop after SIGTERM; it exits 5s later whatever state it is in.")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
+	if err := opts.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "keyward:", err)
+		os.Exit(2)
+	}
+
+	// A stalled informer must show: readiness fails, and a log line, a
+	// metric and an Event on this Pod say why.
+	watches := health.NewWatchMonitor(ctrl.Log.WithName("watch"))
+	cacheOpts := controllers.CacheOptions()
+	cacheOpts.DefaultWatchErrorHandler = watches.Handle
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme: scheme,
@@ -61,7 +81,8 @@ func main() {
 		LeaderElection:          enableLeaderElection,
 		LeaderElectionID:        "keyward.keyward.dev",
 		LeaderElectionNamespace: leaderElectionNS,
-		Cache:                   controllers.CacheOptions(),
+		Cache:                   cacheOpts,
+		GracefulShutdownTimeout: &shutdownTimeout,
 		Client:                  client.Options{FieldOwner: controllers.FieldOwner},
 	})
 	if err != nil {
@@ -69,6 +90,16 @@ func main() {
 		os.Exit(1)
 	}
 	ctx := ctrl.SetupSignalHandler()
+	go exitAfterShutdownTimeout(ctx, shutdownTimeout+5*time.Second)
+	if pod := thisPod(); pod != nil {
+		watches.Recorder, watches.Pod = mgr.GetEventRecorder("keyward"), pod
+	}
+	admission := &health.AdmissionPolicies{Reader: mgr.GetAPIReader(), Log: ctrl.Log.WithName("admission")}
+	metrics.Registry.MustRegister(append(watches.Collectors(), admission.Collectors()...)...)
+	if err := mgr.Add(admission); err != nil {
+		log.Error(err, "unable to set up the admission policy check")
+		os.Exit(1)
+	}
 	if err := controllers.SetupWithManager(ctx, mgr, opts); err != nil {
 		log.Error(err, "unable to set up controllers")
 		os.Exit(1)
@@ -77,13 +108,38 @@ func main() {
 		log.Error(err, "unable to set up health check")
 		os.Exit(1)
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		log.Error(err, "unable to set up ready check")
-		os.Exit(1)
+	for name, check := range map[string]healthz.Checker{
+		"informers-synced": health.CacheSynced(mgr.GetCache()),
+		"watches":          watches.Check,
+	} {
+		if err := mgr.AddReadyzCheck(name, check); err != nil {
+			log.Error(err, "unable to set up ready check", "check", name)
+			os.Exit(1)
+		}
 	}
 	log.Info("starting manager")
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "manager exited with an error")
 		os.Exit(1)
 	}
+}
+
+// exitAfterShutdownTimeout ends the process once limit has passed after ctx
+// is done: a manager whose caches never synced can be stuck in places that
+// do not watch ctx, and it must still leave within its Pod's grace period.
+func exitAfterShutdownTimeout(ctx context.Context, limit time.Duration) {
+	<-ctx.Done()
+	time.Sleep(limit)
+	ctrl.Log.WithName("setup").Info("the manager did not stop within its shutdown timeout; exiting", "timeout", limit)
+	os.Exit(1)
+}
+
+// thisPod is the manager's own Pod, from the downward API (POD_NAME and
+// POD_NAMESPACE), for Events about the manager itself; nil outside a Pod.
+func thisPod() *corev1.Pod {
+	name, ns := os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
+	if name == "" || ns == "" {
+		return nil
+	}
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
 }

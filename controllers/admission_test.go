@@ -5,6 +5,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -12,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/health"
 )
 
 // userWithRole binds the shipped ClusterRole to user in ns and returns a
@@ -120,6 +122,23 @@ var _ = Describe("Row 17 and SPEC §4: roles and admission policies (no webhook 
 		Expect(admin.Create(ctx, buildKey(ns, "for-erin", "payments", ownedBy("erin")))).To(Succeed())
 	})
 
+	It("lets a developer delete only their own keys; deleting a colleague's needs the revoke verb", func() {
+		mine := unowned(ns, "dana-key", "payments")
+		Expect(developer.Create(ctx, mine)).To(Succeed())
+		colleagues := newKey(ns, "ada-key", "payments", ownedBy("ada"))
+		eventuallyPhase(colleagues, keyward.PhaseActive)
+
+		err := developer.Delete(ctx, colleagues)
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("may delete only their own keys"))
+		Expect(get(colleagues).DeletionTimestamp).To(BeNil())
+		err = developer.DeleteAllOf(ctx, &keyward.AccessKey{}, client.InNamespace(ns))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "deletecollection is checked key by key, got %v", err)
+
+		Expect(developer.Delete(ctx, mine)).To(Succeed())
+		Expect(admin.Delete(ctx, colleagues)).To(Succeed())
+	})
+
 	It("keeps TenantSettings and Applications to the tenant admin; viewers only read", func() {
 		ts := &keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default"}}
 		err := updateAs(developer, ts, func(t *keyward.TenantSettings) { t.Spec.APIKeysEnabled = ptr.To(false) })
@@ -157,5 +176,27 @@ var _ = Describe("The shipped roles aggregate into Kubernetes' built-in roles", 
 		Eventually(hasRule("admin", "accesskeys", "revoke"), timeout, interval).Should(BeTrue())
 		Expect(hasRule("edit", "accesskeys", "revoke")()).To(BeFalse())
 		Expect(hasRule("view", "accesskeys", "create")()).To(BeFalse())
+	})
+})
+
+var _ = Describe("The manager knows whether the admission policies are installed", Serial, func() {
+	It("reports them installed, and missing once a binding is gone", func() {
+		checker := &health.AdmissionPolicies{Reader: k8s, Log: GinkgoLogr}
+		checker.Check(ctx)
+		installed, known := checker.Installed()
+		Expect(known && installed).To(BeTrue(), "missing: %v", checker.Missing())
+
+		binding := &admissionv1.ValidatingAdmissionPolicyBinding{}
+		Expect(k8s.Get(ctx, client.ObjectKey{Name: health.PolicyDeleteOwnKeys}, binding)).To(Succeed())
+		Expect(k8s.Delete(ctx, binding)).To(Succeed())
+		DeferCleanup(func() {
+			restored := &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: binding.Name}, Spec: binding.Spec}
+			Expect(k8s.Create(ctx, restored)).To(Succeed())
+		})
+		checker.Check(ctx)
+		installed, known = checker.Installed()
+		Expect(known).To(BeTrue())
+		Expect(installed).To(BeFalse())
+		Expect(checker.Missing()).To(ConsistOf("ValidatingAdmissionPolicyBinding " + health.PolicyDeleteOwnKeys))
 	})
 })

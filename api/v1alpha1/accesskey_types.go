@@ -49,15 +49,15 @@ type SecretTemplate struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	// +optional
 	Name string `json:"name,omitempty"`
-	// labels added to the Secret: at most 32, each a valid label.
+	// labels added to the Secret: at most 32. A label the API server
+	// refuses leaves the key Pending with reason SecretInvalid.
 	// +kubebuilder:validation:MaxProperties=32
-	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && self[k].size() <= 63)",message="secretTemplate.labels: keys are at most 317 characters (prefix/name) and values at most 63"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k.split('/')[k.split('/').size()-1]).hasValue() && !format.labelValue().validate(self[k]).hasValue())",message="secretTemplate.labels must be valid Kubernetes labels (name: alphanumerics, '-', '_', '.'; value: at most 63 such characters)"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && self[k].size() <= 63)",message="secretTemplate.labels: a key is at most 317 characters (a prefix of 253, '/', a name of 63) and a value at most 63"
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
 	// annotations added to the Secret: at most 32, each value at most 4096 characters.
 	// +kubebuilder:validation:MaxProperties=32
-	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && self[k].size() <= 4096)",message="secretTemplate.annotations: keys are at most 317 characters and values at most 4096"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && self[k].size() <= 4096)",message="secretTemplate.annotations: a key is at most 317 characters (a prefix of 253, '/', a name of 63) and a value at most 4096"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }

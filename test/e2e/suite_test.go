@@ -38,6 +38,8 @@ var (
 	// manager is the running manager binary; its output is kept for the
 	// key-material leak check.
 	manager *gexec.Session
+	// managerBin is the manager built from main.go.
+	managerBin string
 )
 
 const (
@@ -79,7 +81,7 @@ var _ = BeforeSuite(func() {
 	Expect(controlplane.WriteKubeconfig(managerKubeconfig, "keyward-manager", asManager)).To(Succeed())
 
 	By("building the manager from main.go")
-	managerBin, err := gexec.Build("keyward.dev/keyward")
+	managerBin, err = gexec.Build("keyward.dev/keyward")
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(gexec.CleanupBuildArtifacts)
 
