@@ -261,5 +261,3 @@ func sha256Of(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
-
-
