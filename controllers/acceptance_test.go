@@ -678,7 +678,7 @@ var _ = Describe("Bad input never stops the controller", func() {
 		}
 		err := raw("grace", map[string]any{"application": "strict", "rotation": map[string]any{"gracePeriod": "1d"}})
 		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
-		Expect(err.Error()).To(ContainSubstring("gracePeriod must be a duration such as 10m or 24h"))
+		Expect(err.Error()).To(ContainSubstring("spec.rotation.gracePeriod"))
 
 		err = raw("lowercase", map[string]any{"application": "strict", "expiresAt": "2030-01-01t00:00:00z"})
 		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
@@ -700,7 +700,9 @@ var _ = Describe("Bad input never stops the controller", func() {
 			k.Spec.SecretTemplate = &keyward.SecretTemplate{Labels: map[string]string{"not a label!": "x"}}
 		})
 		pending := eventuallyPhase(key, keyward.PhasePending, keyward.ReasonSecretInvalid)
-		Expect(readyMessage(pending)).To(ContainSubstring("not a label!"))
+		// The message names the field to fix; it never echoes the template.
+		Expect(readyMessage(pending)).To(ContainSubstring("spec.secretTemplate.labels"))
+		Expect(readyMessage(pending)).NotTo(ContainSubstring("not a label!"))
 		Expect(hasSecret(key)).To(BeFalse())
 
 		update(key, func(k *keyward.AccessKey) { k.Spec.SecretTemplate.Labels = map[string]string{"team": "web"} })
