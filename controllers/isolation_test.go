@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -261,3 +262,27 @@ func sha256Of(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
+
+var _ = Describe("Issue 14: TenantSettings and Application status tell the truth about unusable settings", Serial, func() {
+	It("reports Ready=False with InvalidTenantSettings on both", func() {
+		loosenCRD("tenantsettings", "maxKeyLifetime")
+		ns := newNamespace()
+		ts := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": keyward.GroupVersion.String(), "kind": "TenantSettings",
+			"metadata": map[string]any{"namespace": ns, "name": keyward.TenantSettingsName},
+			"spec":     map[string]any{"apiKeysEnabled": true, "maxKeyLifetime": "30d"},
+		}}
+		Eventually(func() error { return k8s.Create(ctx, ts) }, timeout, interval).Should(Succeed())
+		app := newApp(ns, "app")
+		settings := &keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: keyward.TenantSettingsName}}
+		Eventually(func(g Gomega) {
+			for _, conds := range [][]metav1.Condition{get(settings.DeepCopy()).Status.Conditions, get(app.DeepCopy()).Status.Conditions} {
+				c := meta.FindStatusCondition(conds, keyward.ConditionReady)
+				g.Expect(c).NotTo(BeNil())
+				g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+				g.Expect(c.Reason).To(Equal(keyward.ReasonInvalidTenantSettings))
+				g.Expect(c.Message).To(ContainSubstring("spec.maxKeyLifetime"))
+			}
+		}, timeout, interval).Should(Succeed())
+	})
+})
