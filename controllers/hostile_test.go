@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 )
@@ -235,7 +236,34 @@ var _ = Describe("Tenant isolation: hostile manifests", Ordered, ContinueOnFailu
 		AddReportEntry("slowest canary issue after a hostile manifest", slowest.String())
 		Expect(slowest).To(BeNumerically("<", 10*time.Second))
 	})
+
+	It("left the manager settled: no panic, no hot loop", func() {
+		Expect(managerLog.String()).NotTo(ContainSubstring("panic"))
+		// Every hostile object has its answer; nothing may keep the
+		// workers busy (a key requeued every 100 ms would add ~30 here).
+		start := reconcileTotal()
+		Consistently(func() float64 { return reconcileTotal() - start }, 3*time.Second, 200*time.Millisecond).
+			Should(BeNumerically("<", 15))
+	})
 })
+
+// reconcileTotal sums controller-runtime's reconcile counter over every
+// controller of the manager under test.
+func reconcileTotal() float64 {
+	GinkgoHelper()
+	families, err := metrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			total += m.GetCounter().GetValue()
+		}
+	}
+	return total
+}
 
 // ensureTenantOn creates or switches on the namespace's TenantSettings.
 func ensureTenantOn(ns string) {
