@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -152,11 +153,24 @@ var _ = Describe("Issue 7: concurrent creates racing for the last slots", func()
 
 	It("issues a single key on an idle system without a settle delay", func() {
 		ns := newTenant()
-		newApp(ns, "quick")
-		key := newKey(ns, "k", "quick")
-		active := eventuallyPhase(key, keyward.PhaseActive)
-		Expect(active.Status.IssuedAt.Sub(active.CreationTimestamp.Time)).To(BeNumerically("<", time.Second),
-			"issued within the key's creation second (no settle delay)")
+		newApp(ns, "quick", withMaxKeys(10))
+		var took []time.Duration
+		for i := 0; i < 10; i++ {
+			key := buildKey(ns, name("k", i), "quick")
+			Expect(k8s.Create(ctx, key)).To(Succeed())
+			created := time.Now()
+			Eventually(func() bool {
+				got := &keyward.AccessKey{}
+				return k8s.Get(ctx, client.ObjectKeyFromObject(key), got) == nil &&
+					got.Status.Phase == keyward.PhaseActive && hasSecret(got)
+			}, timeout, 5*time.Millisecond).Should(BeTrue())
+			took = append(took, time.Since(created))
+		}
+		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+		AddReportEntry("time from create to Active with its Secret", fmt.Sprintf("p50 %s, max %s", took[len(took)/2], took[len(took)-1]))
+		// The settle delay alone used to cost 1.5–2.5 s; the bound leaves
+		// room for a busy test machine.
+		Expect(took[len(took)/2]).To(BeNumerically("<", time.Second))
 	})
 })
 
@@ -175,6 +189,11 @@ var _ = Describe("Issue 7: a manager restart in the middle of a burst", Serial, 
 		// issues (its in-flight calls are cancelled: a Secret may be
 		// written without its status); the rest arrives with no manager.
 		createConcurrently(4, keys[:20])
+		Eventually(func() int {
+			var list keyward.AccessKeyList
+			Expect(k8s.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+			return len(issuedOf(list.Items, nil))
+		}, timeout, 5*time.Millisecond).Should(BeNumerically(">=", 3))
 		stopFirst()
 		createConcurrently(4, keys[20:])
 		var before keyward.AccessKeyList
