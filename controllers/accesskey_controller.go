@@ -167,9 +167,10 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	return ctrl.Result{RequeueAfter: plan.RequeueAfter}, nil
 }
 
-// writeStatus writes the planned status with one patch. If that loses a
-// race after material was written, the same status goes onto the latest
-// version of the key: a written Secret is always recorded. If the API
+// writeStatus writes the planned status with one patch; after a material
+// write that patch cannot lose a race, so a written Secret is always
+// recorded (should it conflict all the same, the status goes onto the
+// latest version of the key). If the API
 // server refuses the status as invalid, a minimal one (phase, Ready with
 // its reason, the material record) is written instead, so that no key is
 // left without a status.
@@ -179,7 +180,15 @@ func (r *AccessKeyReconciler) writeStatus(ctx context.Context, key *keyward.Acce
 	}
 	desired := key.DeepCopy()
 	desired.Status = plan.Status
-	err := r.Status().Patch(ctx, desired, client.MergeFromWithOptions(key, client.MergeFromWithOptimisticLock{}))
+	// Optimistic locking keeps a stale view from overwriting newer status.
+	// After a material write the Secret holds the new key whatever else
+	// changed meanwhile (typically the owner-reference patch), so the patch
+	// goes through without the lock: one request, and the key is recorded.
+	var opts []client.MergeFromOption
+	if !wrote {
+		opts = append(opts, client.MergeFromWithOptimisticLock{})
+	}
+	err := r.Status().Patch(ctx, desired, client.MergeFromWithOptions(key, opts...))
 	switch {
 	case err == nil:
 	case apierrors.IsConflict(err) && wrote:

@@ -19,6 +19,31 @@ import (
 // Issue 7 (issuance at scale): limits decided from the cache and a ledger
 // of grants, with concurrent workers, no settle delay and restarts.
 
+// dropWhenDone deletes the keys of ns after the spec (once the leak check
+// knows their material), so that the many keys these specs create do not
+// stay behind as background work for later specs: every key is looked at
+// again within --max-requeue.
+func dropWhenDone(ns string) {
+	DeferCleanup(func() {
+		var list corev1.SecretList
+		Expect(k8s.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels(secrets.ManagedLabels()))).To(Succeed())
+		seenKeys.Lock()
+		for i := range list.Items {
+			if m, ok := secrets.Material(&list.Items[i]); ok {
+				seenKeys.keys[m.Plaintext()] = true
+				seenKeys.keys[m.Secret] = true
+			}
+		}
+		seenKeys.Unlock()
+		Expect(k8s.DeleteAllOf(ctx, &keyward.AccessKey{}, client.InNamespace(ns))).To(Succeed())
+		Eventually(func() []keyward.AccessKey {
+			var keys keyward.AccessKeyList
+			Expect(k8s.List(ctx, &keys, client.InNamespace(ns))).To(Succeed())
+			return keys.Items
+		}, timeout, interval).Should(BeEmpty())
+	})
+}
+
 // createConcurrently creates keys from workers goroutines at once.
 func createConcurrently(workers int, keys []*keyward.AccessKey) {
 	GinkgoHelper()
@@ -99,6 +124,7 @@ var _ = Describe("Issue 7: concurrent creates racing for the last slots", func()
 		for round := 0; round < 6; round++ {
 			By(fmt.Sprintf("round %d", round))
 			ns := newTenant(func(t *keyward.TenantSettings) { t.Spec.MaxKeysPerOwner = 3 })
+			dropWhenDone(ns)
 			newApp(ns, "a", withMaxKeys(4))
 			newApp(ns, "b", withMaxKeys(10))
 			var keys []*keyward.AccessKey
@@ -119,6 +145,7 @@ var _ = Describe("Issue 7: concurrent creates racing for the last slots", func()
 
 	It("grants a freed slot to the oldest waiting key, never to one created after it", func() {
 		ns := newTenant()
+		dropWhenDone(ns)
 		newApp(ns, "full", withMaxKeys(2))
 		var keys []*keyward.AccessKey
 		for i := 0; i < 10; i++ {
@@ -153,6 +180,7 @@ var _ = Describe("Issue 7: concurrent creates racing for the last slots", func()
 
 	It("issues a single key on an idle system without a settle delay", func() {
 		ns := newTenant()
+		dropWhenDone(ns)
 		newApp(ns, "quick", withMaxKeys(10))
 		var took []time.Duration
 		for i := 0; i < 10; i++ {
@@ -177,6 +205,7 @@ var _ = Describe("Issue 7: concurrent creates racing for the last slots", func()
 var _ = Describe("Issue 7: a manager restart in the middle of a burst", Serial, func() {
 	It("neither overshoots, issues twice, nor leaves a key stuck", func() {
 		ns := newTenant()
+		dropWhenDone(ns)
 		newApp(ns, "burst", withMaxKeys(12))
 		stopMgr()
 		_, stopFirst := startManager()

@@ -7,6 +7,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -26,6 +27,9 @@ import (
 // metadata only; the user's spec is never written.
 type AccessKeyOwnerReconciler struct {
 	client.Client
+	// MaxConcurrentReconciles is shared with the AccessKey controller: every
+	// new key needs one patch here, so one worker would pace issuance.
+	MaxConcurrentReconciles int
 }
 
 func (r *AccessKeyOwnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -59,7 +63,16 @@ func (r *AccessKeyOwnerReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 func (r *AccessKeyOwnerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("accesskey-owner").
-		For(&keyward.AccessKey{}).
+		// Only keys not tied yet concern it: not every status update.
+		For(&keyward.AccessKey{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(obj client.Object) bool {
+			k, ok := obj.(*keyward.AccessKey)
+			if !ok {
+				return false
+			}
+			_, tied := policy.ApplicationRef(k)
+			return !tied
+		}))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		// A key waiting for its Application is tied when it is created;
 		// nothing else about an Application concerns this controller.
 		Watches(&keyward.Application{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []ctrl.Request {

@@ -23,8 +23,8 @@ type Options struct {
 	APIKeysEnabledByDefault bool
 	// MaxRequeue caps every timer so that a lost one heals.
 	MaxRequeue time.Duration
-	// MaxConcurrentReconciles is how many AccessKeys are reconciled at
-	// once. Limits stay exact whatever the number: slots are decided one
+	// MaxConcurrentReconciles is how many AccessKeys the AccessKey and the
+	// owner-reference controllers each reconcile at once. Limits stay exact whatever the number: slots are decided one
 	// namespace at a time (see docs/limits.md).
 	MaxConcurrentReconciles int
 }
@@ -58,7 +58,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 	for _, c := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&AccessKeyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 			Recorder: mgr.GetEventRecorder("keyward"), Options: opts, Now: now},
-		&AccessKeyOwnerReconciler{Client: mgr.GetClient()},
+		&AccessKeyOwnerReconciler{Client: mgr.GetClient(), MaxConcurrentReconciles: opts.MaxConcurrentReconciles},
 		&SecretScrubber{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
 		&ApplicationReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now}},
 		&TenantSettingsReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now}},
