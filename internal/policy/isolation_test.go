@@ -127,4 +127,3 @@ func TestTenantKeyLimit(t *testing.T) {
 		t.Fatalf("event %q", ev)
 	}
 }
-
