@@ -59,6 +59,9 @@ func reconciled(gen int64) func(*keyward.AccessKey) (bool, error) {
 	}
 }
 
+// FieldManager is the plugin's name in managedFields.
+const FieldManager = "kubectl-keyward"
+
 // mergePatch applies one JSON merge patch to the key and leaves the
 // server's answer in k.
 func (s *session) mergePatch(k *keyward.AccessKey, patch map[string]any) error {
@@ -66,7 +69,7 @@ func (s *session) mergePatch(k *keyward.AccessKey, patch map[string]any) error {
 	if err != nil {
 		return err
 	}
-	if err := s.c.Patch(s.ctx, k, client.RawPatch(types.MergePatchType, b)); err != nil {
+	if err := s.c.Patch(s.ctx, k, client.RawPatch(types.MergePatchType, b), client.FieldOwner(FieldManager)); err != nil {
 		return explain(err)
 	}
 	return nil

@@ -140,9 +140,15 @@ func (s *session) findKey(key keyformat.Key, all bool) (*WhoisResult, string, er
 		if !apierrors.IsForbidden(err) {
 			return nil, "", explain(err)
 		}
-		_, _ = fmt.Fprintf(s.ErrOut, "note: you may list neither AccessKeys in all namespaces nor namespaces; searching namespace %s only (choose another with -n)\n", s.ns)
 		res, err := s.findIn(key, s.ns)
-		return res, "namespace " + s.ns, explain(err)
+		if apierrors.IsForbidden(err) {
+			return nil, "", fmt.Errorf("you may list AccessKeys neither in all namespaces nor in namespace %s, and may not list namespaces: name a namespace you may read with -n", s.ns)
+		}
+		if err != nil {
+			return nil, "", explain(err)
+		}
+		_, _ = fmt.Fprintf(s.ErrOut, "note: you may list neither AccessKeys in all namespaces nor namespaces; searched namespace %s only (choose another with -n)\n", s.ns)
+		return res, "namespace " + s.ns, nil
 	}
 	var searched []string
 	for _, n := range nsList.Items {
