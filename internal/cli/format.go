@@ -180,6 +180,9 @@ func until(t, now time.Time) string {
 }
 
 func expiresIn(v KeyView, now time.Time) string {
+	if v.Phase == string(keyward.PhaseRevoked) {
+		return none
+	}
 	if v.expiresAt == nil {
 		return "never"
 	}
@@ -255,15 +258,16 @@ func printKeyDetail(w io.Writer, v KeyView, now time.Time) error {
 		line("Previous key", none)
 	}
 	line("Secret", or(v.SecretName, none))
+	switch {
+	case v.EventsError != "":
+		line("Events", "<"+v.EventsError+">")
+	case len(v.Events) == 0:
+		line("Events", none)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	switch {
-	case v.EventsError != "":
-		_, _ = fmt.Fprintf(w, "Events:\t<%s>\n", v.EventsError)
-	case len(v.Events) == 0:
-		_, _ = fmt.Fprintln(w, "Events:\t<none>")
-	default:
+	if len(v.Events) > 0 {
 		_, _ = fmt.Fprintln(w, "Events:")
 		tw = printers.GetNewTabWriter(w)
 		_, _ = fmt.Fprintln(tw, "  TYPE\tREASON\tAGE\tMESSAGE")

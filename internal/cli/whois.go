@@ -105,6 +105,9 @@ func (s *session) whois(all bool, output string) error {
 	key, err := keyformat.Parse(raw)
 	if err != nil {
 		// keyformat's errors never quote the key.
+		if errors.Is(err, keyformat.ErrMalformed) {
+			return errors.New("not a Keyward key: expected kw_<id>_<secret>_<checksum>")
+		}
 		return fmt.Errorf("not a Keyward key: %v", err)
 	}
 	res, scope, err := s.findKey(key, all)
@@ -147,8 +150,7 @@ func (s *session) findKey(key keyformat.Key, all bool) (*WhoisResult, string, er
 		if err != nil {
 			return nil, "", explain(err)
 		}
-		_, _ = fmt.Fprintf(s.ErrOut, "note: you may list neither AccessKeys in all namespaces nor namespaces; searched namespace %s only (choose another with -n)\n", s.ns)
-		return res, "namespace " + s.ns, nil
+		return res, "namespace " + s.ns + " only, as you may list neither AccessKeys in all namespaces nor namespaces; name another with -n", nil
 	}
 	var searched []string
 	for _, n := range nsList.Items {

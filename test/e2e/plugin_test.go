@@ -135,7 +135,7 @@ spec: {application: billing}
 		Expect(detail).To(MatchRegexp(`Owner:\s+dana\n`))
 		Expect(detail).To(MatchRegexp(`Key ID:\s+` + keyID[:8] + ` \(` + keyID + `\)\n`))
 		Expect(detail).To(MatchRegexp(`Secret:\s+dana-key\n`))
-		Expect(detail).To(ContainSubstring("Events:\t<you may not list events in namespace "+ns+">"),
+		Expect(detail).To(MatchRegexp(`Events:\s+<you may not list events in namespace `+ns+`>\n`),
 			"developers may not list Events; status says so instead of failing")
 
 		By("the tenant admin's kubeconfig (system:masters here) sees the Events")
