@@ -20,7 +20,7 @@ func newRevealCommand(o *Options) *cobra.Command {
 		Short: "Print the key itself, from its Secret (needs get on secrets in the namespace)",
 		Long: `Prints the full key, read from the key's Secret, to standard output and nothing
 else: the only command that prints key material. It needs permission to get the
-Secret; the role keyward-developer does not grant it (see docs/kubectl-plugin.md).`,
+Secret, which none of Keyward's roles grants (see docs/kubectl-plugin.md).`,
 		Example: `  kubectl keyward reveal dana-key -n shop > key.txt
   API_KEY="$(kubectl keyward reveal dana-key -n shop)"`,
 		Args:              keyArg,
@@ -52,7 +52,7 @@ func (s *session) reveal(name string) error {
 		switch {
 		case apierrors.IsForbidden(err):
 			return fmt.Errorf("reveal needs permission to get secrets in namespace %s, which you do not have "+
-				"(the role keyward-developer does not grant it; ask for a Role with get on secrets, see docs/kubectl-plugin.md): %s",
+				"(Keyward's roles do not grant it: ask for a Role with get on secrets, see docs/kubectl-plugin.md): %s",
 				k.Namespace, oneLine(err.Error()))
 		case apierrors.IsNotFound(err):
 			return fmt.Errorf("the Secret %s/%s of accesskey %s does not exist (yet): the controller re-issues the key when its Secret is deleted; try again in a moment",
