@@ -50,6 +50,8 @@ func TestWhois(t *testing.T) {
 	s.run(webKey.Plaintext()[:len(webKey.Plaintext())-1]+"a", false, "whois")
 	s.run("", false, "whois")
 	s.run("", false, "whois", "kw_key_as_argument")
+	// Revocation clears the hash but keeps the key ID.
+	s.run(keyformat.Key{ID: "leakedkeyidabcde", Secret: oldKey.Secret}.Plaintext(), false, "whois")
 	noKeyMaterial(t, s.b.String())
 	s.golden("whois")
 
