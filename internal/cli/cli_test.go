@@ -88,6 +88,10 @@ func fixtures() []client.Object {
 		ExpiresAt:  at(-3 * 24 * time.Hour),
 		Conditions: readyCond(keyward.ReasonExpired, "the key expired at 2026-11-22T12:00:00Z; move spec.expiresAt into the future to restore it"),
 	})
+	off := key("lab", "off", "sensors", "tess", keyward.PhasePending, keyward.AccessKeyStatus{
+		KeyID: "offkeyidabcdefgh", ShortKeyID: "offkeyid", SecretName: "off", SecretHash: keyformat.HashSecret(strings.Repeat("z", 52)),
+		Conditions: readyCond(keyward.ReasonAPIKeysDisabled, "API keys are switched off for this tenant"),
+	})
 	soon := key("lab", "probe", "sensors", "tess", keyward.PhaseActive, keyward.AccessKeyStatus{
 		KeyID: "probekeyidabcdef", ShortKeyID: "probekey", SecretName: "probe", SecretHash: keyformat.HashSecret(strings.Repeat("q", 52)),
 		ExpiresAt:  at(6 * time.Hour),
@@ -114,7 +118,7 @@ func fixtures() []client.Object {
 	namespace := func(name string) *corev1.Namespace {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	}
-	return []client.Object{namespace("lab"), namespace("shop"), namespace("vault"), web, ci, revoked, paused, expired, soon, forever, secret,
+	return []client.Object{namespace("lab"), namespace("shop"), namespace("vault"), web, ci, revoked, paused, expired, off, soon, forever, secret,
 		event("web.2", "Rotated", "rotated: key ID "+webKey.ID+" replaces "+oldKey.ID, 15*time.Minute),
 		event("web.1", "Issued", "issued key ID "+oldKey.ID, 48*time.Hour),
 	}

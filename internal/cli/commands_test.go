@@ -95,6 +95,7 @@ func TestRotate(t *testing.T) {
 	s.run("", false, "rotate", "web", "-n", "shop", "-o", "json")
 	s.run("", false, "rotate", "ci", "-n", "shop")
 	s.run("", false, "rotate", "leaked", "-n", "shop")
+	s.run("", false, "rotate", "off", "-n", "lab", "--wait")
 	s.run("", false, "rotate", "web", "-n", "shop", "--grace", "31d")
 	s.run("", false, "rotate", "web", "-n", "shop", "--grace", "soon")
 	s.run("", false, "rotate", "-n", "shop")

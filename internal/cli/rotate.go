@@ -103,6 +103,11 @@ func (s *session) rotate(name string, grace *time.Duration, waitDone bool, timeo
 	if err := s.mergePatch(k, patch); err != nil {
 		return err
 	}
+	if waitDone && (k.Status.Phase == keyward.PhasePending || k.Status.Phase == keyward.PhaseRejected) {
+		reason, _ := ready(k)
+		return fmt.Errorf("rotation of accesskey %s requested (keyward.dev/rotate=%s), but the key is %s (reason %s): the controller rotates it once the key is issued again, so there is nothing to wait for",
+			ref(k), req, k.Status.Phase, or(reason, none))
+	}
 	if waitDone {
 		k, err = s.waitFor(k, timeout, "the rotation of accesskey "+ref(k), func(k *keyward.AccessKey) (bool, error) {
 			if k.Spec.Revoked {
