@@ -59,8 +59,14 @@ test-integration: controlplane ## Integration tests: envtest with the real kube-
 ##@ Build
 
 .PHONY: build
-build: generate fmt vet ## Build the manager binary.
+build: generate fmt vet ## Build the manager binary and the kubectl plugin.
 	go build -o bin/manager .
+	go build -o bin/kubectl-keyward ./cmd/kubectl-keyward
+
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/ (kubectl-keyward, and kubectl_complete-keyward for completion); put bin/ on PATH.
+	go build -o bin/kubectl-keyward ./cmd/kubectl-keyward
+	ln -sf kubectl-keyward bin/kubectl_complete-keyward
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in KUBECONFIG.
