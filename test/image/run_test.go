@@ -73,12 +73,17 @@ func podmanSecurityFlags(t *testing.T, d *appsv1.Deployment, c corev1.Container)
 	case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0:
 		t.Fatalf("the manager container must drop ALL capabilities and add none: %+v", sc.Capabilities)
 	}
-	return []string{
+	flags := []string{
 		"--read-only",
 		"--cap-drop=ALL",
 		"--security-opt=no-new-privileges",
 		fmt.Sprintf("--user=%d:%d", *pod.RunAsUser, *pod.RunAsGroup),
 	}
+	// The memory limit too, so start-up and issuance fit in it.
+	if m, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
+		flags = append(flags, fmt.Sprintf("--memory=%d", m.Value()))
+	}
+	return flags
 }
 
 // managerArgs are the Deployment's args with the two listen addresses moved
@@ -374,6 +379,9 @@ spec: {application: image-test}
 	t.Run("stops on SIGTERM within its grace period with exit code 0", func(t *testing.T) {
 		if err := running(); err != nil {
 			failWithLogs(t, "before SIGTERM: %v", err)
+		}
+		if out, _, err := podman("stats", "--no-stream", "--format", "{{.MemUsage}}", name); err == nil {
+			measured(t, "memory in use before SIGTERM: %s", strings.TrimSpace(out))
 		}
 		// podman stop sends the image's stop signal (SIGTERM), waits up to the
 		// grace period, then SIGKILLs — what a kubelet does.
