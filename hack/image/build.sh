@@ -43,9 +43,17 @@ args=(-f hack/image/Containerfile -t "$IMG"
   --build-arg "SOURCE=$IMAGE_SOURCE" --build-arg "LICENSES=$IMAGE_LICENSES")
 [ "$t" = docker ] || args+=(--platform "linux/$GOARCH")
 [ "$t" != podman ] || args+=(--layers=false) # one layer, no intermediate images left behind
+# The image IMG named before this build, removed after it if nothing else
+# names it, so repeated builds leave no untagged images behind.
+old=""
+[ "$t" != podman ] || old=$(tool image inspect --format '{{.Id}}' "$IMG" 2>/dev/null || true)
 echo "packing $IMG with $t"
 case "$t" in
   buildah) tool bud "${args[@]}" "$ctx" ;;
   *) tool build "${args[@]}" "$ctx" ;;
 esac
 [ "$t" = buildah ] || echo "built $IMG: $(tool image inspect --format '{{.Size}}' "$IMG") bytes"
+if [ -n "$old" ] && [ "$old" != "$(tool image inspect --format '{{.Id}}' "$IMG")" ] &&
+  [ -z "$(tool image inspect --format '{{join .RepoTags ","}}' "$old" 2>/dev/null)" ]; then
+  tool rmi "$old" >/dev/null 2>&1 || true
+fi

@@ -10,6 +10,7 @@ package image
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -76,21 +77,24 @@ func mustPodman(t *testing.T, args ...string) string {
 	return out
 }
 
-// eventually polls cond every interval until it returns true or timeout
-// passes; it returns whether cond came true and the last error cond gave.
+// errGaveUp, wrapped in a condition's error, ends eventually at once: there
+// is no point waiting (the container has exited).
+var errGaveUp = errors.New("gave up")
+
+// eventually polls cond every interval until it returns true, timeout passes
+// or cond returns an error wrapping errGaveUp; it returns whether cond came
+// true and the last error cond gave.
 func eventually(timeout, interval time.Duration, cond func() (bool, error)) (bool, error) {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	var last error
 	for {
 		ok, err := cond()
 		if ok {
 			return true, nil
 		}
-		last = err
-		if time.Now().After(deadline) {
-			return false, last
+		if errors.Is(err, errGaveUp) || time.Now().After(deadline) {
+			return false, err
 		}
 		<-tick.C
 	}

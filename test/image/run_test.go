@@ -283,12 +283,12 @@ spec: {application: image-test}
 			return err
 		}
 		if !strings.HasPrefix(out, "true") {
-			return fmt.Errorf("the container is not running (running, exit code: %s)", strings.TrimSpace(out))
+			return fmt.Errorf("%w: the container is not running (running, exit code: %s)", errGaveUp, strings.TrimSpace(out))
 		}
 		return nil
 	}
 
-	t.Run("issues a key into a Secret", func(t *testing.T) {
+	keyIssued := t.Run("issues a key into a Secret", func(t *testing.T) {
 		var secret string
 		ok, err := eventually(issueTimeout, pollInterval, func() (bool, error) {
 			if err := running(); err != nil {
@@ -310,7 +310,7 @@ spec: {application: image-test}
 			return true, nil
 		})
 		if !ok {
-			failWithLogs(t, "no Active key with its Secret within %s: %v", issueTimeout, err)
+			failWithLogs(t, "no Active key with its Secret (waited up to %s): %v", issueTimeout, err)
 		}
 		measured(t, "time from container start to the first issued key (Active, Secret %s present): %s",
 			secret, time.Since(started).Round(10*time.Millisecond))
@@ -333,8 +333,15 @@ spec: {application: image-test}
 		}
 	})
 
+	if !keyIssued {
+		return
+	}
+
 	t.Run("answers its probes and serves its build version", func(t *testing.T) {
 		ok, err := eventually(issueTimeout, pollInterval, func() (bool, error) {
+			if err := running(); err != nil {
+				return false, err
+			}
 			code, body, err := httpStatus("http://" + probe + "/readyz")
 			if err != nil || code != http.StatusOK {
 				return false, fmt.Errorf("/readyz: %d %v %s", code, err, strings.TrimSpace(body))
