@@ -86,30 +86,29 @@ func podmanSecurityFlags(t *testing.T, d *appsv1.Deployment, c corev1.Container)
 	return flags
 }
 
-// managerArgs are the Deployment's args with the two listen addresses moved
-// to free loopback ports (the container shares the host's network), plus the
+// managerArgs are the Deployment's args with every listen address
+// (--*-bind-address, unless 0, which switches a listener off) moved to a free
+// loopback port — the container shares the host's network —, plus the
 // kubeconfig. It returns the args and the probe and metrics addresses.
 func managerArgs(t *testing.T, c corev1.Container) (args []string, probe, metrics string) {
 	t.Helper()
-	probe, metrics = freeAddr(t), freeAddr(t)
-	seen := map[string]bool{}
+	seen := map[string]string{}
 	for _, a := range c.Args {
-		name, _, _ := strings.Cut(a, "=")
-		switch name {
-		case "--health-probe-bind-address":
-			a = name + "=" + probe
-		case "--metrics-bind-address":
-			a = name + "=" + metrics
-		case "--kubeconfig":
+		name, value, hasValue := strings.Cut(a, "=")
+		switch {
+		case name == "--kubeconfig":
 			t.Fatalf("the Deployment passes %s; the test cannot add its own", a)
+		case strings.HasSuffix(name, "-bind-address") && !hasValue:
+			t.Fatalf("the Deployment's arg %q: the test needs the --flag=value form to move the port", a)
+		case strings.HasSuffix(name, "-bind-address") && value != "0":
+			a = name + "=" + freeAddr(t)
 		}
-		seen[name] = true
+		seen[name] = strings.TrimPrefix(a, name+"=")
 		args = append(args, a)
 	}
-	for _, name := range []string{"--health-probe-bind-address", "--metrics-bind-address"} {
-		if !seen[name] {
-			t.Fatalf("the Deployment's args %q lack %s=<addr>; the test needs it to move the port", c.Args, name)
-		}
+	probe, metrics = seen["--health-probe-bind-address"], seen["--metrics-bind-address"]
+	if probe == "" || probe == "0" || metrics == "" || metrics == "0" {
+		t.Fatalf("the Deployment's args %q must set --health-probe-bind-address and --metrics-bind-address", c.Args)
 	}
 	return append(args, "--kubeconfig="+kubeconfigInPod), probe, metrics
 }
