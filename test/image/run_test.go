@@ -336,6 +336,48 @@ spec: {application: image-test}
 		return
 	}
 
+	t.Run("runs as 65532 with no capabilities, no new privileges and a read-only root", func(t *testing.T) {
+		// The process itself, as the kernel sees it from the host.
+		pid := strings.TrimSpace(mustPodman(t, "inspect", "--format", "{{.State.Pid}}", name))
+		status, err := os.ReadFile("/proc/" + pid + "/status")
+		if err != nil {
+			t.Fatalf("reading the manager's /proc status: %v", err)
+		}
+		fields := map[string]string{}
+		for line := range strings.Lines(string(status)) {
+			k, v, _ := strings.Cut(line, ":")
+			fields[k] = strings.Join(strings.Fields(v), " ")
+		}
+		want := map[string]string{
+			"Uid": "65532 65532 65532 65532", "Gid": "65532 65532 65532 65532",
+			"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000",
+			"CapBnd": "0000000000000000", "CapAmb": "0000000000000000", "NoNewPrivs": "1",
+		}
+		for k, v := range want {
+			if fields[k] != v {
+				t.Errorf("the manager's %s is %q, want %q", k, fields[k], v)
+			}
+		}
+		t.Logf("manager process %s: Uid %s, CapEff %s, NoNewPrivs %s", pid, fields["Uid"], fields["CapEff"], fields["NoNewPrivs"])
+		if ro := strings.TrimSpace(mustPodman(t, "inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", name)); ro != "true" {
+			t.Errorf("ReadonlyRootfs %s, want true", ro)
+		}
+		mounts, err := os.ReadFile("/proc/" + pid + "/mounts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		root := ""
+		for line := range strings.Lines(string(mounts)) {
+			if f := strings.Fields(line); len(f) >= 4 && f[1] == "/" {
+				root = f[3] // the last mount on / is the one the process sees
+			}
+		}
+		if !slices.Contains(strings.Split(root, ","), "ro") {
+			t.Errorf("the container's root is mounted %q, want ro", root)
+		}
+		t.Logf("root filesystem mounted %s", strings.Split(root, ",")[0])
+	})
+
 	t.Run("answers its probes and serves its build version", func(t *testing.T) {
 		ok, err := eventually(issueTimeout, pollInterval, func() (bool, error) {
 			if err := running(); err != nil {
