@@ -80,3 +80,23 @@ local: manifests controlplane ## Run Keyward on an embedded local control plane 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
 	docker build -t keyward:dev .
+
+##@ Image (the container image users deploy; docs/image.md)
+
+IMG_DEFAULT := keyward/manager:dev
+IMG ?= $(IMG_DEFAULT)
+# Podman settings for the image targets only (runc, cgroupfs, no default ulimits).
+IMAGE_CONTAINERS_CONF ?= $(CURDIR)/hack/image/containers.conf
+IMAGE_ENV = IMG=$(IMG) IMG_DEFAULT=$(IMG_DEFAULT) CONTAINERS_CONF=$(IMAGE_CONTAINERS_CONF)
+
+.PHONY: image
+image: ## Build the manager image IMG (default keyward/manager:dev) from scratch with podman, buildah or docker; nothing pulled.
+	$(IMAGE_ENV) hack/image/build.sh
+
+.PHONY: image-save
+image-save: image ## Write IMG as an OCI archive under dist/ (podman load, kind load image-archive, ctr images import).
+	$(IMAGE_ENV) hack/image/save.sh
+
+.PHONY: image-test
+image-test: ## Build the image under a throwaway tag, check it, run it as config/manager does on a real control plane; log bin/test-image.log.
+	$(IMAGE_ENV) KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) hack/image/test.sh
