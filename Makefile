@@ -79,7 +79,7 @@ local: manifests controlplane ## Run Keyward on an embedded local control plane 
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
-	docker build -t keyward:dev .
+	docker build -t $(IMG) .
 
 ##@ Image (the container image users deploy; docs/image.md)
 
