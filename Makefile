@@ -59,8 +59,14 @@ test-integration: controlplane ## Integration tests: envtest with the real kube-
 ##@ Build
 
 .PHONY: build
-build: generate fmt vet ## Build the manager binary.
+build: generate fmt vet ## Build the manager binary and the kubectl plugin.
 	go build -o bin/manager .
+	go build -o bin/kubectl-keyward ./cmd/kubectl-keyward
+
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/ (kubectl-keyward, and kubectl_complete-keyward for completion); put bin/ on PATH.
+	go build -o bin/kubectl-keyward ./cmd/kubectl-keyward
+	ln -sf kubectl-keyward bin/kubectl_complete-keyward
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in KUBECONFIG.
@@ -73,4 +79,24 @@ local: manifests controlplane ## Run Keyward on an embedded local control plane 
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
-	docker build -t keyward:dev .
+	docker build -t $(IMG) .
+
+##@ Image (the container image users deploy; docs/image.md)
+
+IMG_DEFAULT := keyward/manager:dev
+IMG ?= $(IMG_DEFAULT)
+# Podman settings for the image targets only (runc, cgroupfs, no default ulimits).
+IMAGE_CONTAINERS_CONF ?= $(CURDIR)/hack/image/containers.conf
+IMAGE_ENV = IMG=$(IMG) IMG_DEFAULT=$(IMG_DEFAULT) CONTAINERS_CONF=$(IMAGE_CONTAINERS_CONF)
+
+.PHONY: image
+image: ## Build the manager image IMG (default keyward/manager:dev) from scratch with podman, buildah or docker; nothing pulled.
+	$(IMAGE_ENV) hack/image/build.sh
+
+.PHONY: image-save
+image-save: image ## Write IMG as an OCI archive under dist/ (podman load, kind load image-archive, ctr images import).
+	$(IMAGE_ENV) hack/image/save.sh
+
+.PHONY: image-test
+image-test: ## Build the image under a throwaway tag, check it, run it as config/manager does on a real control plane; log bin/test-image.log.
+	$(IMAGE_ENV) KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) hack/image/test.sh

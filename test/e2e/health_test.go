@@ -35,7 +35,7 @@ var _ = Describe("A manager that cannot watch says so and still stops on SIGTERM
 		kubectl("-n", "stalled", "create", "serviceaccount", "blind")
 		kubectl("-n", "stalled", "create", "role", "events", "--verb=create,patch", "--resource=events,events.events.k8s.io")
 		kubectl("-n", "stalled", "create", "rolebinding", "events", "--role=events", "--serviceaccount=stalled:blind")
-		kubectl("-n", "stalled", "run", "keyward-stalled", "--image=keyward:dev", "--restart=Never")
+		kubectl("-n", "stalled", "run", "keyward-stalled", "--image=keyward/manager:dev", "--restart=Never")
 
 		dir := GinkgoT().TempDir()
 		blindKubeconfig := filepath.Join(dir, "blind.kubeconfig")

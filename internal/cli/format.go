@@ -1,0 +1,284 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/cli-runtime/pkg/printers"
+	"sigs.k8s.io/yaml"
+
+	keyward "keyward.dev/keyward/api/v1alpha1"
+)
+
+// none is what tables show for a value that is not there, as kubectl does.
+const none = "<none>"
+
+// outputFlag adds -o/--output (json or yaml; the default is a table).
+func outputFlag(cmd *cobra.Command, to *string) {
+	cmd.Flags().StringVarP(to, "output", "o", "", "output format: json or yaml (default: a table)")
+}
+
+func checkOutput(format string) error {
+	switch format {
+	case "", "json", "yaml":
+		return nil
+	}
+	return fmt.Errorf("unknown output format %q: use -o json or -o yaml, or leave -o out for a table", format)
+}
+
+// printStructured writes v as indented JSON or as YAML.
+func printStructured(w io.Writer, format string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if format == "yaml" {
+		if b, err = yaml.JSONToYAML(b); err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// KeyView is what status and expiring show of one AccessKey (and their
+// -o json|yaml). It never holds key material.
+type KeyView struct {
+	Namespace   string        `json:"namespace"`
+	Name        string        `json:"name"`
+	Phase       string        `json:"phase"`
+	Reason      string        `json:"reason,omitempty"`
+	Message     string        `json:"message,omitempty"`
+	Application string        `json:"application"`
+	Owner       string        `json:"owner,omitempty"`
+	KeyID       string        `json:"keyID,omitempty"`
+	ExpiresAt   string        `json:"expiresAt,omitempty"`
+	LastUsedAt  string        `json:"lastUsedAt,omitempty"`
+	PreviousKey *PreviousView `json:"previousKey,omitempty"`
+	SecretName  string        `json:"secretName,omitempty"`
+	// Events are the key's recent Events (status of one key only).
+	Events []EventView `json:"events,omitempty"`
+	// EventsError says why the Events could not be read.
+	EventsError string `json:"eventsError,omitempty"`
+
+	expiresAt  *time.Time
+	lastUsedAt *time.Time
+}
+
+// PreviousView is the rotated-out key that still verifies.
+type PreviousView struct {
+	KeyID      string `json:"keyID"`
+	ValidUntil string `json:"validUntil"`
+
+	validUntil time.Time
+}
+
+// EventView is one Event of a key.
+type EventView struct {
+	Type    string `json:"type"`
+	Reason  string `json:"reason"`
+	Time    string `json:"time,omitempty"`
+	Message string `json:"message"`
+
+	at time.Time
+}
+
+// ListView is -o json|yaml of a list.
+type ListView[T any] struct {
+	Items []T `json:"items"`
+}
+
+func ready(k *keyward.AccessKey) (reason, message string) {
+	if c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady); c != nil {
+		return c.Reason, c.Message
+	}
+	return "", ""
+}
+
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func viewOf(k *keyward.AccessKey) KeyView {
+	v := KeyView{
+		Namespace:   k.Namespace,
+		Name:        k.Name,
+		Phase:       string(k.Status.Phase),
+		Application: k.Spec.Application,
+		Owner:       k.Spec.Owner,
+		KeyID:       k.Status.KeyID,
+		SecretName:  k.Status.SecretName,
+	}
+	v.Reason, v.Message = ready(k)
+	if t := k.Status.ExpiresAt; t != nil {
+		at := t.Time
+		v.expiresAt, v.ExpiresAt = &at, rfc3339(at)
+	}
+	if t := k.Status.LastUsedAt; t != nil {
+		at := t.Time
+		v.lastUsedAt, v.LastUsedAt = &at, rfc3339(at)
+	}
+	if pk := k.Status.PreviousKey; pk != nil {
+		v.PreviousKey = &PreviousView{KeyID: pk.KeyID, ValidUntil: rfc3339(pk.ValidUntil.Time), validUntil: pk.ValidUntil.Time}
+	}
+	return v
+}
+
+func eventViewOf(e *corev1.Event) EventView {
+	at := eventTime(e)
+	v := EventView{Type: e.Type, Reason: e.Reason, Message: e.Message, at: at}
+	if !at.IsZero() {
+		v.Time = rfc3339(at)
+	}
+	return v
+}
+
+// eventTime is when an Event last happened, whichever API wrote it.
+func eventTime(e *corev1.Event) time.Time {
+	switch {
+	case e.Series != nil && !e.Series.LastObservedTime.IsZero():
+		return e.Series.LastObservedTime.Time
+	case !e.LastTimestamp.IsZero():
+		return e.LastTimestamp.Time
+	case !e.EventTime.IsZero():
+		return e.EventTime.Time
+	case !e.FirstTimestamp.IsZero():
+		return e.FirstTimestamp.Time
+	}
+	return e.CreationTimestamp.Time
+}
+
+func or(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
+}
+
+// short is the printer column's 8-character key ID.
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return or(id, none)
+}
+
+// until says how far t is from now: "in 29d", or "3d ago".
+func until(t, now time.Time) string {
+	d := t.Sub(now)
+	if d >= 0 {
+		return "in " + duration.HumanDuration(d)
+	}
+	return duration.HumanDuration(-d) + " ago"
+}
+
+func expiresIn(v KeyView, now time.Time) string {
+	if v.Phase == string(keyward.PhaseRevoked) {
+		return none
+	}
+	if v.expiresAt == nil {
+		return "never"
+	}
+	d := v.expiresAt.Sub(now)
+	if d <= 0 {
+		return "expired " + duration.HumanDuration(-d) + " ago"
+	}
+	return duration.HumanDuration(d)
+}
+
+func lastUsed(v KeyView, now time.Time) string {
+	if v.lastUsedAt == nil {
+		return "never"
+	}
+	return duration.HumanDuration(now.Sub(*v.lastUsedAt)) + " ago"
+}
+
+func previousUntil(v KeyView, now time.Time) string {
+	if v.PreviousKey == nil {
+		return none
+	}
+	return short(v.PreviousKey.KeyID) + " " + until(v.PreviousKey.validUntil, now)
+}
+
+// printKeyTable writes the status table: one row per key.
+func printKeyTable(w io.Writer, views []KeyView, withNamespace bool, now time.Time) error {
+	tw := printers.GetNewTabWriter(w)
+	cols := []string{"NAME", "PHASE", "REASON", "APPLICATION", "OWNER", "KEY ID", "EXPIRES IN", "LAST USED", "PREVIOUS KEY", "SECRET", "MESSAGE"}
+	if withNamespace {
+		cols = append([]string{"NAMESPACE"}, cols...)
+	}
+	_, _ = fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	for _, v := range views {
+		row := []string{v.Name, or(v.Phase, none), or(v.Reason, none), v.Application, or(v.Owner, none), short(v.KeyID),
+			expiresIn(v, now), lastUsed(v, now), previousUntil(v, now), or(v.SecretName, none), or(v.Message, none)}
+		if withNamespace {
+			row = append([]string{v.Namespace}, row...)
+		}
+		_, _ = fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	return tw.Flush()
+}
+
+// printKeyDetail writes the status of one key, kubectl-describe style.
+func printKeyDetail(w io.Writer, v KeyView, now time.Time) error {
+	tw := printers.GetNewTabWriter(w)
+	line := func(k, val string) { _, _ = fmt.Fprintf(tw, "%s:\t%s\n", k, val) }
+	line("Name", v.Name)
+	line("Namespace", v.Namespace)
+	line("Phase", or(v.Phase, "<not yet reconciled>"))
+	line("Reason", or(v.Reason, none))
+	line("Message", or(v.Message, none))
+	line("Application", v.Application)
+	line("Owner", or(v.Owner, none))
+	if v.KeyID != "" {
+		line("Key ID", short(v.KeyID)+" ("+v.KeyID+")")
+	} else {
+		line("Key ID", "<not issued>")
+	}
+	if v.expiresAt != nil {
+		line("Expires", v.ExpiresAt+" ("+until(*v.expiresAt, now)+")")
+	} else {
+		line("Expires", "never")
+	}
+	if v.lastUsedAt != nil {
+		line("Last used", v.LastUsedAt+" ("+until(*v.lastUsedAt, now)+")")
+	} else {
+		line("Last used", "never")
+	}
+	if pk := v.PreviousKey; pk != nil {
+		line("Previous key", short(pk.KeyID)+", verifies until "+pk.ValidUntil+" ("+until(pk.validUntil, now)+")")
+	} else {
+		line("Previous key", none)
+	}
+	line("Secret", or(v.SecretName, none))
+	switch {
+	case v.EventsError != "":
+		line("Events", "<"+v.EventsError+">")
+	case len(v.Events) == 0:
+		line("Events", none)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(v.Events) > 0 {
+		_, _ = fmt.Fprintln(w, "Events:")
+		tw = printers.GetNewTabWriter(w)
+		_, _ = fmt.Fprintln(tw, "  TYPE\tREASON\tAGE\tMESSAGE")
+		for _, e := range v.Events {
+			age := "<unknown>"
+			if !e.at.IsZero() {
+				age = duration.HumanDuration(now.Sub(e.at))
+			}
+			_, _ = fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", e.Type, e.Reason, age, oneLine(e.Message))
+		}
+		return tw.Flush()
+	}
+	return nil
+}
