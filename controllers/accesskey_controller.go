@@ -76,9 +76,9 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	now := r.Now()
 	if r.expected.stale(&key, now) {
-		// Our last material write is not in the cache yet; its update
-		// event brings the key back.
-		return ctrl.Result{RequeueAfter: time.Second}, nil
+		// Our last material write is not in the cache yet; the update
+		// event of that write brings the key back.
+		return ctrl.Result{}, nil
 	}
 	app, err := application(ctx, r.Client, key.Namespace, key.Spec.Application)
 	if err != nil {

@@ -6,8 +6,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/secrets"
@@ -75,9 +81,30 @@ func controllerName(s *corev1.Secret) string {
 	return ""
 }
 
+// SetupWithManager watches Keyward Secrets that hold data when they appear
+// or start being deleted, and AccessKeys when they go, so that their
+// Secrets are emptied before the garbage collector gets to them.
 func (r *SecretScrubber) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("secret-scrubber").
-		For(&corev1.Secret{}).
+		For(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(e event.CreateEvent) bool { return holdsData(e.Object) },
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				return holdsData(e.ObjectNew) && !e.ObjectNew.GetDeletionTimestamp().IsZero()
+			},
+			DeleteFunc: func(event.DeleteEvent) bool { return false },
+		})).
+		Watches(&keyward.AccessKey{}, handler.Funcs{
+			DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				if k, ok := e.Object.(*keyward.AccessKey); ok {
+					q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: k.Namespace, Name: k.SecretName()}})
+				}
+			},
+		}).
 		Complete(r)
+}
+
+func holdsData(obj client.Object) bool {
+	s, ok := obj.(*corev1.Secret)
+	return ok && len(s.Data) > 0
 }

@@ -55,8 +55,9 @@ const MaxMessage = 1024
 // status.rotation.lastRequest; longer values are kept as their SHA-256.
 const MaxRotationRecord = 64
 
-// SecretRetry is how often a key whose Secret the API server refused tries
-// again, besides every change of its spec.
+// SecretRetry is how often a key whose Secret name is taken tries again,
+// besides every change of its spec (the Secret in its way may not be one
+// the manager watches). A Secret refused as invalid waits for a spec change.
 const SecretRetry = 30 * time.Second
 
 // Observation is everything the plan looks at.
@@ -83,6 +84,8 @@ type Refusal struct {
 	Reason string
 	// Fields names the spec fields to fix (for SecretInvalid).
 	Fields []string
+	// standing is the message of a refusal status already records.
+	standing string
 }
 
 // Event is the Kubernetes Event a plan records once its status is written.
@@ -154,6 +157,9 @@ func NeedsSlot(o Observation) bool {
 	if k.Spec.Revoked || IsIssued(k) || !k.DeletionTimestamp.IsZero() || o.Secret == SecretForeign || o.Refusal != nil {
 		return false
 	}
+	if _, standing := standingRefusal(k); standing {
+		return false
+	}
 	if _, err := RequestedExpiry(k); err != nil {
 		return false
 	}
@@ -212,6 +218,9 @@ func decide(o Observation) decision {
 	if o.Secret == SecretForeign && o.Refusal == nil {
 		o.Refusal = &Refusal{Reason: keyward.ReasonSecretNameConflict}
 	}
+	if r, ok := standingRefusal(k); ok && o.Refusal == nil {
+		o.Refusal = &r
+	}
 
 	d := keep
 	d.rotationRequest = rotationRecorded(k)
@@ -265,8 +274,10 @@ func decide(o Observation) decision {
 // refusal's reason; it tries again every SecretRetry and on any spec change.
 func refused(d decision, k *keyward.AccessKey, r Refusal) decision {
 	d.phase, d.reason, d.material = keyward.PhasePending, r.Reason, MaterialKeep
-	switch r.Reason {
-	case keyward.ReasonSecretNameConflict:
+	switch {
+	case r.standing != "":
+		d.message = r.standing
+	case r.Reason == keyward.ReasonSecretNameConflict:
 		d.message = fmt.Sprintf("a Secret named %q that this key does not control already exists (or the key's previous Secret is still being deleted); delete it or set spec.secretTemplate.name", k.SecretName())
 	default:
 		fields := "spec.secretTemplate"
@@ -330,7 +341,8 @@ func build(o Observation, d decision) Plan {
 		}
 	}
 	wake := d.wakeAt
-	if d.phase == keyward.PhasePending && isRefusal(d.reason) {
+	if d.phase == keyward.PhasePending && d.reason == keyward.ReasonSecretNameConflict {
+		// The name may be freed by a Secret this manager does not watch.
 		retry := metav1.NewTime(o.Now.Add(SecretRetry))
 		wake = []*metav1.Time{&retry}
 	}
@@ -350,6 +362,17 @@ func FoldMetadataRefusal(p Plan, fields []string) Plan {
 	}
 	c.Message = BoundMessage(c.Message + "; the API server refused the Secret's labels or annotations, fix " + f)
 	return p
+}
+
+// standingRefusal returns the refusal the key's status records when the
+// API server refused its Secret as invalid for its current spec: only a
+// change of the spec can cure that, so the write is not tried again.
+func standingRefusal(k *keyward.AccessKey) (Refusal, bool) {
+	c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady)
+	if !Refused(k) || c.Reason != keyward.ReasonSecretInvalid {
+		return Refusal{}, false
+	}
+	return Refusal{Reason: keyward.ReasonSecretInvalid, standing: c.Message}, true
 }
 
 func isRefusal(reason string) bool {

@@ -89,8 +89,12 @@ func TestPlanRefusedSecret(t *testing.T) {
 			if !p.Status.IssuedAt.Equal(c.k.Status.IssuedAt) || p.Status.KeyID != c.k.Status.KeyID {
 				t.Fatal("a refused write recorded material")
 			}
-			if p.RequeueAfter != SecretRetry {
-				t.Fatalf("retries in %v", p.RequeueAfter)
+			want := SecretRetry // a name may be freed by a Secret the manager does not watch
+			if c.reason == keyward.ReasonSecretInvalid {
+				want = time.Hour // only a spec change cures it: no retry before the cap
+			}
+			if p.RequeueAfter != want {
+				t.Fatalf("retries in %v, want %v", p.RequeueAfter, want)
 			}
 			p.Status.Conditions[0].ObservedGeneration = c.k.Generation
 			refusedKey := c.k.DeepCopy()
@@ -317,5 +321,27 @@ func TestAllocateSlotsApplicationReplaced(t *testing.T) {
 	got := AllocateSlots(Slots{Keys: []*keyward.AccessKey{&k}, Apps: map[string]*keyward.Application{"a": a}, Tenant: enabled})
 	if got["k"].Outcome != SlotNotCandidate {
 		t.Fatalf("got %v", outcomes(got))
+	}
+}
+
+func TestPlanStandingInvalidSecretIsNotTriedAgain(t *testing.T) {
+	k := key("k", "a", -time.Hour, func(k *keyward.AccessKey) { k.Generation = 2 })
+	o := Observation{Key: &k, App: app("a", 2), Tenant: enabled, Slot: SlotDecision{Outcome: SlotGranted}, Now: t0, MaxRequeue: time.Hour}
+	first := FoldRefusal(o, Refusal{Reason: keyward.ReasonSecretInvalid, Fields: []string{"spec.secretTemplate.labels"}})
+	k.Status = first.Status
+
+	again := Observation{Key: &k, App: app("a", 2), Tenant: enabled, Now: t0.Add(time.Minute), MaxRequeue: time.Hour}
+	if NeedsSlot(again) {
+		t.Fatal("a key refused for its current spec asks for a slot again")
+	}
+	p := PlanKey(again)
+	if p.Material != MaterialKeep || reasonOf(p) != keyward.ReasonSecretInvalid || p.Ready().Message != first.Ready().Message {
+		t.Fatalf("got %d %s: %s", p.Material, reasonOf(p), p.Ready().Message)
+	}
+	// A change of the spec tries again.
+	k.Generation = 3
+	again.Slot = SlotDecision{Outcome: SlotGranted}
+	if !NeedsSlot(again) || PlanKey(again).Material != MaterialIssue {
+		t.Fatal("a changed spec is not tried again")
 	}
 }
