@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -286,3 +287,56 @@ var _ = Describe("Issue 14: TenantSettings and Application status tell the truth
 		}, timeout, interval).Should(Succeed())
 	})
 })
+
+var _ = Describe("Issue 14: a status the API server refuses", Serial, func() {
+	It("falls back to a minimal status with the phase, the reason and the key's record", func() {
+		ns := newTenant()
+		newApp(ns, "strict", withMaxKeys(10))
+		// A stricter schema than the manager knows: no status.expiresAt is valid.
+		tightenAccessKeyStatus("expiresAt")
+		Eventually(func() bool {
+			probe := newKey(ns, "probe-"+rand.String(5), "strict")
+			probe.Status.ExpiresAt = &metav1.Time{Time: time.Now().Add(time.Hour)}
+			return apierrors.IsInvalid(k8s.Status().Update(ctx, probe))
+		}, timeout, interval).Should(BeTrue(), "the stricter schema is in force")
+
+		key := newKey(ns, "dated", "strict", expiringAt(time.Now().Add(time.Hour)))
+		got := eventuallyPhase(key, keyward.PhaseActive, keyward.ReasonIssued)
+		Expect(readyMessage(got)).To(HavePrefix("the full status could not be written"))
+		Expect(got.Status.KeyID).NotTo(BeEmpty())
+		Expect(got.Status.IssuedAt).NotTo(BeNil())
+		Expect(got.Status.ExpiresAt).To(BeNil())
+		Expect(materialOf(key).ID).To(Equal(got.Status.KeyID), "the written Secret is recorded")
+		consistentlyPhase(key, keyward.PhaseActive, time.Second)
+		Expect(get(key.DeepCopy()).Status.KeyID).To(Equal(got.Status.KeyID), "not issued again")
+	})
+})
+
+// tightenAccessKeyStatus makes the AccessKey CRD refuse any value of the
+// given status field (until the spec ends).
+func tightenAccessKeyStatus(field string) {
+	GinkgoHelper()
+	crd := &unstructured.Unstructured{}
+	crd.SetAPIVersion("apiextensions.k8s.io/v1")
+	crd.SetKind("CustomResourceDefinition")
+	Expect(k8s.Get(ctx, client.ObjectKey{Name: "accesskeys." + keyward.GroupVersion.Group}, crd)).To(Succeed())
+	original := crd.DeepCopy()
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	schema := versions[0].(map[string]any)["schema"].(map[string]any)["openAPIV3Schema"].(map[string]any)
+	node := schema["properties"].(map[string]any)["status"].(map[string]any)["properties"].(map[string]any)[field].(map[string]any)
+	node["maxLength"] = int64(1)
+	Expect(unstructured.SetNestedSlice(crd.Object, versions, "spec", "versions")).To(Succeed())
+	Expect(k8s.Update(ctx, crd)).To(Succeed())
+	DeferCleanup(func() {
+		Eventually(func() error {
+			current := &unstructured.Unstructured{}
+			current.SetGroupVersionKind(crd.GroupVersionKind())
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(crd), current); err != nil {
+				return err
+			}
+			restored := original.DeepCopy()
+			restored.SetResourceVersion(current.GetResourceVersion())
+			return k8s.Update(ctx, restored)
+		}, timeout, interval).Should(Succeed())
+	})
+}

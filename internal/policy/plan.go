@@ -391,13 +391,17 @@ func Refused(k *keyward.AccessKey) bool {
 
 // MinimalStatus is the status written when the API server refuses the
 // planned one: the phase and the Ready condition with its reason, plus the
-// record of the key material, so that a written Secret is never forgotten.
+// record of the key material and of the rotation acted on, so that a
+// written Secret is never forgotten nor a rotation repeated.
 func MinimalStatus(p Plan, k *keyward.AccessKey) keyward.AccessKeyStatus {
 	c := p.Ready()
 	st := keyward.AccessKeyStatus{
 		ObservedGeneration: k.Generation, Phase: p.Status.Phase,
 		KeyID: p.Status.KeyID, ShortKeyID: p.Status.ShortKeyID, SecretName: p.Status.SecretName,
 		SecretHash: p.Status.SecretHash, IssuedAt: p.Status.IssuedAt,
+		// The rotation request acted on (at most 71 characters) is kept
+		// too: without it the same request would be acted on again.
+		Rotation: p.Status.Rotation, LastRotatedAt: p.Status.LastRotatedAt,
 	}
 	if c != nil {
 		cc := *c
