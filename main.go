@@ -17,6 +17,7 @@ import (
 
 	keywardv1alpha1 "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/controllers"
+	"keyward.dev/keyward/internal/verify"
 )
 
 var scheme = runtime.NewScheme()
@@ -34,6 +35,7 @@ func main() {
 		enableLeaderElection bool
 		leaderElectionNS     string
 		opts                 = controllers.DefaultOptions()
+		verifyOpts           = verify.DefaultOptions()
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization.")
@@ -45,6 +47,7 @@ func main() {
 	flag.DurationVar(&opts.SettleDelay, "settle-delay", opts.SettleDelay,
 		"How long a new key waits after its creation second before taking a slot, so keys created together are ranked by age.")
 	flag.DurationVar(&opts.MaxRequeue, "max-requeue", opts.MaxRequeue, "Upper bound of every reconcile timer, so a lost timer heals.")
+	verifyOpts.BindFlags(flag.CommandLine)
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -73,6 +76,11 @@ func main() {
 	ctx := ctrl.SetupSignalHandler()
 	if err := controllers.SetupWithManager(ctx, mgr, opts); err != nil {
 		log.Error(err, "unable to set up controllers")
+		os.Exit(1)
+	}
+	verifyOpts.APIKeysEnabledByDefault = opts.APIKeysEnabledByDefault
+	if _, err := verify.SetupWithManager(ctx, mgr, verifyOpts); err != nil {
+		log.Error(err, "unable to set up the verifier")
 		os.Exit(1)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
