@@ -40,7 +40,9 @@ func issuedKey(m keyformat.Key) *keyward.AccessKey {
 	}
 }
 
-func scope(name string, a keyward.AccessLevel) keyward.Scope { return keyward.Scope{Name: name, Access: a} }
+func scope(name string, a keyward.AccessLevel) keyward.Scope {
+	return keyward.Scope{Name: name, Access: a}
+}
 
 func TestDecide(t *testing.T) {
 	cur, prev, other := mustKey(t), mustKey(t), mustKey(t)
