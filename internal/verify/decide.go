@@ -103,6 +103,8 @@ const unknownHash = keyformat.HashPrefix + "000000000000000000000000000000000000
 
 // Decide is the verification decision. The order of checks:
 //
+//  0. a revoked key whose material the controller has destroyed is
+//     revoked by its ID alone (there is no hash left to check against);
 //  1. the secret must match the key's current material, or its previous
 //     material while status.previousKey.validUntil lies ahead — otherwise
 //     unknown, exactly as for an ID that does not exist;
@@ -123,13 +125,21 @@ func Decide(req Request, in Input) Result {
 		keyformat.SecretMatches(req.Key.Secret, unknownHash)
 		return Result{Reason: ReasonUnknown}
 	}
+	revoked := k.Spec.Revoked || k.Status.Phase == keyward.PhaseRevoked
+	if revoked && k.Status.SecretHash == "" && k.Status.KeyID == req.Key.ID {
+		// Revocation destroyed the hash, so the secret can no longer be
+		// checked; the ID alone (public anyway) says the key was revoked.
+		// Nothing else about the key is told.
+		keyformat.SecretMatches(req.Key.Secret, unknownHash)
+		return Result{Reason: ReasonRevoked, KeyID: req.Key.ID}
+	}
 	keyID, ok := matchMaterial(req.Key, k, in.Now)
 	if !ok {
 		return Result{Reason: ReasonUnknown}
 	}
 	res := identity(keyID, k, in.App)
 	switch {
-	case k.Spec.Revoked || k.Status.Phase == keyward.PhaseRevoked:
+	case revoked:
 		res.Reason = ReasonRevoked
 	case !in.Tenant.Enabled:
 		res.Reason = ReasonTenantDisabled

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
@@ -59,6 +60,8 @@ func TestDecide(t *testing.T) {
 		tenant *policy.Tenant
 		now    time.Duration
 		want   Reason
+		// reveals: whether identity beyond the key ID is told; default: for authenticated reasons
+		reveals *bool
 	}
 	withPrev := func(until time.Duration) func(*keyward.AccessKey) {
 		return func(k *keyward.AccessKey) {
@@ -92,6 +95,12 @@ func TestDecide(t *testing.T) {
 		{name: "revoked in spec, before the controller acts", req: Request{Key: cur}, key: func(k *keyward.AccessKey) { k.Spec.Revoked = true }, want: ReasonRevoked},
 		{name: "revoked phase", req: Request{Key: cur}, key: func(k *keyward.AccessKey) { k.Status.Phase = keyward.PhaseRevoked }, want: ReasonRevoked},
 		{name: "revoked wins over a disabled tenant", req: Request{Key: cur}, key: func(k *keyward.AccessKey) { k.Spec.Revoked = true }, tenant: &off, want: ReasonRevoked},
+		{name: "revoked, material destroyed: revoked by ID alone", req: Request{Key: cur}, key: func(k *keyward.AccessKey) {
+			k.Spec.Revoked, k.Status.Phase, k.Status.SecretHash = true, keyward.PhaseRevoked, ""
+		}, want: ReasonRevoked, reveals: ptr.To(false)},
+		{name: "previous key of a revoked key, material destroyed", req: Request{Key: prev}, key: func(k *keyward.AccessKey) {
+			k.Spec.Revoked, k.Status.Phase, k.Status.SecretHash = true, keyward.PhaseRevoked, ""
+		}, want: ReasonUnknown},
 		{name: "wrong secret of a revoked key is unknown", req: Request{Key: wrongSecret}, key: func(k *keyward.AccessKey) { k.Spec.Revoked = true }, want: ReasonUnknown},
 
 		{name: "tenant switched off", req: Request{Key: cur}, tenant: &off, want: ReasonTenantDisabled},
@@ -201,8 +210,15 @@ func TestDecide(t *testing.T) {
 			if got.Valid != (c.want == ReasonOK) {
 				t.Fatalf("valid %v with reason %q", got.Valid, got.Reason)
 			}
-			if !c.want.Authenticated() && (got.Namespace != "" || got.KeyID != "" || got.Owner != "") {
-				t.Fatalf("an unrecognised key must reveal nothing, got namespace %q key ID %q", got.Namespace, got.KeyID)
+			reveals := c.want.Authenticated()
+			if c.reveals != nil {
+				reveals = *c.reveals
+			}
+			if !reveals && (got.Namespace != "" || got.Owner != "" || got.Application != "") {
+				t.Fatalf("must reveal nothing, got namespace %q owner %q", got.Namespace, got.Owner)
+			}
+			if reveals && got.Namespace == "" {
+				t.Fatalf("identity missing for %q", got.Reason)
 			}
 		})
 	}

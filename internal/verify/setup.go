@@ -93,6 +93,8 @@ type Verification struct {
 	Metrics  *Metrics
 	HTTP     *Server
 	GRPC     *GRPCServer
+	// Ready is the readiness check registered with the manager.
+	Ready func(*http.Request) error
 }
 
 // SetupWithManager registers the key-ID index, the verification servers (on
@@ -140,6 +142,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ver
 	if err := mgr.AddReadyzCheck(ReadyzCheck, synced.Check); err != nil {
 		return nil, err
 	}
+	out.Ready = synced.Check
 	if opts.BindAddress != Off && opts.BindAddress != "" {
 		out.HTTP = &Server{Addr: opts.BindAddress, CertDir: opts.CertDir, Handler: h.Mux(), Log: log, gate: synced}
 		if err := mgr.Add(out.HTTP); err != nil {
