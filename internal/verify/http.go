@@ -39,6 +39,11 @@ const (
 	HeaderAccess = "X-Keyward-Access"
 	QueryScope   = "scope"
 	QueryAccess  = "access"
+	// QueryRateLimitedStatus (401, 403 or 429) is the status /v1/auth
+	// answers rate_limited with: NGINX's auth_request passes on only 401
+	// and 403 (anything else becomes 500), so its recipe asks for 403 and
+	// turns it into 429 by X-Keyward-Reason.
+	QueryRateLimitedStatus = "rate_limited_status"
 	// HeaderAPIKey carries a key, as an alternative to Authorization: Bearer.
 	HeaderAPIKey        = "X-API-Key"
 	HeaderAuthorization = "Authorization"
@@ -179,6 +184,15 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set(HeaderReason, string(res.Reason))
 	status := StatusOf(res.Reason)
+	if res.Reason == ReasonRateLimited {
+		switch r.URL.Query().Get(QueryRateLimitedStatus) {
+		case "401":
+			status = http.StatusUnauthorized
+		case "403":
+			status = http.StatusForbidden
+		}
+		hdr.Set(headerRetryAfter, retryAfter(res.RetryAfter))
+	}
 	switch status {
 	case http.StatusOK:
 		for i, v := range IdentityValues(res) {
@@ -190,8 +204,6 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 		} else {
 			hdr.Set(headerWWWAuthenticate, wwwAuthenticateInvalid)
 		}
-	case http.StatusTooManyRequests:
-		hdr.Set(headerRetryAfter, retryAfter(res.RetryAfter))
 	}
 	w.WriteHeader(status)
 	if status != http.StatusOK {
