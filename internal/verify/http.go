@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/verify/wire"
 )
 
 // Endpoints (SPEC §6).
@@ -45,8 +46,8 @@ const (
 	// turns it into 429 by X-Keyward-Reason.
 	QueryRateLimitedStatus = "rate_limited_status"
 	// HeaderAPIKey carries a key, as an alternative to Authorization: Bearer.
-	HeaderAPIKey        = "X-API-Key"
-	HeaderAuthorization = "Authorization"
+	HeaderAPIKey        = wire.HeaderAPIKey
+	HeaderAuthorization = wire.HeaderAuthorization
 	// HeaderForwardedMethod (Traefik) and HeaderOriginalMethod (NGINX
 	// recipes) carry the client's method, from which the access is derived.
 	HeaderForwardedMethod = "X-Forwarded-Method"
@@ -55,8 +56,6 @@ const (
 	HeaderRealIP          = "X-Real-IP"
 	headerRetryAfter      = "Retry-After"
 	headerWWWAuthenticate = "WWW-Authenticate"
-	// bearerScheme is the scheme of Authorization, matched case-insensitively.
-	bearerScheme = "bearer"
 	// wwwAuthenticate is sent with 401: RFC 6750, with error=invalid_token
 	// when a key was presented.
 	wwwAuthenticate        = `Bearer realm="keyward"`
@@ -252,24 +251,6 @@ func FormatScopes(scopes []keyward.Scope) string {
 		b.WriteString(string(accessOrDefault(s.Access)))
 	}
 	return b.String()
-}
-
-// KeyFrom reads the presented key: from the header named extra (when set),
-// then Authorization: Bearer, then X-API-Key. "" when there is none.
-func KeyFrom(h http.Header, extra string) string {
-	if extra != "" {
-		if v := strings.TrimSpace(h.Get(extra)); v != "" {
-			return v
-		}
-	}
-	if v := h.Get(HeaderAuthorization); v != "" {
-		if scheme, token, ok := strings.Cut(strings.TrimSpace(v), " "); ok && strings.EqualFold(scheme, bearerScheme) {
-			if token = strings.TrimSpace(token); token != "" {
-				return token
-			}
-		}
-	}
-	return strings.TrimSpace(h.Get(HeaderAPIKey))
 }
 
 // ScopeFrom reads the scope to check: query parameter, then header.
