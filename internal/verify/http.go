@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -167,14 +168,18 @@ func decodeBody(w http.ResponseWriter, r *http.Request, into any) (int, string) 
 }
 
 func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
-	access, ok := AccessFrom(r)
+	var query url.Values
+	if r.URL.RawQuery != "" {
+		query = r.URL.Query()
+	}
+	access, ok := accessFrom(query, r)
 	if !ok {
 		http.Error(w, fmt.Sprintf("access must be %s or %s", keyward.ReadOnly, keyward.ReadWrite), http.StatusBadRequest)
 		return
 	}
 	addr := h.clientAddr(r)
 	key := KeyFrom(r.Header, h.KeyHeader)
-	res, err := h.Verifier.Verify(r.Context(), Call{Key: key, Addr: addr, LimitAddr: addr, Scope: ScopeFrom(r), Access: access})
+	res, err := h.Verifier.Verify(r.Context(), Call{Key: key, Addr: addr, LimitAddr: addr, Scope: scopeFrom(query, r), Access: access})
 	if err != nil {
 		h.unavailable(w, err)
 		return
@@ -184,7 +189,7 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 	hdr.Set(HeaderReason, string(res.Reason))
 	status := StatusOf(res.Reason)
 	if res.Reason == ReasonRateLimited {
-		switch r.URL.Query().Get(QueryRateLimitedStatus) {
+		switch query.Get(QueryRateLimitedStatus) {
 		case "401":
 			status = http.StatusUnauthorized
 		case "403":
@@ -254,8 +259,10 @@ func FormatScopes(scopes []keyward.Scope) string {
 }
 
 // ScopeFrom reads the scope to check: query parameter, then header.
-func ScopeFrom(r *http.Request) string {
-	if v := r.URL.Query().Get(QueryScope); v != "" {
+func ScopeFrom(r *http.Request) string { return scopeFrom(r.URL.Query(), r) }
+
+func scopeFrom(query url.Values, r *http.Request) string {
+	if v := query.Get(QueryScope); v != "" {
 		return v
 	}
 	return r.Header.Get(HeaderScope)
@@ -266,8 +273,10 @@ func ScopeFrom(r *http.Request) string {
 // or the method of the request itself, which Envoy's HTTP ext_authz keeps):
 // GET, HEAD and OPTIONS read, everything else writes. false when an access
 // is given and is neither ReadOnly nor ReadWrite.
-func AccessFrom(r *http.Request) (keyward.AccessLevel, bool) {
-	v := r.URL.Query().Get(QueryAccess)
+func AccessFrom(r *http.Request) (keyward.AccessLevel, bool) { return accessFrom(r.URL.Query(), r) }
+
+func accessFrom(query url.Values, r *http.Request) (keyward.AccessLevel, bool) {
+	v := query.Get(QueryAccess)
 	if v == "" {
 		v = r.Header.Get(HeaderAccess)
 	}
