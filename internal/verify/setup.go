@@ -97,6 +97,13 @@ type Verification struct {
 	Ready func(*http.Request) error
 }
 
+// The verifier reads AccessKeys, Applications and TenantSettings (the
+// controllers' rules already grant the reads), patches accesskeys/status
+// (lastUsedAt) and records HeavyUse Events.
+// +kubebuilder:rbac:groups=keyward.dev,resources=accesskeys;applications;tenantsettings,verbs=get;list;watch
+// +kubebuilder:rbac:groups=keyward.dev,resources=accesskeys/status,verbs=patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
 // SetupWithManager registers the key-ID index, the verification servers (on
 // every replica: they need no leader election), usage reporting, the
 // metrics and a readiness check that fails until the caches are synced.
