@@ -49,7 +49,8 @@ func main() {
 		out         = flag.String("out", "docs/benchmarks.md", "file whose ## Verification section is (re)written; - for stdout only")
 		nKeys       = flag.Int("keys", 10_000, "keys in the store")
 		workers     = flag.Int("concurrency", 16, "concurrent client requests")
-		duration    = flag.Duration("duration", 5*time.Second, "length of each phase")
+		duration    = flag.Duration("duration", 5*time.Second, "length of each phase (summed over its rounds)")
+		rounds      = flag.Int("rounds", 10, "each phase runs in this many slices, alternating with its no-op, so that changing load on a shared machine hits both alike")
 		maxRequests = flag.Int("max", 500_000, "requests per phase at most")
 	)
 	flag.Parse()
@@ -75,10 +76,12 @@ func main() {
 	noopCheckAddr := serveGRPC(noopAuthz{}, noopCheckTimes)
 
 	pick := func() string { return plains[rand.IntN(len(plains))] }
+	slice := *duration / time.Duration(*rounds)
+	perRound := *maxRequests / *rounds
 	httpPhase := func(url string, rec *recorder) result {
 		tr := &http.Transport{MaxIdleConnsPerHost: *workers, MaxConnsPerHost: *workers}
 		c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-		return load(*workers, *duration, *maxRequests, rec, func() bool {
+		return load(*workers, slice, perRound, rec, func() bool {
 			req, _ := http.NewRequest(http.MethodGet, url, nil)
 			req.Header.Set("Authorization", "Bearer "+pick())
 			resp, err := c.Do(req)
@@ -95,7 +98,7 @@ func main() {
 		must(err)
 		defer conn.Close()
 		cl := authv3.NewAuthorizationClient(conn)
-		return load(*workers, *duration, *maxRequests, rec, func() bool {
+		return load(*workers, slice, perRound, rec, func() bool {
 			resp, err := cl.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 				Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 					Method: "GET", Path: "/api", Headers: map[string]string{"authorization": "Bearer " + pick()}}}}})
@@ -105,17 +108,22 @@ func main() {
 
 	fmt.Fprintln(os.Stderr, "warming up")
 	httpPhase(authURL, nil)
-	fmt.Fprintln(os.Stderr, "HTTP no-op")
-	noop := httpPhase(noopURL, noopTimes)
-	fmt.Fprintln(os.Stderr, "HTTP /v1/auth")
-	auth := httpPhase(authURL, authTimes)
-	fmt.Fprintln(os.Stderr, "gRPC no-op")
-	noopCheck := grpcPhase(noopCheckAddr, noopCheckTimes)
-	fmt.Fprintln(os.Stderr, "gRPC Check")
-	check := grpcPhase(checkAddr, checkTimes)
+	grpcPhase(checkAddr, nil)
+	var noop, auth, noopCheck, check result
+	for r := 0; r < *rounds; r++ {
+		fmt.Fprintf(os.Stderr, "round %d/%d\n", r+1, *rounds)
+		noop = noop.merge(httpPhase(noopURL, noopTimes))
+		auth = auth.merge(httpPhase(authURL, authTimes))
+		noopCheck = noopCheck.merge(grpcPhase(noopCheckAddr, noopCheckTimes))
+		check = check.merge(grpcPhase(checkAddr, checkTimes))
+	}
+	for _, r := range []*result{&noop, &auth, &noopCheck, &check} {
+		slices.Sort(r.client)
+		slices.Sort(r.server)
+	}
 
 	decide, verifyPath := allocs(store, plains)
-	section := report(*nKeys, *workers, *duration, auth, noop, check, noopCheck, decide, verifyPath)
+	section := report(*nKeys, *workers, *rounds, *duration, auth, noop, check, noopCheck, decide, verifyPath)
 	fmt.Print(section)
 	if *out != "-" {
 		must(writeSection(*out, section))
@@ -168,9 +176,7 @@ func (r *recorder) add(d time.Duration) {
 
 func (r *recorder) sorted() []time.Duration {
 	n := min(int(r.n.Load()), len(r.d))
-	s := slices.Clone(r.d[:n])
-	slices.Sort(s)
-	return s
+	return slices.Clone(r.d[:n])
 }
 
 func timed(h http.Handler, rec *recorder) http.Handler {
@@ -220,6 +226,11 @@ type result struct {
 
 func (r result) rps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
 
+func (r result) merge(o result) result {
+	return result{requests: r.requests + o.requests, failures: r.failures + o.failures, elapsed: r.elapsed + o.elapsed,
+		client: append(r.client, o.client...), server: append(r.server, o.server...)}
+}
+
 func load(workers int, d time.Duration, max int, rec *recorder, do func() bool) result {
 	if rec != nil {
 		rec.n.Store(0)
@@ -251,7 +262,6 @@ func load(workers int, d time.Duration, max int, rec *recorder, do func() bool) 
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	slices.Sort(client)
 	r := result{requests: int64(len(client)), failures: failures.Load(), elapsed: elapsed, client: client}
 	if rec != nil {
 		r.server = rec.sorted()
@@ -299,15 +309,15 @@ func mustParse(s string) keyformat.Key {
 	return k
 }
 
-func report(nKeys, workers int, d time.Duration, auth, noop, check, noopCheck result, decide, whole testing.BenchmarkResult) string {
+func report(nKeys, workers, rounds int, d time.Duration, auth, noop, check, noopCheck result, decide, whole testing.BenchmarkResult) string {
 	var b strings.Builder
 	row := func(name string, r result) {
 		fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %s | %s | %s | %d |\n", name, r.requests, r.rps(),
 			us(pct(r.client, .5)), us(pct(r.client, .99)), us(pct(r.server, .5)), us(pct(r.server, .99)), r.failures)
 	}
 	fmt.Fprintf(&b, "## Verification\n\n")
-	fmt.Fprintf(&b, "`make bench-verify` (`hack/bench-verify`), run %s on %d CPUs (%s/%s, %s), shared with other work: %d keys in the store, %d concurrent clients on loopback, %s per phase, keys drawn at random; every key restricted to loopback networks and checked for scope `orders:ReadOnly`. The store is an in-memory index (`verify.MemStore`) instead of the informer cache; decision, limiter, usage recording, metrics, HTTP handler and gRPC service are the real ones. Each real endpoint runs next to a no-op served the same way (same server, same client).\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), nKeys, workers, d)
+	fmt.Fprintf(&b, "`make bench-verify` (`hack/bench-verify`), run %s on %d CPUs (%s/%s, %s), shared with other work: %d keys in the store, %d concurrent clients on loopback, %s per endpoint in %d slices alternating with its no-op (load average at the start: %s), keys drawn at random; every key restricted to loopback networks and checked for scope `orders:ReadOnly`. The store is an in-memory index (`verify.MemStore`) instead of the informer cache; decision, limiter, usage recording, metrics, HTTP handler and gRPC service are the real ones. Each real endpoint runs next to a no-op served the same way (same server, same client).\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), nKeys, workers, d, rounds, loadavg())
 	fmt.Fprintf(&b, "| endpoint | requests | req/s | client p50 | client p99 | server p50 | server p99 | failed |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	row("HTTP no-op", noop)
 	row("HTTP `GET /v1/auth`", auth)
@@ -352,4 +362,16 @@ func must(err error) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }

@@ -7,6 +7,9 @@
 package verify
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"net/netip"
 	"time"
 
@@ -122,7 +125,7 @@ const unknownHash = keyformat.HashPrefix + "000000000000000000000000000000000000
 func Decide(req Request, in Input) Result {
 	k := in.AccessKey
 	if k == nil {
-		keyformat.SecretMatches(req.Key.Secret, unknownHash)
+		secretMatches(req.Key.Secret, unknownHash)
 		return Result{Reason: ReasonUnknown}
 	}
 	revoked := k.Spec.Revoked || k.Status.Phase == keyward.PhaseRevoked
@@ -130,7 +133,7 @@ func Decide(req Request, in Input) Result {
 		// Revocation destroyed the hash, so the secret can no longer be
 		// checked; the ID alone (public anyway) says the key was revoked.
 		// Nothing else about the key is told.
-		keyformat.SecretMatches(req.Key.Secret, unknownHash)
+		secretMatches(req.Key.Secret, unknownHash)
 		return Result{Reason: ReasonRevoked, KeyID: req.Key.ID}
 	}
 	keyID, ok := matchMaterial(req.Key, k, in.Now)
@@ -164,14 +167,36 @@ func Decide(req Request, in Input) Result {
 // or the previous one before its validUntil.
 func matchMaterial(pk keyformat.Key, k *keyward.AccessKey, now time.Time) (string, bool) {
 	if k.Status.KeyID == pk.ID && k.Status.SecretHash != "" {
-		return pk.ID, keyformat.SecretMatches(pk.Secret, k.Status.SecretHash)
+		return pk.ID, secretMatches(pk.Secret, k.Status.SecretHash)
 	}
 	if prev := k.Status.PreviousKey; prev != nil && prev.KeyID == pk.ID && prev.SecretHash != "" {
-		ok := keyformat.SecretMatches(pk.Secret, prev.SecretHash)
+		ok := secretMatches(pk.Secret, prev.SecretHash)
 		return pk.ID, ok && now.Before(prev.ValidUntil.Time)
 	}
-	keyformat.SecretMatches(pk.Secret, unknownHash)
+	secretMatches(pk.Secret, unknownHash)
 	return "", false
+}
+
+// hashLen is the length of keyformat.HashSecret's result.
+const hashLen = len(keyformat.HashPrefix) + 2*sha256.Size
+
+// secretMatches is keyformat.SecretMatches without allocating: it hashes
+// secret into a stack buffer in keyformat's format and compares it with
+// hash in constant time (for hashes of the right length; the length is not
+// secret). TestSecretMatchesAgreesWithKeyformat keeps the two in step.
+func secretMatches(secret, hash string) bool {
+	sum := sha256.Sum256([]byte(secret))
+	var buf [hashLen]byte
+	copy(buf[:], keyformat.HashPrefix)
+	hex.Encode(buf[len(keyformat.HashPrefix):], sum[:])
+	if len(hash) != hashLen {
+		return false
+	}
+	var v byte
+	for i := 0; i < hashLen; i++ {
+		v |= buf[i] ^ hash[i]
+	}
+	return subtle.ConstantTimeByteEq(v, 0) == 1
 }
 
 // identity fills what a recognised key tells about its holder.
@@ -200,7 +225,11 @@ func identity(keyID string, k *keyward.AccessKey, app *keyward.Application) Resu
 // spec.expiresAt gives within status.lifetimeLimit (what the user asks now);
 // nil means never.
 func EffectiveExpiry(k *keyward.AccessKey) *metav1.Time {
-	requested := policy.EffectiveExpiry(k.Spec.ExpiresAt, k.Status.LifetimeLimit)
+	// policy.EffectiveExpiry without its copy: the result is only read.
+	requested := k.Spec.ExpiresAt
+	if limit := k.Status.LifetimeLimit; limit != nil && (requested == nil || limit.Before(requested)) {
+		requested = limit
+	}
 	recorded := k.Status.ExpiresAt
 	switch {
 	case recorded == nil:
@@ -217,6 +246,9 @@ func EffectiveExpiry(k *keyward.AccessKey) *metav1.Time {
 // current scopes; scopes the Application no longer has are left out.
 func GrantedScopes(k *keyward.AccessKey, app *keyward.Application) []keyward.Scope {
 	eff := policy.EffectiveScopes(k, app)
+	if withinApplication(eff, app) {
+		return eff // shared with the cache: read only
+	}
 	out := make([]keyward.Scope, 0, len(eff))
 	for _, s := range eff {
 		limit, ok := app.ScopeLimit(s.Name)
@@ -230,6 +262,18 @@ func GrantedScopes(k *keyward.AccessKey, app *keyward.Application) []keyward.Sco
 		out = append(out, keyward.Scope{Name: s.Name, Access: a})
 	}
 	return out
+}
+
+// withinApplication reports whether every scope is, as written (access
+// spelled out), within the Application's scopes.
+func withinApplication(scopes []keyward.Scope, app *keyward.Application) bool {
+	for _, s := range scopes {
+		limit, ok := app.ScopeLimit(s.Name)
+		if !ok || s.Access == "" || !accessOrDefault(limit).Allows(s.Access) {
+			return false
+		}
+	}
+	return true
 }
 
 // scopeGranted reports whether the granted scopes allow access on scope; no

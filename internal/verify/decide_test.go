@@ -2,6 +2,7 @@ package verify
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -273,6 +274,23 @@ func BenchmarkDecide(b *testing.B) {
 	for b.Loop() {
 		if r := Decide(req, in); !r.Valid {
 			b.Fatal(r.Reason)
+		}
+	}
+}
+
+func TestSecretMatchesAgreesWithKeyformat(t *testing.T) {
+	a, b := mustKey(t), mustKey(t)
+	for _, c := range []struct{ secret, hash string }{
+		{a.Secret, keyformat.HashSecret(a.Secret)},
+		{a.Secret, keyformat.HashSecret(b.Secret)},
+		{a.Secret, ""},
+		{a.Secret, keyformat.HashSecret(a.Secret)[:70]},
+		{a.Secret, keyformat.HashSecret(a.Secret) + "0"},
+		{"", keyformat.HashSecret("")},
+		{a.Secret, strings.ToUpper(keyformat.HashSecret(a.Secret))},
+	} {
+		if got, want := secretMatches(c.secret, c.hash), keyformat.SecretMatches(c.secret, c.hash); got != want {
+			t.Fatalf("secretMatches %v, keyformat.SecretMatches %v", got, want)
 		}
 	}
 }

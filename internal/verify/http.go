@@ -65,6 +65,18 @@ const (
 	MaxBodyBytes = 8 << 10
 )
 
+var (
+	noStore = []string{"no-store"}
+	// reasonValues are the X-Keyward-Reason values, allocated once.
+	reasonValues = func() map[Reason][]string {
+		m := map[Reason][]string{}
+		for _, r := range Reasons {
+			m[r] = []string{string(r)}
+		}
+		return m
+	}()
+)
+
 // IdentityHeaders are the headers a successful /v1/auth answer carries, in order.
 var IdentityHeaders = []string{HeaderNamespace, HeaderApplication, HeaderGroup, HeaderTeam, HeaderOwner, HeaderKeyID, HeaderScopes}
 
@@ -185,8 +197,8 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hdr := w.Header()
-	hdr.Set("Cache-Control", "no-store")
-	hdr.Set(HeaderReason, string(res.Reason))
+	hdr["Cache-Control"] = noStore
+	hdr[HeaderReason] = reasonValues[res.Reason]
 	status := StatusOf(res.Reason)
 	if res.Reason == ReasonRateLimited {
 		switch query.Get(QueryRateLimitedStatus) {
@@ -199,8 +211,10 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	switch status {
 	case http.StatusOK:
-		for i, v := range IdentityValues(res) {
-			hdr.Set(IdentityHeaders[i], v)
+		// One allocation for all values; the names as documented.
+		vals := IdentityValues(res)
+		for i := range vals {
+			hdr[IdentityHeaders[i]] = vals[i : i+1 : i+1]
 		}
 	case http.StatusUnauthorized:
 		if key == "" {
@@ -241,6 +255,9 @@ func StatusOf(r Reason) int {
 
 // IdentityValues are the values of IdentityHeaders for a result.
 func IdentityValues(res Result) []string {
+	if len(res.Scopes) == 0 {
+		return []string{res.Namespace, res.Application, res.Group, res.Team, res.Owner, res.KeyID, ""}
+	}
 	return []string{res.Namespace, res.Application, res.Group, res.Team, res.Owner, res.KeyID, FormatScopes(res.Scopes)}
 }
 

@@ -360,3 +360,28 @@ func TestKeyFrom(t *testing.T) {
 }
 
 var _ = bytes.NewReader
+
+// BenchmarkAuthHandler is /v1/auth without the network: header parsing,
+// limiter, lookup, decision, usage, metrics and the answer's headers.
+func BenchmarkAuthHandler(b *testing.B) {
+	m := mustKey(b)
+	k := issuedKey(m)
+	app := testApp(scope("orders", keyward.ReadWrite))
+	store := NewMemStore(k, app, &keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: keyward.TenantSettingsName},
+		Spec: keyward.TenantSettingsSpec{APIKeysEnabled: ptr.To(true)}})
+	metrics := NewMetrics(store)
+	v := &Verifier{Store: store, Limiter: NewLimiter(1, 20, 1000), Metrics: metrics, Now: time.Now,
+		Usage: &Usage{Granularity: time.Hour, Store: store, Log: logr.Discard(), Now: time.Now}}
+	h := (&Handler{Verifier: v, Log: logr.Discard()}).Mux()
+	req := httptest.NewRequest(http.MethodGet, PathAuth, nil)
+	req.Header.Set("Authorization", "Bearer "+m.Plaintext())
+	req.Header.Set(HeaderScope, "orders")
+	b.ReportAllocs()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 200 {
+			b.Fatal(w.Code)
+		}
+	}
+}

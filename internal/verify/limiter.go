@@ -23,7 +23,7 @@ type Limiter struct {
 	burst      int
 	maxClients int
 
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	buckets map[netip.Addr]*list.Element
 	lru     *list.List // of *bucket, most recent at the front
 }
@@ -64,13 +64,17 @@ func (l *Limiter) Blocked(addr netip.Addr, now time.Time) (bool, time.Duration) 
 		return false, 0
 	}
 	key := bucketKey(addr)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.mu.RLock()
 	e, ok := l.buckets[key]
+	var lim *rate.Limiter
+	if ok {
+		lim = e.Value.(*bucket).limiter
+	}
+	l.mu.RUnlock()
 	if !ok {
 		return false, 0
 	}
-	tokens := e.Value.(*bucket).limiter.TokensAt(now)
+	tokens := lim.TokensAt(now)
 	if tokens >= 1 {
 		return false, 0
 	}

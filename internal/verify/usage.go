@@ -56,8 +56,30 @@ type Usage struct {
 	Log      logr.Logger
 	Now      func() time.Time
 
+	shards [usageShards]usageShard
+}
+
+// usageShards spread Record's lock over keys, so concurrent verifications
+// of different keys do not queue on one mutex.
+const usageShards = 64
+
+type usageShard struct {
 	mu   sync.Mutex
 	keys map[types.NamespacedName]*keyUse
+}
+
+func (u *Usage) shard(nn types.NamespacedName) *usageShard {
+	// FNV-1a over namespace, a separator and name, without allocating.
+	h := uint32(2166136261)
+	mix := func(s string) {
+		for i := 0; i < len(s); i++ {
+			h = (h ^ uint32(s[i])) * 16777619
+		}
+	}
+	mix(nn.Namespace)
+	mix("/")
+	mix(nn.Name)
+	return &u.shards[h%usageShards]
 }
 
 type keyUse struct {
@@ -77,15 +99,16 @@ func (u *Usage) Record(namespace, name string, now time.Time) {
 	}
 	nn := types.NamespacedName{Namespace: namespace, Name: name}
 	minute := now.Unix() / 60
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.keys == nil {
-		u.keys = map[types.NamespacedName]*keyUse{}
+	sh := u.shard(nn)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.keys == nil {
+		sh.keys = map[types.NamespacedName]*keyUse{}
 	}
-	e := u.keys[nn]
+	e := sh.keys[nn]
 	if e == nil {
 		e = &keyUse{}
-		u.keys[nn] = e
+		sh.keys[nn] = e
 	}
 	if now.After(e.lastUse) {
 		e.lastUse = now
@@ -137,8 +160,25 @@ func (u *Usage) Flush(ctx context.Context) {
 	minute := now.Unix() / 60
 	idle := max(u.Granularity, HeavyUseEventInterval)
 	var work []usageWork
-	u.mu.Lock()
-	for nn, e := range u.keys {
+	for i := range u.shards {
+		work = u.collect(&u.shards[i], now, minute, idle, work)
+	}
+
+	for _, w := range work {
+		if w.showHeavy && u.Metrics != nil {
+			u.Metrics.SetHeavyUse(w.nn.Namespace, w.nn.Name, w.heavy)
+		}
+		if !w.lastUsed.IsZero() || w.event {
+			u.flushKey(ctx, w)
+		}
+	}
+}
+
+// collect takes what is due from one shard.
+func (u *Usage) collect(sh *usageShard, now time.Time, minute int64, idle time.Duration, work []usageWork) []usageWork {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for nn, e := range sh.keys {
 		w := usageWork{nn: nn, count: max(e.count, e.prev)}
 		if !e.lastUse.IsZero() && (e.written.IsZero() || e.lastUse.Sub(e.written) >= u.Granularity) {
 			w.lastUsed = e.lastUse
@@ -155,19 +195,10 @@ func (u *Usage) Flush(ctx context.Context) {
 			work = append(work, w)
 		}
 		if now.Sub(e.lastUse) > idle && !e.shown {
-			delete(u.keys, nn)
+			delete(sh.keys, nn)
 		}
 	}
-	u.mu.Unlock()
-
-	for _, w := range work {
-		if w.showHeavy && u.Metrics != nil {
-			u.Metrics.SetHeavyUse(w.nn.Namespace, w.nn.Name, w.heavy)
-		}
-		if !w.lastUsed.IsZero() || w.event {
-			u.flushKey(ctx, w)
-		}
-	}
+	return work
 }
 
 func (u *Usage) flushKey(ctx context.Context, w usageWork) {
@@ -201,9 +232,10 @@ func (u *Usage) flushKey(ctx context.Context, w usageWork) {
 }
 
 func (u *Usage) markWritten(nn types.NamespacedName, t time.Time) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if e := u.keys[nn]; e != nil && t.After(e.written) {
+	sh := u.shard(nn)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.keys[nn]; e != nil && t.After(e.written) {
 		e.written = t
 	}
 }
