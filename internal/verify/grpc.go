@@ -38,7 +38,7 @@ type ExtAuthz struct {
 func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	attrs := req.GetAttributes()
 	hr := attrs.GetRequest().GetHttp()
-	hdr := envoyHeaders(hr)
+	hdr := envoyHeaders(hr, a.KeyHeader)
 	key, keyHeader := keyAndHeader(hdr, a.KeyHeader)
 
 	var grpcPeer netip.Addr
@@ -52,16 +52,13 @@ func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 	}
 
 	path := hr.GetPath()
-	query := url.Values{}
+	var query url.Values
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		query, _ = url.ParseQuery(path[i+1:])
 	}
-	scope := query.Get(QueryScope)
-	if scope == "" {
-		scope = hdr.Get(HeaderScope)
-	}
-	r := &http.Request{Method: hr.GetMethod(), Header: hdr, URL: &url.URL{RawQuery: query.Encode()}}
-	access, ok := AccessFrom(r)
+	r := &http.Request{Method: hr.GetMethod(), Header: hdr}
+	scope := scopeFrom(query, r)
+	access, ok := accessFrom(query, r)
 	if !ok {
 		return nil, status.Errorf(codes.InvalidArgument, "access must be ReadOnly or ReadWrite")
 	}
@@ -112,37 +109,50 @@ func CheckResponseFor(res Result, noKey bool, keyHeader string) *authv3.CheckRes
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied}}
 }
 
-// envoyHeaders turns Envoy's header map (lower-case names) into an http.Header.
-func envoyHeaders(hr *authv3.AttributeContext_HttpRequest) http.Header {
-	h := http.Header{}
+// envoyHeaders turns Envoy's header map (lower-case names) into an
+// http.Header, keeping only the headers the verifier reads.
+func envoyHeaders(hr *authv3.AttributeContext_HttpRequest, extra string) http.Header {
+	h := make(http.Header, 8)
 	for k, v := range hr.GetHeaders() {
-		h.Add(k, v)
+		if wanted(k, extra) {
+			h.Add(k, v)
+		}
 	}
 	for _, hv := range hr.GetHeaderMap().GetHeaders() {
 		v := hv.GetValue()
 		if v == "" {
 			v = string(hv.GetRawValue())
 		}
-		h.Add(hv.GetKey(), v)
+		if wanted(hv.GetKey(), extra) {
+			h.Add(hv.GetKey(), v)
+		}
 	}
 	return h
 }
 
-// keyAndHeader is KeyFrom, also saying which header carried the key.
-func keyAndHeader(h http.Header, extra string) (string, string) {
-	for _, name := range []string{extra, HeaderAuthorization, HeaderAPIKey} {
-		if name == "" {
-			continue
-		}
-		one := http.Header{}
-		if v := h.Values(name); len(v) > 0 {
-			one[http.CanonicalHeaderKey(name)] = v
-		}
-		if k := KeyFrom(one, extra); k != "" {
-			return k, name
+// wanted: the headers Check reads.
+func wanted(name, extra string) bool {
+	for _, h := range []string{HeaderAuthorization, HeaderAPIKey, HeaderForwardedFor, HeaderRealIP, HeaderScope, HeaderAccess,
+		HeaderForwardedMethod, HeaderOriginalMethod} {
+		if strings.EqualFold(name, h) {
+			return true
 		}
 	}
-	return "", ""
+	return extra != "" && strings.EqualFold(name, extra)
+}
+
+// keyAndHeader is KeyFrom, also saying which header carried the key.
+func keyAndHeader(h http.Header, extra string) (string, string) {
+	key := KeyFrom(h, extra)
+	if key == "" {
+		return "", ""
+	}
+	for _, name := range []string{extra, HeaderAuthorization, HeaderAPIKey} {
+		if name != "" && strings.Contains(h.Get(name), key) {
+			return key, name
+		}
+	}
+	return key, ""
 }
 
 // GRPCServer serves ExtAuthz on every replica.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -202,5 +203,36 @@ func TestCheckResponseFor(t *testing.T) {
 		if int(r.GetDeniedResponse().GetStatus().GetCode()) != status || r.GetStatus().GetCode() == 0 {
 			t.Fatalf("%s: %v", reason, r)
 		}
+	}
+}
+
+func TestExtAuthzCheck(t *testing.T) {
+	f := newFixture(t, "", nil)
+	a := &ExtAuthz{Verifier: &Verifier{Store: f.store, Now: func() time.Time { return f.now }}, KeyHeader: "X-Custom-Key"}
+	check := func(method, path string, headers map[string]string) *authv3.CheckResponse {
+		resp, err := a.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: method, Path: path, Headers: headers}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	for header, remove := range map[string]string{"x-api-key": "x-api-key", "x-custom-key": "x-custom-key"} {
+		r := check("GET", "/x", map[string]string{header: f.active})
+		if r.GetOkResponse() == nil || len(r.GetOkResponse().GetHeadersToRemove()) != 1 || r.GetOkResponse().GetHeadersToRemove()[0] != remove {
+			t.Fatalf("%s: %v", header, r.GetOkResponse().GetHeadersToRemove())
+		}
+	}
+	if r := check("POST", "/reports?scope=reports", map[string]string{"authorization": "Bearer " + f.scoped}); r.GetDeniedResponse().GetStatus().GetCode() != 403 {
+		t.Fatalf("POST on a ReadOnly scope: %v", r.GetDeniedResponse())
+	}
+	if r := check("GET", "/reports?scope=reports", map[string]string{"authorization": "Bearer " + f.scoped}); r.GetOkResponse() == nil {
+		t.Fatalf("GET on a ReadOnly scope: %v", r.GetDeniedResponse())
+	}
+	if r := check("GET", "/", map[string]string{"authorization": "Bearer " + f.scoped, "x-keyward-scope": "orders"}); r.GetDeniedResponse().GetStatus().GetCode() != 403 {
+		t.Fatal("scope from X-Keyward-Scope")
+	}
+	if r := check("GET", "/", nil); r.GetDeniedResponse().GetStatus().GetCode() != 401 {
+		t.Fatal("no key")
 	}
 }
