@@ -21,6 +21,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -52,8 +53,15 @@ func main() {
 		duration    = flag.Duration("duration", 5*time.Second, "length of each phase (summed over its rounds)")
 		rounds      = flag.Int("rounds", 10, "each phase runs in this many slices, alternating with its no-op, so that changing load on a shared machine hits both alike")
 		maxRequests = flag.Int("max", 500_000, "requests per phase at most")
+		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run (client and servers) here")
 	)
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		must(err)
+		must(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 
 	store, plains := buildStore(*nKeys)
 	v := &verify.Verifier{Store: store, Limiter: verify.NewLimiter(verify.DefaultFailureRate, verify.DefaultFailureBurst, verify.DefaultMaxClients),
