@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -358,8 +357,6 @@ func TestKeyFrom(t *testing.T) {
 		}
 	}
 }
-
-var _ = bytes.NewReader
 
 // BenchmarkAuthHandler is /v1/auth without the network: header parsing,
 // limiter, lookup, decision, usage, metrics and the answer's headers.

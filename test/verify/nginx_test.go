@@ -17,7 +17,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
@@ -227,5 +226,3 @@ http {
 		Eventually(func() int { return call("GET", "/", p, nextClientIP()).status }, time.Second, 10*time.Millisecond).Should(Equal(401))
 	})
 })
-
-var _ = ptr.To[int]

@@ -8,7 +8,6 @@ package verify_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -144,5 +143,3 @@ func (t *teeWriter) Write(p []byte) (int, error) {
 }
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
-
-var _ = fmt.Sprintf

@@ -2,7 +2,6 @@ package verify_test
 
 import (
 	"net/http"
-	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -453,5 +452,3 @@ func gaugeLabels(name string, labels map[string]string) float64 {
 func gauge(name, ns, key string) float64 {
 	return gaugeLabels(name, map[string]string{"namespace": ns, "name": key})
 }
-
-var _ = strings.Contains
