@@ -93,6 +93,8 @@ var _ = BeforeSuite(func() {
 		"--leader-election-namespace=keyward-system",
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address="+probe,
+		"--verify-bind-address="+freeAddr(),
+		"--verify-grpc-bind-address="+freeAddr(),
 		"--zap-log-level=debug",
 		// On here, so the suite proves the flag; the controllers suite
 		// covers the default (off).
