@@ -76,9 +76,9 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	now := r.Now()
 	if r.expected.stale(&key, now) {
-		// Our last material write is not in the cache yet; the update
-		// event of that write brings the key back.
-		return ctrl.Result{}, nil
+		// Our last material write is not in the cache yet: look again
+		// once it is.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	app, err := application(ctx, r.Client, key.Namespace, key.Spec.Application)
 	if err != nil {
@@ -98,8 +98,9 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	// The cache may miss a Secret whose labels were stripped, or lag behind
 	// our own last write: before material is replaced, confirm the Secret
 	// with the API server. (A first issue needs no read: a taken name
-	// refuses the create; destroy reads the Secret itself.)
-	if p := policy.PlanKey(obs); p.Material == policy.MaterialReissue || p.Material == policy.MaterialRotate {
+	// refuses the create; destroy reads the Secret itself.) A key waiting
+	// for a taken name looks whether it is free before it competes again.
+	if p := policy.PlanKey(obs); p.Material == policy.MaterialReissue || p.Material == policy.MaterialRotate || policy.RefusedForName(&key) {
 		if secret, err = r.secret(ctx, r.APIReader, &key); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -441,10 +442,11 @@ func (r *AccessKeyReconciler) wakingKeys(ctx context.Context, obj client.Object)
 	return nil
 }
 
-// SetupWithManager watches AccessKeys and their Secrets, and what plans
-// depend on: Applications and TenantSettings, but only when their spec
-// changes or they come or go (never on their status updates), and other
-// keys only when a slot can have freed.
+// SetupWithManager watches AccessKeys (not their status updates: those are
+// the controller's own) and their Secrets, and what plans depend on:
+// Applications and TenantSettings, but only when their spec changes or they
+// come or go (never on their status updates), and other keys only when a
+// slot can have freed.
 func (r *AccessKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.slots = newSlotLedger(mgr.GetCache())
 	r.expected = newMaterialExpectations()
@@ -457,9 +459,13 @@ func (r *AccessKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("accesskey").
-		For(&keyward.AccessKey{}).
+		For(&keyward.AccessKey{}, builder.WithPredicates(keyChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(keyOfSecret)).
+		// A Secret matters when it changes or goes; its creation is ours,
+		// or shows when the key tries to write its own.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(keyOfSecret), builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(event.CreateEvent) bool { return false },
+		})).
 		Watches(&keyward.Application{}, handler.EnqueueRequestsFromMapFunc(r.keysOfApplication), specChanged).
 		Watches(&keyward.TenantSettings{}, handler.EnqueueRequestsFromMapFunc(r.keysOfNamespace), specChanged).
 		Watches(&keyward.AccessKey{}, handler.Funcs{

@@ -81,8 +81,9 @@ func startManager() (ctrl.Manager, func()) {
 	})
 	Expect(err).NotTo(HaveOccurred())
 	mctx, mcancel := context.WithCancel(ctx)
+	// The manager's defaults: the periodic look at every key (--max-requeue)
+	// stays out of the way of specs that count reconciles.
 	opts := controllers.DefaultOptions()
-	opts.MaxRequeue = 30 * time.Second
 	Expect(controllers.SetupWithManager(mctx, m, opts)).To(Succeed())
 	done := make(chan struct{})
 	go func() {

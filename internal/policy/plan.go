@@ -364,6 +364,13 @@ func FoldMetadataRefusal(p Plan, fields []string) Plan {
 	return p
 }
 
+// RefusedForName reports whether the key waits, for its current spec,
+// for a Secret name that was taken: it may proceed only once the name is
+// free, which the controller checks before the key competes for a slot.
+func RefusedForName(k *keyward.AccessKey) bool {
+	return Refused(k) && meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady).Reason == keyward.ReasonSecretNameConflict
+}
+
 // standingRefusal returns the refusal the key's status records when the
 // API server refused its Secret as invalid for its current spec: only a
 // change of the spec can cure that, so the write is not tried again.
