@@ -11,6 +11,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -33,6 +34,9 @@ func main() {
 		secureMetrics        bool
 		enableLeaderElection bool
 		leaderElectionNS     string
+		maxConcurrent        int
+		kubeAPIQPS           float64
+		kubeAPIBurst         int
 		opts                 = controllers.DefaultOptions()
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
@@ -45,6 +49,9 @@ func main() {
 	flag.DurationVar(&opts.SettleDelay, "settle-delay", opts.SettleDelay,
 		"How long a new key waits after its creation second before taking a slot, so keys created together are ranked by age.")
 	flag.DurationVar(&opts.MaxRequeue, "max-requeue", opts.MaxRequeue, "Upper bound of every reconcile timer, so a lost timer heals.")
+	flag.IntVar(&maxConcurrent, "max-concurrent-reconciles", 4, "Reconciles each controller runs at once.")
+	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 50, "Client-side limit of requests per second to the API server (a negative value switches client-side limiting off).")
+	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 100, "Requests allowed above --kube-api-qps in a burst.")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -52,8 +59,11 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme: scheme,
+	cfg := ctrl.GetConfigOrDie()
+	cfg.QPS, cfg.Burst = float32(kubeAPIQPS), kubeAPIBurst
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:     scheme,
+		Controller: config.Controller{MaxConcurrentReconciles: maxConcurrent},
 		Metrics: metricsserver.Options{
 			BindAddress:   metricsAddr,
 			SecureServing: secureMetrics,
