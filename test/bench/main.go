@@ -89,8 +89,12 @@ func run() int {
 	budget := flag.Duration("budget", 0, "time budget of the whole benchmark (default: 30m full, 6m quick); no run starts that would not fit")
 	writers := flag.Int("writers", 8, "concurrent client writers creating the keys")
 	skipBuild := flag.Bool("skip-build", false, "use bin/manager as it is")
+	rerender := flag.String("render", "", "only render the section again from a results JSON file of an earlier run (to -out, default: the file that run wrote)")
 	flag.Parse()
 
+	if *rerender != "" {
+		return renderSaved(*rerender, *out)
+	}
 	p, ok := plans[*mode]
 	if !ok {
 		logln("unknown -mode %q (quick or full)", *mode)
@@ -156,13 +160,14 @@ func run() int {
 		return 1
 	}
 	b.env.LoadEnd = loadavg()
+	saved := savedResults{Env: b.env, Settings: s, Runs: res}
+	if raw, err := json.MarshalIndent(saved, "", "  "); err == nil {
+		_ = os.WriteFile(filepath.Join(s.LogDir, "results-"+p.Mode+".json"), raw, 0o644)
+	}
 	report := render(b.env, s, res)
 	if err := writeSection(s.Out, report); err != nil {
 		logln("writing %s: %v", s.Out, err)
 		return 1
-	}
-	if raw, err := json.MarshalIndent(res, "", "  "); err == nil {
-		_ = os.WriteFile(filepath.Join(s.LogDir, "results-"+p.Mode+".json"), raw, 0o644)
 	}
 	fmt.Println(report)
 	logln("done in %s; wrote %s", time.Since(b.start).Round(time.Second), s.Out)
@@ -326,4 +331,35 @@ func (b *bench) runOnce(ctx context.Context, n int) (*runResult, error) {
 		}
 	}
 	return r, nil
+}
+
+// savedResults is what bin/bench/results-<mode>.json holds: enough to
+// render the section again (-render) without measuring again.
+type savedResults struct {
+	Env      envInfo
+	Settings settings
+	Runs     []*runResult
+}
+
+func renderSaved(path, out string) int {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		logln("%v", err)
+		return 1
+	}
+	var saved savedResults
+	if err := json.Unmarshal(raw, &saved); err != nil || len(saved.Runs) == 0 {
+		logln("%s holds no results: %v", path, err)
+		return 1
+	}
+	if out == "" {
+		out = saved.Settings.Out
+	}
+	report := render(saved.Env, saved.Settings, saved.Runs)
+	if err := writeSection(out, report); err != nil {
+		logln("writing %s: %v", out, err)
+		return 1
+	}
+	logln("rendered %s from %s", out, path)
+	return 0
 }
