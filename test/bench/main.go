@@ -89,7 +89,7 @@ func run() int {
 	budget := flag.Duration("budget", 0, "time budget of the whole benchmark (default: 30m full, 6m quick); no run starts that would not fit")
 	writers := flag.Int("writers", 8, "concurrent client writers creating the keys")
 	skipBuild := flag.Bool("skip-build", false, "use bin/manager as it is")
-	rerender := flag.String("render", "", "only render the section again from a results JSON file of an earlier run (to -out, default: the file that run wrote)")
+	rerender := flag.String("render", "", "only render the section again from results JSON files of earlier invocations, comma-separated (their runs are pooled; to -out, default: the file the last one wrote)")
 	flag.Parse()
 
 	if *rerender != "" {
@@ -341,25 +341,40 @@ type savedResults struct {
 	Runs     []*runResult
 }
 
-func renderSaved(path, out string) int {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		logln("%v", err)
-		return 1
+// renderSaved renders the section from one or more results files
+// (comma-separated); the runs of several invocations with the same settings
+// are pooled, and the document names each invocation.
+func renderSaved(paths, out string) int {
+	var all savedResults
+	var invocations []string
+	for _, path := range strings.Split(paths, ",") {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			logln("%v", err)
+			return 1
+		}
+		var saved savedResults
+		if err := json.Unmarshal(raw, &saved); err != nil || len(saved.Runs) == 0 {
+			logln("%s holds no results: %v", path, err)
+			return 1
+		}
+		all.Env, all.Settings = saved.Env, saved.Settings
+		all.Runs = append(all.Runs, saved.Runs...)
+		invocations = append(invocations, fmt.Sprintf("%s (%d run(s), `%s`, load average %s → %s)",
+			saved.Env.Date, len(saved.Runs), saved.Env.Commit, saved.Env.LoadStart, saved.Env.LoadEnd))
 	}
-	var saved savedResults
-	if err := json.Unmarshal(raw, &saved); err != nil || len(saved.Runs) == 0 {
-		logln("%s holds no results: %v", path, err)
-		return 1
+	if len(invocations) > 1 {
+		all.Env.Invocations = invocations
+		all.Settings.Runs = max(all.Settings.Runs, len(all.Runs))
 	}
 	if out == "" {
-		out = saved.Settings.Out
+		out = all.Settings.Out
 	}
-	report := render(saved.Env, saved.Settings, saved.Runs)
+	report := render(all.Env, all.Settings, all.Runs)
 	if err := writeSection(out, report); err != nil {
 		logln("writing %s: %v", out, err)
 		return 1
 	}
-	logln("rendered %s from %s", out, path)
+	logln("rendered %s from %s", out, paths)
 	return 0
 }
