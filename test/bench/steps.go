@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	mrand "math/rand/v2"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -293,7 +294,10 @@ func (b *bench) latency(ctx context.Context, cl *cluster, obs *observer) (latenc
 			continue
 		}
 		res.Samples = append(res.Samples, max(t.Sub(created), 0))
-		time.Sleep(100 * time.Millisecond)
+		// A random gap, so that creates are not phase-locked to whole
+		// seconds (creationTimestamp has second precision, and the
+		// manager's timers may be derived from it).
+		time.Sleep(100*time.Millisecond + mrand.N(time.Second))
 	}
 	p50, p99, _ := percentiles(res.Samples)
 	logln("latency: p50 %s, p99 %s, %d missed", p50, p99, res.Missed)
