@@ -69,6 +69,7 @@ func main() {
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
+	opts.MaxConcurrentReconciles = maxConcurrent
 	if err := opts.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "keyward:", err)
 		os.Exit(2)
