@@ -126,7 +126,8 @@ func (c *keysCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	keys, err := c.store.AccessKeys(ctx)
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.count, err)
+		// No counts rather than a failed scrape: while the cache cannot
+		// sync, the rest of /metrics (keyward_watch_failing) says why.
 		return
 	}
 	type group struct{ ns, app, phase string }
