@@ -17,6 +17,7 @@ const (
 	MetricAccessKeys  = "keyward_access_keys"
 	MetricKeyExpiry   = "keyward_access_key_expiry_timestamp_seconds"
 	MetricKeyHeavyUse = "keyward_access_key_heavy_use"
+	MetricTokens      = "keyward_tokens_total"
 	labelNamespace    = "namespace"
 	labelApplication  = "application"
 	labelResult       = "result"
@@ -32,6 +33,7 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration prometheus.Histogram
 	heavyUse *prometheus.GaugeVec
+	tokens   *prometheus.CounterVec
 	keys     *keysCollector
 }
 
@@ -51,6 +53,10 @@ func NewMetrics(store Store) *Metrics {
 			Name: MetricKeyHeavyUse,
 			Help: "1 while a key is used more often than --heavy-use-threshold requests per minute on this replica.",
 		}, []string{labelNamespace, labelName}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricTokens,
+			Help: "Token requests at /v1/token by namespace, application and result: issued, the verification reason of a refused client, or the OAuth error (invalid_request, unsupported_grant_type, invalid_scope).",
+		}, []string{labelNamespace, labelApplication, labelResult}),
 		keys: &keysCollector{
 			store: store,
 			count: prometheus.NewDesc(MetricAccessKeys, "AccessKeys by namespace, application and phase.",
@@ -72,6 +78,9 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 		return err
 	}
 	if err := register(reg, &m.heavyUse); err != nil {
+		return err
+	}
+	if err := register(reg, &m.tokens); err != nil {
 		return err
 	}
 	if err := reg.Register(m.keys); err != nil {
@@ -101,6 +110,11 @@ func register[T prometheus.Collector](reg prometheus.Registerer, c *T) error {
 func (m *Metrics) Observe(res Result, took time.Duration) {
 	m.requests.WithLabelValues(res.Namespace, res.Application, string(res.Reason)).Inc()
 	m.duration.Observe(took.Seconds())
+}
+
+// ObserveToken counts one token request.
+func (m *Metrics) ObserveToken(namespace, application, result string) {
+	m.tokens.WithLabelValues(namespace, application, result).Inc()
 }
 
 // SetHeavyUse shows or clears a key's heavy use.
