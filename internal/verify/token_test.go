@@ -154,8 +154,8 @@ func TestPlan(t *testing.T) {
 		}
 	}
 	check("fresh", []KeyTimes{a}, t0, "a", []string{"a"}, nil, false, time.Time{})
-	check("just before the next key is due to be published", []KeyTimes{a}, t0.Add(10*time.Hour - 70*time.Minute - time.Second), "a", []string{"a"}, nil, false, time.Time{})
-	check("next key due to be published", []KeyTimes{a}, t0.Add(10*time.Hour - 70*time.Minute), "a", []string{"a"}, nil, true, h(10))
+	check("just before the next key is due to be published", []KeyTimes{a}, t0.Add(10*time.Hour-70*time.Minute-time.Second), "a", []string{"a"}, nil, false, time.Time{})
+	check("next key due to be published", []KeyTimes{a}, t0.Add(10*time.Hour-70*time.Minute), "a", []string{"a"}, nil, true, h(10))
 	check("late: the next key signs TTL+Margin from now", []KeyTimes{a}, h(12), "a", []string{"a"}, nil, true, t0.Add(13*time.Hour+10*time.Minute))
 	b := KeyTimes{KID: "b", PublishedAt: t0.Add(10*time.Hour - 70*time.Minute), SignFrom: h(10)}
 	check("b published, a signs", []KeyTimes{b, a}, h(9.9), "a", []string{"a", "b"}, nil, false, time.Time{})
