@@ -375,7 +375,16 @@ func NewSigningKey(publishedAt, signFrom time.Time) (SigningKey, error) {
 		return SigningKey{}, err
 	}
 	return SigningKey{KID: jwk.KeyID, PublishedAt: publishedAt.UTC().Truncate(time.Second),
-		SignFrom: signFrom.UTC().Truncate(time.Second), Key: raw}, nil
+		SignFrom: ceilSecond(signFrom.UTC()), Key: raw}, nil
+}
+
+// ceilSecond rounds up to a whole second, so that a key never signs
+// earlier than the schedule says.
+func ceilSecond(t time.Time) time.Time {
+	if r := t.Truncate(time.Second); r.Before(t) {
+		return r.Add(time.Second)
+	}
+	return t
 }
 
 func decodeSet(sec *corev1.Secret) (SigningKeySet, error) {
