@@ -267,7 +267,17 @@ func (t *Tokens) Sign(claims TokenClaims, now time.Time) (string, error) {
 	if k == nil {
 		return "", errors.New("no token signing key yet")
 	}
-	return jwt.Signed(k.signer).Claims(claims).Serialize()
+	// The claims are one struct: marshal them once and sign the bytes
+	// (jwt.Signed's builder would round-trip them through a map).
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	jws, err := k.signer.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return jws.CompactSerialize()
 }
 
 // Parse checks a token's signature against the keys published at now, its

@@ -15,7 +15,9 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -500,3 +502,36 @@ func kids(s jose.JSONWebKeySet) []string {
 }
 
 func numeric(t time.Time) *jwt.NumericDate { return jwt.NewNumericDate(t) }
+
+// BenchmarkTokenHandler is one exchange through the handler, without the
+// network: form, client authentication, claims, ES256 signature, JSON.
+func BenchmarkTokenHandler(b *testing.B) {
+	m := mustKey(b)
+	k := issuedKey(m)
+	store := NewMemStore(testApp(scope("orders", keyward.ReadWrite)), k,
+		&keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: keyward.TenantSettingsName},
+			Spec: keyward.TenantSettingsSpec{APIKeysEnabled: ptr.To(true)}})
+	s := runtime.NewScheme()
+	_ = corev1.AddToScheme(s)
+	c := fake.NewClientBuilder().WithScheme(s).Build()
+	ring := &KeyRing{Namespace: "n", Name: "s", Reader: c, Writer: c, Log: logr.Discard(), Now: func() time.Time { return t0 },
+		Schedule: Schedule{Rotation: 10 * time.Hour, TTL: time.Hour, Margin: time.Minute}}
+	if err := ring.Sync(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	tok, _ := NewTokens(testIssuer, time.Hour, time.Minute, ring)
+	h := &Handler{Verifier: &Verifier{Store: store, Now: func() time.Time { return t0 }}, Tokens: tok, Log: logr.Discard()}
+	mux := h.Mux()
+	body := cc().Encode()
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, PathToken, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(m.ID, m.Plaintext())
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, req)
+		if w.Code != 200 {
+			b.Fatal(w.Code, w.Body.String())
+		}
+	}
+}
