@@ -30,8 +30,11 @@ const (
 	SigningSecretKey = "signing-keys.json"
 	// SigningAlgorithm is the signature algorithm of access tokens.
 	SigningAlgorithm = jose.ES256
-	labelManagedBy   = "app.kubernetes.io/managed-by"
-	labelComponent   = "app.kubernetes.io/component"
+	// The signing Secret is labelled part-of, not managed-by: the
+	// controllers (and their cache) treat every Secret managed-by keyward as
+	// an AccessKey's Secret.
+	labelPartOf    = "app.kubernetes.io/part-of"
+	labelComponent = "app.kubernetes.io/component"
 )
 
 // SigningKey is one signing key as stored in the Secret. Key is the private
@@ -297,7 +300,7 @@ func (r *KeyRing) create(ctx context.Context) error {
 	}
 	sec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: r.Name, Labels: map[string]string{
-			labelManagedBy: "keyward", labelComponent: "token-signing-keys"}},
+			labelPartOf: "keyward", labelComponent: "token-signing-keys"}},
 		Type: SigningSecretType,
 	}
 	if err := encodeSet(sec, SigningKeySet{Keys: []SigningKey{k}}); err != nil {

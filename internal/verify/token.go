@@ -46,9 +46,7 @@ const (
 	wwwAuthenticateBasic       = `Basic realm="keyward"`
 	formContentType            = "application/x-www-form-urlencoded"
 	maxFormBytes               = 8 << 10
-	discoveryMaxAge            = 300
 	tokenResultIssued          = "issued"
-	tokenResultClientMismatch  = "unknown"
 	jtiBytes                   = 16
 	defaultTokenSigningNSEnv   = "POD_NAMESPACE"
 	discoveryCacheControlValue = "public, max-age=300"
@@ -114,19 +112,18 @@ type Introspection struct {
 // Discovery is the OpenID Provider / OAuth 2.0 Authorization Server
 // metadata document (only what applies to client credentials).
 type Discovery struct {
-	Issuer                            string   `json:"issuer"`
-	TokenEndpoint                     string   `json:"token_endpoint"`
-	JWKSURI                           string   `json:"jwks_uri"`
-	IntrospectionEndpoint             string   `json:"introspection_endpoint"`
-	GrantTypesSupported               []string `json:"grant_types_supported"`
-	TokenEndpointAuthMethods          []string `json:"token_endpoint_auth_methods_supported"`
-	IntrospectionEndpointAuthMethods  []string `json:"introspection_endpoint_auth_methods_supported"`
-	IDTokenSigningAlgValuesSupported  []string `json:"id_token_signing_alg_values_supported"`
-	TokenSigningAlgValuesSupported    []string `json:"token_signing_alg_values_supported"`
-	ResponseTypesSupported            []string `json:"response_types_supported"`
-	SubjectTypesSupported             []string `json:"subject_types_supported"`
-	ClaimsSupported                   []string `json:"claims_supported"`
-	IntrospectionSigningAlgsSupported []string `json:"-"`
+	Issuer                           string   `json:"issuer"`
+	TokenEndpoint                    string   `json:"token_endpoint"`
+	JWKSURI                          string   `json:"jwks_uri"`
+	IntrospectionEndpoint            string   `json:"introspection_endpoint"`
+	GrantTypesSupported              []string `json:"grant_types_supported"`
+	TokenEndpointAuthMethods         []string `json:"token_endpoint_auth_methods_supported"`
+	IntrospectionEndpointAuthMethods []string `json:"introspection_endpoint_auth_methods_supported"`
+	IDTokenSigningAlgValuesSupported []string `json:"id_token_signing_alg_values_supported"`
+	TokenSigningAlgValuesSupported   []string `json:"token_signing_alg_values_supported"`
+	ResponseTypesSupported           []string `json:"response_types_supported"`
+	SubjectTypesSupported            []string `json:"subject_types_supported"`
+	ClaimsSupported                  []string `json:"claims_supported"`
 }
 
 // Tokens issues and introspects access tokens.

@@ -16,6 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,6 +24,7 @@ import (
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
+	"keyward.dev/keyward/internal/secrets"
 )
 
 const testIssuer = "https://keyward.example"
@@ -490,6 +492,9 @@ func TestKeyRingRotation(t *testing.T) {
 	_ = json.Unmarshal(sec.Data[SigningSecretKey], &set)
 	if len(set.Keys) != 1 || sec.Type != SigningSecretType {
 		t.Errorf("the Secret holds %d keys, type %s", len(set.Keys), sec.Type)
+	}
+	if labels.SelectorFromSet(secrets.ManagedLabels()).Matches(labels.Set(sec.Labels)) {
+		t.Errorf("the signing Secret is labelled as an AccessKey's Secret: %v", sec.Labels)
 	}
 }
 
