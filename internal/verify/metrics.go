@@ -131,11 +131,20 @@ func (m *Metrics) SetHeavyUse(namespace, name string, heavy bool) {
 type keysCollector struct {
 	store         Store
 	count, expiry *prometheus.Desc
+	// ready reports whether the store can be read without waiting (the
+	// caches are synced); nil means always. Before that the collector
+	// reports nothing rather than fail the whole scrape, which would hide
+	// every other metric (keyward_watch_failing among them) from a
+	// manager that cannot watch.
+	ready func() bool
 }
 
 func (c *keysCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.count; ch <- c.expiry }
 
 func (c *keysCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.ready != nil && !c.ready() {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), collectTimeout)
 	defer cancel()
 	keys, err := c.store.AccessKeys(ctx)

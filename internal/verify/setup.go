@@ -210,6 +210,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ver
 		return nil, err
 	}
 	synced := &syncGate{cache: mgr.GetCache()}
+	m.keys.ready = synced.ready.Load
 	if err := mgr.Add(synced); err != nil {
 		return nil, err
 	}
