@@ -77,6 +77,19 @@ test-integration: controlplane ## Integration tests: envtest with the real kube-
 	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|no test files' ; status=$${PIPESTATUS[0]}; \
 	  echo "test-integration: exit $$status (full log: bin/test-integration.log; control-plane logs: bin/testenv/)"; exit $$status
 
+##@ Chaos (faults against the manager binary; docs/security.md)
+
+# The whole chaos suite must finish within CHAOS_TIMEOUT (go test's -timeout,
+# which fails the run when exceeded); .ci/run runs it under the same budget.
+CHAOS_TIMEOUT ?= 5m
+
+.PHONY: chaos
+chaos: manifests ## Chaos suite (~3–5 min): the manager binary SIGKILLed at random moments during a burst of key operations, on the control plane in bin/k8s (make controlplane first); log bin/test-chaos.log.
+	@mkdir -p bin
+	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test -tags chaos ./test/chaos/ -count=1 -timeout $(CHAOS_TIMEOUT) -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-chaos.log \
+	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|crash: |handover: |outage: ' ; status=$${PIPESTATUS[0]}; \
+	  echo "chaos: exit $$status (full log: bin/test-chaos.log)"; exit $$status
+
 ##@ Benchmarks
 
 BENCH_FLAGS ?=
