@@ -235,6 +235,9 @@ var _ = Describe("Crash anywhere: SIGKILL at random moments during a burst", fun
 		Expect(env.Client.List(ctx, &secretList, client.MatchingLabels(secrets.ManagedLabels()))).To(Succeed())
 		byKey := map[types.NamespacedName][]corev1.Secret{}
 		for _, s := range secretList.Items {
+			if !strings.HasPrefix(s.Namespace, "crash-") {
+				continue // other specs' tenants
+			}
 			n := types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[secrets.LabelAccessKey]}
 			byKey[n] = append(byKey[n], s)
 		}

@@ -63,7 +63,8 @@ func secretOf(k *keyward.AccessKey) keyformat.Key {
 
 // leads reports whether a manager has acquired the leader lease (its log says so).
 func (m *managerProc) leads() bool {
-	return strings.Contains(string(m.session.Err.Contents())+string(m.session.Out.Contents()), "successfully acquired lease")
+	out := strings.ToLower(string(m.session.Err.Contents()) + string(m.session.Out.Contents()))
+	return strings.Contains(out, "successfully acquired lease")
 }
 
 var _ = Describe("Leader hand-over: two managers, the leader killed mid-burst", func() {
