@@ -8,8 +8,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 )
@@ -33,7 +35,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, err
 	}
 	var keys keyward.AccessKeyList
-	if err := r.List(ctx, &keys, client.InNamespace(app.Namespace), client.MatchingFields{IndexKeyApplication: app.Name}); err != nil {
+	if err := r.List(ctx, &keys, client.InNamespace(app.Namespace), client.MatchingFields{IndexKeyApplication: app.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -41,9 +43,18 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	counts, next := r.count(keys.Items, r.Now(), tenant.ExpiryWarning)
 	app.Status.Keys = counts
 	app.Status.ObservedGeneration = app.Generation
+	ready, reason, message := metav1.ConditionTrue, keyward.ReasonReconciled,
+		fmt.Sprintf("%d of at most %d keys hold a slot", slotsHeld(*counts), app.Spec.MaxAccessKeys)
+	switch {
+	case tenant.Invalid != "":
+		ready, reason = metav1.ConditionFalse, keyward.ReasonInvalidTenantSettings
+		message = "TenantSettings \"default\": " + tenant.Invalid + "; no key of this application is issued or verifies"
+	case !tenant.Enabled:
+		ready, reason = metav1.ConditionFalse, keyward.ReasonAPIKeysDisabled
+		message = "API keys are switched off in this tenant: no key of this application is issued or verifies"
+	}
 	meta.SetStatusCondition(&app.Status.Conditions, metav1.Condition{
-		Type: keyward.ConditionReady, Status: metav1.ConditionTrue, Reason: "Reconciled",
-		Message:            fmt.Sprintf("%d of at most %d keys hold a slot", slotsHeld(*counts), app.Spec.MaxAccessKeys),
+		Type: keyward.ConditionReady, Status: ready, Reason: reason, Message: message,
 		ObservedGeneration: app.Generation,
 	})
 	if err := r.patchStatus(ctx, &app, orig, !equality.Semantic.DeepEqual(orig.Status, app.Status)); err != nil {
@@ -52,7 +63,9 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	return next, nil
 }
 
-// slotsHeld counts the keys that hold a slot: all but Pending and Rejected.
+// slotsHeld approximates the keys that hold a slot from the counts: all but
+// Pending and Rejected (an issued key that is Pending or Rejected now keeps
+// its slot too; see docs/limits.md).
 func slotsHeld(c keyward.KeyCounts) int32 { return c.Total - c.Pending - c.Rejected }
 
 func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -61,10 +74,10 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&keyward.Application{}).
 		Watches(&keyward.AccessKey{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []ctrl.Request {
 			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: obj.(*keyward.AccessKey).Spec.Application}}}
-		})).
+		}), builder.WithPredicates(countsChanged)).
 		Watches(&keyward.TenantSettings{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []ctrl.Request {
 			var apps keyward.ApplicationList
-			if err := r.List(ctx, &apps, client.InNamespace(obj.GetNamespace())); err != nil {
+			if err := r.List(ctx, &apps, client.InNamespace(obj.GetNamespace()), client.UnsafeDisableDeepCopy); err != nil {
 				return nil
 			}
 			reqs := make([]ctrl.Request, 0, len(apps.Items))
@@ -72,6 +85,6 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				reqs = append(reqs, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&apps.Items[i])})
 			}
 			return reqs
-		})).
+		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Complete(r)
 }

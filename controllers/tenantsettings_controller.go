@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
@@ -30,7 +31,7 @@ func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	tenant := policy.TenantFrom(&ts, r.Options.APIKeysEnabledByDefault)
 	var keys keyward.AccessKeyList
-	if err := r.List(ctx, &keys, client.InNamespace(ts.Namespace)); err != nil {
+	if err := r.List(ctx, &keys, client.InNamespace(ts.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -39,12 +40,16 @@ func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	ts.Status.APIKeysEnabled = &tenant.Enabled
 	ts.Status.Keys = counts
 	ts.Status.ObservedGeneration = ts.Generation
-	reason, message := "Enabled", "API keys are switched on in this tenant"
-	if !tenant.Enabled {
+	ready, reason, message := metav1.ConditionTrue, keyward.ReasonEnabled, "API keys are switched on in this tenant"
+	switch {
+	case tenant.Invalid != "":
+		ready, reason = metav1.ConditionFalse, keyward.ReasonInvalidTenantSettings
+		message = tenant.Invalid + "; no key is issued or verifies in this tenant until it is fixed"
+	case !tenant.Enabled:
 		reason, message = keyward.ReasonAPIKeysDisabled, "API keys are switched off in this tenant: no key is issued and none verifies"
 	}
 	meta.SetStatusCondition(&ts.Status.Conditions, metav1.Condition{
-		Type: keyward.ConditionReady, Status: metav1.ConditionTrue, Reason: reason, Message: message,
+		Type: keyward.ConditionReady, Status: ready, Reason: reason, Message: message,
 		ObservedGeneration: ts.Generation,
 	})
 	if err := r.patchStatus(ctx, &ts, orig, !equality.Semantic.DeepEqual(orig.Status, ts.Status)); err != nil {
@@ -59,6 +64,6 @@ func (r *TenantSettingsReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&keyward.TenantSettings{}).
 		Watches(&keyward.AccessKey{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []ctrl.Request {
 			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: keyward.TenantSettingsName}}}
-		})).
+		}), builder.WithPredicates(countsChanged)).
 		Complete(r)
 }
