@@ -98,6 +98,16 @@ func (v *Verifier) verify(ctx context.Context, c Call, now time.Time) (Result, e
 		if k.Status.KeyID != pk.ID && (k.Status.PreviousKey == nil || k.Status.PreviousKey.KeyID != pk.ID) {
 			continue
 		}
+		// A wrong secret for a known ID answers unknown after the same
+		// work as an unknown ID (one lookup, one hash comparison), so the
+		// answer's timing does not tell which IDs exist: the Application
+		// and the tenant are read only for matching material (or for a
+		// revoked key whose hash is gone, which Decide answers by ID).
+		if !revokedWithoutHash(k, pk.ID) {
+			if _, ok := matchMaterial(pk, k, now); !ok {
+				continue
+			}
+		}
 		app, err := v.Store.Application(ctx, k.Namespace, k.Spec.Application)
 		if err != nil {
 			return Result{}, err
@@ -117,4 +127,10 @@ func (v *Verifier) verify(ctx context.Context, c Call, now time.Time) (Result, e
 		return Decide(req, Input{Now: now}), nil
 	}
 	return Result{Reason: ReasonUnknown}, nil
+}
+
+// revokedWithoutHash is Decide's case of a revoked key whose hash was
+// destroyed: it is answered revoked by its (public) ID alone.
+func revokedWithoutHash(k *keyward.AccessKey, id string) bool {
+	return (k.Spec.Revoked || k.Status.Phase == keyward.PhaseRevoked) && k.Status.SecretHash == "" && k.Status.KeyID == id
 }

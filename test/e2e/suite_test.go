@@ -40,6 +40,9 @@ var (
 	manager *gexec.Session
 	// managerBin is the manager built from main.go.
 	managerBin string
+	// verifyAddr and metricsAddr are the manager's verification API and
+	// metrics endpoint (plain HTTP on loopback).
+	verifyAddr, metricsAddr string
 )
 
 const (
@@ -87,15 +90,18 @@ var _ = BeforeSuite(func() {
 
 	By("starting the manager as a cluster would run it")
 	probe := freeAddr()
+	verifyAddr, metricsAddr = freeAddr(), freeAddr()
 	cmd := exec.Command(managerBin,
 		"--kubeconfig="+managerKubeconfig,
 		"--leader-elect",
 		"--leader-election-namespace=keyward-system",
-		"--metrics-bind-address=0",
+		"--metrics-bind-address="+metricsAddr,
 		"--health-probe-bind-address="+probe,
-		"--verify-bind-address="+freeAddr(),
+		"--verify-bind-address="+verifyAddr,
 		"--verify-grpc-bind-address="+freeAddr(),
-		"--zap-log-level=debug",
+		// The highest verbosity, so the secret-hygiene spec sees every
+		// log line there is (controller-runtime logs up to V(10)).
+		"--zap-log-level=10",
 		// On here, so the suite proves the flag; the controllers suite
 		// covers the default (off).
 		"--api-keys-enabled-by-default",

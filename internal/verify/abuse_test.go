@@ -1,0 +1,281 @@
+package verify
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"keyward.dev/keyward/internal/keyformat"
+)
+
+// Abuse of the verifier over loopback, bounded in count and time: floods of
+// malformed, unknown and wrong-secret keys from 10,000 client addresses
+// passed through a trusted proxy's X-Forwarded-For. The limiter answers
+// 429, it never remembers more than its bound of clients, and a valid key
+// from another address keeps verifying throughout.
+func TestAbuseFloodFromManyAddresses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("flood")
+	}
+	const (
+		maxClients = 1000
+		burst      = 5
+		addresses  = 10_000
+		hammered   = 50 // addresses that keep guessing past their burst
+		perHammer  = 3 * burst
+		budget     = 60 * time.Second
+	)
+	lim := NewLimiter(1, burst, maxClients)
+	f := newFixture(t, "127.0.0.1/32", lim)
+	wrongSecret := func() string {
+		k, _ := keyformat.Parse(f.active)
+		other := mustKey(t)
+		return keyformat.Key{ID: k.ID, Secret: other.Secret}.Plaintext()
+	}()
+	bad := []string{"kw_not-a-key", "", mustKey(t).Plaintext(), wrongSecret, strings.Repeat("x", 200)}
+
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}, Timeout: 10 * time.Second}
+	get := func(key, xff string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+PathAuth, nil)
+		if key != "" {
+			req.Header.Set(HeaderAuthorization, "Bearer "+key)
+		}
+		req.Header.Set(HeaderForwardedFor, xff)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get(HeaderReason)
+	}
+
+	deadline := time.Now().Add(budget)
+	var (
+		sent, limited, validOK, validBad atomic.Int64
+		maxLen                           atomic.Int64
+		stop                             atomic.Bool
+	)
+	// A legitimate client from another address, verifying all along.
+	validDone := make(chan struct{})
+	go func() {
+		defer close(validDone)
+		for !stop.Load() && time.Now().Before(deadline) {
+			if code, reason := get(f.active, "192.0.2.1"); code == http.StatusOK {
+				validOK.Add(1)
+			} else {
+				validBad.Add(1)
+				t.Errorf("a valid key from an unrelated address got %d %s during the flood", code, reason)
+			}
+			if n := int64(lim.Len()); n > maxLen.Load() {
+				maxLen.Store(n)
+			}
+		}
+	}()
+
+	// Phase 1: one guess each from 10,000 distinct addresses (fills and
+	// churns the limiter's table); phase 2: a few addresses keep guessing.
+	type job struct {
+		key, xff string
+	}
+	jobs := make(chan job)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				code, reason := get(j.key, j.xff)
+				sent.Add(1)
+				switch {
+				case code == http.StatusTooManyRequests && reason == string(ReasonRateLimited):
+					limited.Add(1)
+				case code == http.StatusUnauthorized || code == http.StatusForbidden:
+				default:
+					t.Errorf("a bad key got %d %s", code, reason)
+				}
+				if n := int64(lim.Len()); n > maxLen.Load() {
+					maxLen.Store(n)
+				}
+			}
+		}()
+	}
+	for i := 0; i < addresses && time.Now().Before(deadline); i++ {
+		jobs <- job{key: bad[i%len(bad)], xff: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)}
+	}
+	// (An empty key is not a guess, so the hammering addresses send keys.)
+	guesses := slices.DeleteFunc(slices.Clone(bad), func(s string) bool { return s == "" })
+	for i := 0; i < hammered*perHammer && time.Now().Before(deadline); i++ {
+		jobs <- job{key: guesses[(i/hammered)%len(guesses)], xff: fmt.Sprintf("172.16.0.%d", i%hammered)}
+	}
+	close(jobs)
+	wg.Wait()
+	stop.Store(true)
+	<-validDone
+
+	if time.Now().After(deadline) {
+		t.Fatalf("the flood did not finish within its budget of %v (%d requests sent)", budget, sent.Load())
+	}
+	if got, want := sent.Load(), int64(addresses+hammered*perHammer); got != want {
+		t.Fatalf("sent %d requests, want %d", got, want)
+	}
+	// Each hammering address has burst guesses, then every further one is limited.
+	if want := int64(hammered * (perHammer - burst)); limited.Load() < want {
+		t.Errorf("rate limited %d answers, want at least %d", limited.Load(), want)
+	}
+	if maxLen.Load() > maxClients || lim.Len() > maxClients {
+		t.Errorf("the limiter held %d clients (at most %d allowed)", maxLen.Load(), maxClients)
+	}
+	if validOK.Load() == 0 || validBad.Load() != 0 {
+		t.Errorf("valid key: %d verified, %d refused during the flood", validOK.Load(), validBad.Load())
+	}
+	t.Logf("flood: %d bad requests from %d addresses, %d answered 429, limiter peak %d clients (bound %d), valid key verified %d times",
+		sent.Load(), addresses+hammered, limited.Load(), maxLen.Load(), maxClients, validOK.Load())
+}
+
+// Oversized requests are refused by the server the manager runs (its
+// MaxHeaderBytes and the body limit of /v1/verify), before any decision.
+func TestAbuseOversizedRequests(t *testing.T) {
+	f := newFixture(t, "", nil)
+	h := f.srv.Config.Handler
+	srv := &Server{Addr: "127.0.0.1:0", Handler: h, Log: logr.Discard()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	ready := time.NewTimer(10 * time.Second)
+	defer ready.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for srv.ListenAddr() == nil {
+		select {
+		case <-ready.C:
+			t.Fatal("the verification server did not listen within 10s")
+		case <-tick.C:
+		}
+	}
+	base := "http://" + srv.ListenAddr().String()
+
+	// Headers beyond MaxHeaderBytes (64 KiB, plus net/http's slack): 431.
+	req, _ := http.NewRequest(http.MethodGet, base+PathAuth, nil)
+	req.Header.Set(HeaderAuthorization, "Bearer "+f.active)
+	req.Header.Set("X-Padding", strings.Repeat("p", 128<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("oversized headers: %d, want 431", resp.StatusCode)
+	}
+
+	// A body beyond MaxBodyBytes: 413, also when it holds a valid key.
+	body := `{"key":"` + f.active + `","sourceIP":"` + strings.Repeat(" ", MaxBodyBytes) + `"}`
+	resp, err = http.Post(base+PathVerify, "application/json", bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized body: %d, want 413", resp.StatusCode)
+	}
+	if strings.Contains(string(msg), f.active) {
+		t.Error("the refusal quotes the key")
+	}
+
+	// And the server still verifies normally afterwards.
+	req, _ = http.NewRequest(http.MethodGet, base+PathAuth, nil)
+	req.Header.Set(HeaderAuthorization, "Bearer "+f.active)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("a normal request after the oversized ones: %d", resp.StatusCode)
+	}
+}
+
+// The answers to "unknown key ID" and "wrong secret for a known key ID" take
+// the same time, so timing does not tell an attacker which key IDs exist.
+// In-process Verify calls, alternated in small batches so that load on the
+// machine hits both sides alike; the medians of the batch times must agree
+// within a tolerance.
+func TestAbuseTimingUnknownVsWrongSecret(t *testing.T) {
+	if testing.Short() {
+		t.Skip("timing")
+	}
+	f := newFixture(t, "", nil)
+	v := &Verifier{Store: f.store, Now: func() time.Time { return f.now }}
+	known, _ := keyformat.Parse(f.active)
+	wrong := keyformat.Key{ID: known.ID, Secret: mustKey(t).Secret}.Plaintext()
+	unknown := mustKey(t).Plaintext()
+	ctx := context.Background()
+	addr := netip.MustParseAddr("192.0.2.7")
+	for _, key := range []string{wrong, unknown} {
+		res, err := v.Verify(ctx, Call{Key: key, Addr: addr, LimitAddr: addr})
+		if err != nil || res.Reason != ReasonUnknown || res.KeyID != "" || res.Namespace != "" {
+			t.Fatalf("both must answer a bare unknown: %+v %v", res.Reason, err)
+		}
+	}
+	const (
+		rounds = 400
+		batch  = 64
+	)
+	measure := func(key string) time.Duration {
+		start := time.Now()
+		for i := 0; i < batch; i++ {
+			_, _ = v.Verify(ctx, Call{Key: key, Addr: addr, LimitAddr: addr})
+		}
+		return time.Since(start)
+	}
+	median := func(d []time.Duration) time.Duration { slices.Sort(d); return d[len(d)/2] }
+	attempt := func() (time.Duration, time.Duration, float64) {
+		var u, w []time.Duration
+		for r := 0; r < rounds; r++ {
+			if r%2 == 0 {
+				u, w = append(u, measure(unknown)), append(w, measure(wrong))
+			} else {
+				w, u = append(w, measure(wrong)), append(u, measure(unknown))
+			}
+		}
+		mu, mw := median(u), median(w)
+		return mu, mw, float64(mw-mu) / float64(min(mu, mw))
+	}
+	// Noise on a loaded machine can skew one run; a real difference shows
+	// in every run, so the best of three must be within the tolerance.
+	const tolerance = 0.25
+	best := 1e9
+	for try := 0; try < 3; try++ {
+		mu, mw, rel := attempt()
+		t.Logf("try %d: median per call unknown %v, wrong secret %v (%+.1f%%)", try, mu/batch, mw/batch, 100*rel)
+		if abs(rel) < best {
+			best = abs(rel)
+		}
+		if best <= tolerance/2 {
+			break
+		}
+	}
+	if best > tolerance {
+		t.Fatalf("unknown and wrong-secret answers differ by %.0f%% in time (tolerance %.0f%%)", 100*best, 100*tolerance)
+	}
+}
+
+func abs(x float64) float64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
