@@ -40,6 +40,9 @@ var (
 	manager *gexec.Session
 	// managerBin is the manager built from main.go.
 	managerBin string
+	// metricsAddr is where the manager serves metrics: HTTPS, for
+	// keyward-metrics-reader only, as a cluster runs it.
+	metricsAddr string
 )
 
 const (
@@ -87,11 +90,12 @@ var _ = BeforeSuite(func() {
 
 	By("starting the manager as a cluster would run it")
 	probe := freeAddr()
+	metricsAddr = freeAddr()
 	cmd := exec.Command(managerBin,
 		"--kubeconfig="+managerKubeconfig,
 		"--leader-elect",
 		"--leader-election-namespace=keyward-system",
-		"--metrics-bind-address=0",
+		"--metrics-bind-address="+metricsAddr, // HTTPS, authenticated: the default
 		"--health-probe-bind-address="+probe,
 		"--zap-log-level=debug",
 		// On here, so the suite proves the flag; the controllers suite
