@@ -208,45 +208,40 @@ func splitDocs(s string) []string {
 	return docs
 }
 
-// wrap adds the chart's labels (and annotations) under metadata: and, for
-// the manager's ClusterRole, templates its name.
+// wrap adds the chart's labels (and annotations) under the top-level
+// metadata: (into the object's own labels: when it has them) and, for the
+// manager's ClusterRole, templates its name.
 func wrap(doc string, f chartFile) (string, error) {
+	const include = `    {{- include "keyward.labels" . | nindent 4 }}`
 	lines := strings.Split(doc, "\n")
 	var out []string
-	done := false
-	for i, line := range lines {
+	inMeta, labelled, annotated, seen := false, false, false, false
+	for _, line := range lines {
+		if inMeta && !strings.HasPrefix(line, "  ") {
+			if !labelled {
+				out = append(out, "  labels:", include)
+			}
+			if f.annotations != "" && !annotated {
+				out = append(out, "  annotations:", f.annotations)
+			}
+			inMeta = false
+		}
 		out = append(out, line)
-		if done || line != "metadata:" {
-			continue
-		}
-		done = true
-		// Keep the object's own labels: insert ours into its labels: map,
-		// or start one.
-		rest := lines[i+1:]
-		hasLabels := false
-		for _, l := range rest {
-			if !strings.HasPrefix(l, "  ") {
-				break
-			}
-			if l == "  labels:" {
-				hasLabels = true
-			}
-		}
-		if !hasLabels {
-			out = append(out, "  labels:", `    {{- include "keyward.labels" . | nindent 4 }}`)
-		}
-		if f.annotations != "" {
-			out = append(out, "  annotations:", f.annotations)
+		switch {
+		case line == "metadata:" && !seen:
+			inMeta, seen = true, true
+		case inMeta && line == "  labels:":
+			out = append(out, include)
+			labelled = true
+		case inMeta && line == "  annotations:" && f.annotations != "":
+			out = append(out, f.annotations)
+			annotated = true
 		}
 	}
-	if !done {
-		return "", errors.New("an object without a block metadata: line")
+	if !seen || inMeta {
+		return "", errors.New("an object without a block metadata: line followed by other fields")
 	}
 	s := strings.Join(out, "\n")
-	s = strings.Replace(s, "\n  labels:\n    ", "\n  labels:\n    {{- include \"keyward.labels\" . | nindent 4 }}\n    ", 1)
-	if strings.Count(s, `include "keyward.labels"`) != 1 {
-		return "", errors.New("could not add the chart's labels exactly once")
-	}
 	if f.managerRole {
 		if !strings.Contains(s, "\n  name: keyward-manager\n") {
 			return "", errors.New("the manager's ClusterRole is not named keyward-manager")
