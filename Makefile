@@ -99,9 +99,13 @@ build-installer: manifests ## Write dist/install.yaml: config/default in one fil
 chart: manifests ## Sync the Helm chart charts/keyward (CRDs, roles, admission policies) from config/.
 	go run ./hack/dist chart -dir charts/keyward
 
+.PHONY: argocd-cm
+argocd-cm: ## Write config/argocd/argocd-cm.yaml (Argo CD health checks and the rotate action) from the Lua scripts.
+	go run ./hack/dist argocd-cm
+
 .PHONY: check-generated
-check-generated: manifests generate build-installer chart ## Fail when generated files differ from what is committed (CI).
-	@git diff --exit-code --stat -- config/ dist/ charts/ api/ || { echo "generated files are out of date: run make manifests generate build-installer chart and commit"; exit 1; }
+check-generated: manifests generate build-installer chart argocd-cm ## Fail when generated files differ from what is committed (CI).
+	@git diff --exit-code --stat -- config/ dist/ charts/ api/ || { echo "generated files are out of date: run make manifests generate build-installer chart argocd-cm and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- config/ dist/ charts/ api/)" || { git status --short -- config/ dist/ charts/ api/; echo "untracked generated files: commit them"; exit 1; }
 
 ##@ Deployment (against the cluster in KUBECONFIG)

@@ -2,7 +2,8 @@
 // never drifts from it (`make build-installer chart`; CI fails on a diff):
 //
 //	go run ./hack/dist installer -img keyward/manager:dev   # dist/install.yaml
-//	go run ./hack/dist chart                                # charts/keyward/{crds,templates/generated}
+//	go run ./hack/dist chart                                # charts/keyward/templates/generated
+//	go run ./hack/dist argocd-cm                            # config/argocd/argocd-cm.yaml
 //
 // The installer is `kustomize build config/default` with the manager's image
 // set. The chart's CRDs, ClusterRoles and admission policies are copies of
@@ -26,7 +27,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: dist installer [-img IMAGE] [-out FILE] | dist chart [-dir DIR]")
+		fmt.Fprintln(os.Stderr, "usage: dist installer [-img IMAGE] [-out FILE] | dist chart [-dir DIR] | dist argocd-cm")
 		os.Exit(2)
 	}
 	var err error
@@ -42,6 +43,8 @@ func main() {
 		dir := fs.String("dir", "charts/keyward", "the chart")
 		_ = fs.Parse(os.Args[2:])
 		err = chart(*dir)
+	case "argocd-cm":
+		err = argocdCM(filepath.Join("config", "argocd"))
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
