@@ -11,6 +11,7 @@ CONTROLLER_GEN := go tool controller-gen
 # control plane (bin/k8s).
 KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(CONTROLPLANE_DIR)/kubectl)
 GINKGO_FLAGS ?=
+FUZZTIME ?= 10s
 
 .PHONY: all
 all: build
@@ -49,13 +50,24 @@ controlplane: ## Build kube-apiserver, kube-controller-manager, kubectl and etcd
 	CONTROLPLANE_DIR=$(CONTROLPLANE_DIR) hack/controlplane/build.sh
 
 .PHONY: test
-test: manifests generate vet test-unit test-integration ## Everything: unit tests, then integration tests on a real API server.
+test: manifests generate vet test-unit test-fuzz test-integration ## Everything: unit tests, fuzzing briefly, then integration tests on a real API server.
 
 .PHONY: test-unit
 test-unit: ## Unit tests of pure logic (no cluster).
 	@mkdir -p bin
 	set +e; go test ./internal/... ./api/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
 	  echo "test-unit: $$(grep -c -- '--- PASS' bin/test-unit.log) passed, $$(grep -c -- '--- FAIL' bin/test-unit.log) failed (full log: bin/test-unit.log)"; exit $$status
+
+.PHONY: test-fuzz
+test-fuzz: ## Run each fuzz target for FUZZTIME (default 10s), from the committed corpus in testdata/fuzz.
+	@for f in FuzzParseKey FuzzKeyFrom FuzzClientAddr; do \
+	  echo "fuzz $$f for $(FUZZTIME)"; \
+	  go test ./internal/verify/wire/ -run '^$$' -fuzz "^$$f\$$" -fuzztime=$(FUZZTIME) || exit 1; \
+	done
+
+.PHONY: bench-verify
+bench-verify: ## Benchmark the verifier (10k keys, /v1/auth and gRPC Check vs no-op, loopback) and write docs/benchmarks.md.
+	go run ./hack/bench-verify -out docs/benchmarks.md
 
 .PHONY: test-integration
 test-integration: controlplane ## Integration tests: envtest with the real kube-apiserver, etcd and garbage collector.

@@ -22,6 +22,7 @@ import (
 	keywardv1alpha1 "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/internal/health"
+	"keyward.dev/keyward/internal/verify"
 )
 
 var scheme = runtime.NewScheme()
@@ -39,6 +40,7 @@ func main() {
 		leaderElectionNS     string
 		shutdownTimeout      time.Duration
 		opts                 = controllers.DefaultOptions()
+		verifyOpts           = verify.DefaultOptions()
 	)
 	metricsOpts.bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
@@ -51,6 +53,7 @@ func main() {
 	flag.DurationVar(&opts.MaxRequeue, "max-requeue", opts.MaxRequeue, "Upper bound of every reconcile timer, so a lost timer heals (at least 1s).")
 	flag.DurationVar(&shutdownTimeout, "graceful-shutdown-timeout", 15*time.Second,
 		"How long the manager waits for its work to stop after SIGTERM; it exits 5s later whatever state it is in.")
+	verifyOpts.BindFlags(flag.CommandLine)
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -96,6 +99,11 @@ func main() {
 	}
 	if err := controllers.SetupWithManager(ctx, mgr, opts); err != nil {
 		log.Error(err, "unable to set up controllers")
+		os.Exit(1)
+	}
+	verifyOpts.APIKeysEnabledByDefault = opts.APIKeysEnabledByDefault
+	if _, err := verify.SetupWithManager(ctx, mgr, verifyOpts); err != nil {
+		log.Error(err, "unable to set up the verifier")
 		os.Exit(1)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

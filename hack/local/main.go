@@ -36,6 +36,8 @@ import (
 const (
 	metricsAddr = "127.0.0.1:8080"
 	probeAddr   = "127.0.0.1:8081"
+	verifyAddr  = "127.0.0.1:8082"
+	grpcAddr    = "127.0.0.1:8083"
 )
 
 func main() {
@@ -241,6 +243,8 @@ func (p *procs) start(ctx context.Context, root, bin string, managerArgs []strin
 		// the manager serves HTTPS on :8443 for keyward-metrics-reader.
 		"--metrics-secure=false",
 		"--health-probe-bind-address=" + probeAddr,
+		"--verify-bind-address=" + verifyAddr,
+		"--verify-grpc-bind-address=" + grpcAddr,
 	}, managerArgs...)
 	p.manager = exec.Command(managerBin, args...)
 	p.manager.Stdout, p.manager.Stderr = os.Stdout, os.Stderr
@@ -382,7 +386,8 @@ func (p *procs) cleanStale() error {
 // metrics or probe port is taken (unless the arguments move them).
 func checkPortsFree(managerArgs []string) error {
 	joined := strings.Join(managerArgs, " ")
-	for flag, addr := range map[string]string{"--metrics-bind-address": metricsAddr, "--health-probe-bind-address": probeAddr} {
+	for flag, addr := range map[string]string{"--metrics-bind-address": metricsAddr, "--health-probe-bind-address": probeAddr,
+		"--verify-bind-address": verifyAddr, "--verify-grpc-bind-address": grpcAddr} {
 		if strings.Contains(joined, flag) {
 			continue
 		}

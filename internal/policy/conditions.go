@@ -71,7 +71,7 @@ func TenantOutcome(kind, reason string) Outcome {
 // SetConditions writes Ready, Reconciling and Stalled for outcome into
 // conds, all observing generation: Ready is always there (True only when
 // Done), Reconciling only while Waiting, Stalled only while Stuck, each
-// with reason and message. A condition's lastTransitionTime changes only
+// with reason and message (bounded by the caller). A condition's lastTransitionTime changes only
 // when its status does.
 func SetConditions(conds *[]metav1.Condition, generation int64, outcome Outcome, reason, message string, now time.Time) {
 	status := func(b bool) metav1.ConditionStatus {
@@ -82,7 +82,7 @@ func SetConditions(conds *[]metav1.Condition, generation int64, outcome Outcome,
 	}
 	at := metav1.NewTime(now.Truncate(time.Second))
 	meta.SetStatusCondition(conds, metav1.Condition{
-		Type: keyward.ConditionReady, Status: status(outcome == Done), Reason: reason, Message: BoundMessage(message),
+		Type: keyward.ConditionReady, Status: status(outcome == Done), Reason: reason, Message: message,
 		ObservedGeneration: generation, LastTransitionTime: at,
 	})
 	for t, on := range map[string]bool{ConditionReconciling: outcome == Waiting, ConditionStalled: outcome == Stuck} {
@@ -91,7 +91,7 @@ func SetConditions(conds *[]metav1.Condition, generation int64, outcome Outcome,
 			continue
 		}
 		meta.SetStatusCondition(conds, metav1.Condition{
-			Type: t, Status: metav1.ConditionTrue, Reason: reason, Message: BoundMessage(message),
+			Type: t, Status: metav1.ConditionTrue, Reason: reason, Message: message,
 			ObservedGeneration: generation, LastTransitionTime: at,
 		})
 	}

@@ -97,6 +97,8 @@ var _ = BeforeSuite(func() {
 		"--leader-election-namespace=keyward-system",
 		"--metrics-bind-address="+metricsAddr, // HTTPS, authenticated: the default
 		"--health-probe-bind-address="+probe,
+		"--verify-bind-address="+freeAddr(),
+		"--verify-grpc-bind-address="+freeAddr(),
 		"--zap-log-level=debug",
 		// On here, so the suite proves the flag; the controllers suite
 		// covers the default (off).

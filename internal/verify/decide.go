@@ -1,0 +1,305 @@
+// Package verify answers "is this key valid?" for gateways and services
+// (SPEC §6). Decide is the decision: a pure function of the presented key,
+// the AccessKey its ID names, the key's Application, the tenant's policy, the
+// time, the client address and the requested scope. Everything around it —
+// the cache-backed lookup, the rate limiter, the HTTP and gRPC front ends,
+// usage reporting — lives in the same package but does no deciding.
+package verify
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"net/netip"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/keyformat"
+	"keyward.dev/keyward/internal/policy"
+)
+
+// Reason is why a key verified or not. The values are SPEC §6's and are
+// public API: gateways, dashboards and alerts match on them.
+type Reason string
+
+const (
+	ReasonOK                Reason = "ok"
+	ReasonMalformed         Reason = "malformed"
+	ReasonUnknown           Reason = "unknown"
+	ReasonInactive          Reason = "inactive"
+	ReasonExpired           Reason = "expired"
+	ReasonRevoked           Reason = "revoked"
+	ReasonTenantDisabled    Reason = "tenant_disabled"
+	ReasonNetworkNotAllowed Reason = "network_not_allowed"
+	ReasonScopeNotAllowed   Reason = "scope_not_allowed"
+	ReasonRateLimited       Reason = "rate_limited"
+)
+
+// Reasons lists every reason, in the order of SPEC §6.
+var Reasons = []Reason{ReasonOK, ReasonMalformed, ReasonUnknown, ReasonInactive, ReasonExpired, ReasonRevoked,
+	ReasonTenantDisabled, ReasonNetworkNotAllowed, ReasonScopeNotAllowed, ReasonRateLimited}
+
+// Authenticated reports whether the reason is given only to a caller that
+// presented a key's real secret (the key was recognised): every reason but
+// malformed, unknown and rate_limited.
+func (r Reason) Authenticated() bool {
+	return r != ReasonMalformed && r != ReasonUnknown && r != ReasonRateLimited
+}
+
+// Guess reports whether the reason counts as a failed guess for the
+// brute-force limiter: only a key that is not a key (malformed) or not known
+// (unknown). A caller with a real but unusable key (expired, inactive, ...)
+// is not guessing.
+func (r Reason) Guess() bool { return r == ReasonMalformed || r == ReasonUnknown }
+
+// Request is what a caller asks: is Key valid, from Addr, for Scope with Access?
+type Request struct {
+	// Key is the parsed key; parsing (and answering malformed) happens before any lookup.
+	Key keyformat.Key
+	// Addr is the client's address; the zero Addr means unknown, which no
+	// allowedNetworks entry contains.
+	Addr netip.Addr
+	// Scope is the scope asked for; empty asks for none (authentication only).
+	Scope string
+	// Access is the access asked for on Scope; empty means ReadOnly.
+	Access keyward.AccessLevel
+}
+
+// Input is everything Decide looks at besides the request.
+type Input struct {
+	// AccessKey is the key whose status.keyID or status.previousKey.keyID
+	// equals the presented ID; nil when there is none.
+	AccessKey *keyward.AccessKey
+	// App is the key's Application; nil when missing.
+	App *keyward.Application
+	// Tenant is the policy of the key's namespace.
+	Tenant policy.Tenant
+	// Now is the time of the request.
+	Now time.Time
+}
+
+// Result is the answer, shaped as SPEC §6's JSON.
+type Result struct {
+	Valid       bool            `json:"valid"`
+	Reason      Reason          `json:"reason"`
+	KeyID       string          `json:"keyID,omitempty"`
+	Namespace   string          `json:"namespace,omitempty"`
+	Application string          `json:"application,omitempty"`
+	Group       string          `json:"group,omitempty"`
+	Team        string          `json:"team,omitempty"`
+	Owner       string          `json:"owner,omitempty"`
+	Scopes      []keyward.Scope `json:"scopes,omitempty"`
+	ExpiresAt   *metav1.Time    `json:"expiresAt,omitempty"`
+
+	// Name is the AccessKey's name (for usage reporting; not in the JSON:
+	// SPEC §6 names the key by its ID).
+	Name string `json:"-"`
+	// RetryAfter is set with rate_limited: when the client may try again.
+	RetryAfter time.Duration `json:"-"`
+}
+
+// unknownHash is hashed against when no AccessKey has the presented ID, so
+// that "no such ID" costs what "wrong secret" costs.
+const unknownHash = keyformat.HashPrefix + "0000000000000000000000000000000000000000000000000000000000000000"
+
+// Decide is the verification decision. The order of checks:
+//
+//  0. a revoked key whose material the controller has destroyed is
+//     revoked by its ID alone (there is no hash left to check against);
+//  1. the secret must match the key's current material, or its previous
+//     material while status.previousKey.validUntil lies ahead — otherwise
+//     unknown, exactly as for an ID that does not exist;
+//  2. revoked (spec or phase), then the tenant switch, then a missing
+//     Application or deactivation (inactive), then expiry;
+//  3. the client address against spec.allowedNetworks;
+//  4. the key's scopes against the Application's current scopes, and the
+//     requested scope and access against both.
+//
+// Expiry is the earlier of status.expiresAt and the expiry spec.expiresAt
+// gives within status.lifetimeLimit, so a key is refused the instant it
+// expires and as soon as its expiry is moved into the past, without waiting
+// for the controller; a phase of Expired, Inactive or Revoked also refuses,
+// so restoring a key takes effect once the controller has acted.
+func Decide(req Request, in Input) Result {
+	k := in.AccessKey
+	if k == nil {
+		secretMatches(req.Key.Secret, unknownHash)
+		return Result{Reason: ReasonUnknown}
+	}
+	revoked := k.Spec.Revoked || k.Status.Phase == keyward.PhaseRevoked
+	if revoked && k.Status.SecretHash == "" && k.Status.KeyID == req.Key.ID {
+		// Revocation destroyed the hash, so the secret can no longer be
+		// checked; the ID alone (public anyway) says the key was revoked.
+		// Nothing else about the key is told.
+		secretMatches(req.Key.Secret, unknownHash)
+		return Result{Reason: ReasonRevoked, KeyID: req.Key.ID}
+	}
+	keyID, ok := matchMaterial(req.Key, k, in.Now)
+	if !ok {
+		return Result{Reason: ReasonUnknown}
+	}
+	res := identity(keyID, k, in.App)
+	switch {
+	case revoked:
+		res.Reason = ReasonRevoked
+	case !in.Tenant.Enabled:
+		res.Reason = ReasonTenantDisabled
+	case in.App == nil || !in.App.DeletionTimestamp.IsZero():
+		res.Reason = ReasonInactive
+	case k.Spec.State == keyward.StateInactive || k.Status.Phase == keyward.PhaseInactive:
+		res.Reason = ReasonInactive
+	case policy.IsExpired(res.ExpiresAt, in.Now) || k.Status.Phase == keyward.PhaseExpired:
+		res.Reason = ReasonExpired
+	case !AddrAllowed(k.Spec.AllowedNetworks, req.Addr):
+		res.Reason = ReasonNetworkNotAllowed
+	case policy.CheckScopes(k, in.App) != nil || !scopeGranted(res.Scopes, req.Scope, req.Access):
+		res.Reason = ReasonScopeNotAllowed
+	default:
+		res.Valid, res.Reason = true, ReasonOK
+	}
+	return res
+}
+
+// matchMaterial reports which of the key's materials the presented key is,
+// by ID and constant-time comparison of its secret's hash: the current one,
+// or the previous one before its validUntil.
+func matchMaterial(pk keyformat.Key, k *keyward.AccessKey, now time.Time) (string, bool) {
+	if k.Status.KeyID == pk.ID && k.Status.SecretHash != "" {
+		return pk.ID, secretMatches(pk.Secret, k.Status.SecretHash)
+	}
+	if prev := k.Status.PreviousKey; prev != nil && prev.KeyID == pk.ID && prev.SecretHash != "" {
+		ok := secretMatches(pk.Secret, prev.SecretHash)
+		return pk.ID, ok && now.Before(prev.ValidUntil.Time)
+	}
+	secretMatches(pk.Secret, unknownHash)
+	return "", false
+}
+
+// hashLen is the length of keyformat.HashSecret's result.
+const hashLen = len(keyformat.HashPrefix) + 2*sha256.Size
+
+// secretMatches is keyformat.SecretMatches without allocating: it hashes
+// secret into a stack buffer in keyformat's format and compares it with
+// hash in constant time (for hashes of the right length; the length is not
+// secret). TestSecretMatchesAgreesWithKeyformat keeps the two in step.
+func secretMatches(secret, hash string) bool {
+	sum := sha256.Sum256([]byte(secret))
+	var buf [hashLen]byte
+	copy(buf[:], keyformat.HashPrefix)
+	hex.Encode(buf[len(keyformat.HashPrefix):], sum[:])
+	if len(hash) != hashLen {
+		return false
+	}
+	var v byte
+	for i := 0; i < hashLen; i++ {
+		v |= buf[i] ^ hash[i]
+	}
+	return subtle.ConstantTimeByteEq(v, 0) == 1
+}
+
+// identity fills what a recognised key tells about its holder.
+func identity(keyID string, k *keyward.AccessKey, app *keyward.Application) Result {
+	res := Result{
+		KeyID:       keyID,
+		Namespace:   k.Namespace,
+		Name:        k.Name,
+		Application: k.Spec.Application,
+		Owner:       k.Spec.Owner,
+		ExpiresAt:   EffectiveExpiry(k),
+	}
+	if app != nil {
+		res.Group = app.Spec.Group
+		if res.Group == "" {
+			res.Group = keyward.DefaultGroup
+		}
+		res.Team = app.Spec.Team
+		res.Scopes = GrantedScopes(k, app)
+	}
+	return res
+}
+
+// EffectiveExpiry is when the key stops verifying: the earlier of
+// status.expiresAt (what the controller recorded) and the expiry that
+// spec.expiresAt gives within status.lifetimeLimit (what the user asks now);
+// nil means never.
+func EffectiveExpiry(k *keyward.AccessKey) *metav1.Time {
+	recorded := k.Status.ExpiresAt
+	var requested time.Time
+	has := false
+	if k.Spec.ExpiresAt != nil {
+		t, err := k.Spec.ExpiresAt.Parse()
+		if err != nil {
+			return &longExpired // fail closed: an expiry nobody can read has passed
+		}
+		requested, has = t, true
+	}
+	if limit := k.Status.LifetimeLimit; limit != nil && (!has || limit.Time.Before(requested)) {
+		requested, has = limit.Time, true
+	}
+	if !has || (recorded != nil && !requested.Before(recorded.Time)) {
+		return recorded // the common case, without a copy: the result is only read
+	}
+	return &metav1.Time{Time: requested}
+}
+
+// longExpired is the expiry of a key whose spec.expiresAt cannot be read.
+var longExpired = metav1.Time{}
+
+// GrantedScopes is what the key grants now: its effective scopes (its own,
+// or the Application's when it names none), each capped by the Application's
+// current scopes; scopes the Application no longer has are left out.
+func GrantedScopes(k *keyward.AccessKey, app *keyward.Application) []keyward.Scope {
+	eff := policy.EffectiveScopes(k, app)
+	if withinApplication(eff, app) {
+		return eff // shared with the cache: read only
+	}
+	out := make([]keyward.Scope, 0, len(eff))
+	for _, s := range eff {
+		limit, ok := app.ScopeLimit(s.Name)
+		if !ok {
+			continue
+		}
+		a, l := accessOrDefault(s.Access), accessOrDefault(limit)
+		if !l.Allows(a) {
+			a = l
+		}
+		out = append(out, keyward.Scope{Name: s.Name, Access: a})
+	}
+	return out
+}
+
+// withinApplication reports whether every scope is, as written (access
+// spelled out), within the Application's scopes.
+func withinApplication(scopes []keyward.Scope, app *keyward.Application) bool {
+	for _, s := range scopes {
+		limit, ok := app.ScopeLimit(s.Name)
+		if !ok || s.Access == "" || !accessOrDefault(limit).Allows(s.Access) {
+			return false
+		}
+	}
+	return true
+}
+
+// scopeGranted reports whether the granted scopes allow access on scope; no
+// scope asked for is always granted. ReadWrite covers ReadOnly.
+func scopeGranted(granted []keyward.Scope, scope string, access keyward.AccessLevel) bool {
+	if scope == "" {
+		return true
+	}
+	want := accessOrDefault(access)
+	for _, s := range granted {
+		if s.Name == scope && s.Access.Allows(want) {
+			return true
+		}
+	}
+	return false
+}
+
+func accessOrDefault(a keyward.AccessLevel) keyward.AccessLevel {
+	if a == "" {
+		return keyward.ReadOnly
+	}
+	return a
+}

@@ -1,0 +1,205 @@
+package verify
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync/atomic"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/go-logr/logr"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// ExtAuthz implements Envoy's envoy.service.auth.v3.Authorization/Check
+// (ext_authz in gRPC mode, as Istio's CUSTOM provider and Envoy Gateway's
+// SecurityPolicy extAuth call it) over the same Verifier as /v1/auth.
+type ExtAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+	Verifier *Verifier
+	// Trusted: Envoy's source address and the forwarding headers are
+	// believed only when the gRPC peer (Envoy) is a trusted proxy.
+	Trusted   TrustedProxies
+	KeyHeader string
+}
+
+// Check verifies the key of the request Envoy describes. OK answers add the
+// X-Keyward-* headers (replacing any the client sent) and remove the header
+// that carried the key; denials carry 401, 403 or 429 like /v1/auth.
+func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	attrs := req.GetAttributes()
+	hr := attrs.GetRequest().GetHttp()
+	hdr := envoyHeaders(hr, a.KeyHeader)
+	key, keyHeader := keyAndHeader(hdr, a.KeyHeader)
+
+	var grpcPeer netip.Addr
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		grpcPeer = PeerAddr(p.Addr.String())
+	}
+	addr := grpcPeer.Unmap()
+	if a.Trusted.Contains(grpcPeer) {
+		src, _ := ParseHop(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress())
+		addr = ClientAddr(src, hdr.Values(HeaderForwardedFor), hdr.Get(HeaderRealIP), a.Trusted)
+	}
+
+	path := hr.GetPath()
+	var query url.Values
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		query, _ = url.ParseQuery(path[i+1:])
+	}
+	r := &http.Request{Method: hr.GetMethod(), Header: hdr}
+	scope := scopeFrom(query, r)
+	access, ok := accessFrom(query, r)
+	if !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "access must be ReadOnly or ReadWrite")
+	}
+	res, err := a.Verifier.Verify(ctx, Call{Key: key, Addr: addr, LimitAddr: addr, Scope: scope, Access: access})
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, "the verifier cannot read its cache yet")
+	}
+	return CheckResponseFor(res, key == "", keyHeader), nil
+}
+
+// CheckResponseFor builds Envoy's answer for a result.
+func CheckResponseFor(res Result, noKey bool, keyHeader string) *authv3.CheckResponse {
+	code := StatusOf(res.Reason)
+	reason := &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: HeaderReason, Value: string(res.Reason)},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
+	if code == http.StatusOK {
+		headers := make([]*corev3.HeaderValueOption, 0, len(IdentityHeaders))
+		for i, v := range IdentityValues(res) {
+			headers = append(headers, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: IdentityHeaders[i], Value: v},
+				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD})
+		}
+		ok := &authv3.OkHttpResponse{Headers: headers}
+		if keyHeader != "" {
+			ok.HeadersToRemove = []string{strings.ToLower(keyHeader)}
+		}
+		return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok}}
+	}
+	denied := &authv3.DeniedHttpResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)},
+		Headers: []*corev3.HeaderValueOption{reason},
+		Body:    string(res.Reason) + "\n",
+	}
+	grpcCode := codes.PermissionDenied
+	switch code {
+	case http.StatusUnauthorized:
+		grpcCode = codes.Unauthenticated
+		v := wwwAuthenticateInvalid
+		if noKey {
+			v = wwwAuthenticate
+		}
+		denied.Headers = append(denied.Headers, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: headerWWWAuthenticate, Value: v}})
+	case http.StatusTooManyRequests:
+		grpcCode = codes.ResourceExhausted
+		denied.Headers = append(denied.Headers, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: headerRetryAfter, Value: retryAfter(res.RetryAfter)}})
+	}
+	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(grpcCode), Message: string(res.Reason)},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied}}
+}
+
+// envoyHeaders turns Envoy's header map (lower-case names) into an
+// http.Header, keeping only the headers the verifier reads.
+func envoyHeaders(hr *authv3.AttributeContext_HttpRequest, extra string) http.Header {
+	h := make(http.Header, 8)
+	for k, v := range hr.GetHeaders() {
+		if wanted(k, extra) {
+			h.Add(k, v)
+		}
+	}
+	for _, hv := range hr.GetHeaderMap().GetHeaders() {
+		v := hv.GetValue()
+		if v == "" {
+			v = string(hv.GetRawValue())
+		}
+		if wanted(hv.GetKey(), extra) {
+			h.Add(hv.GetKey(), v)
+		}
+	}
+	return h
+}
+
+// wanted: the headers Check reads.
+func wanted(name, extra string) bool {
+	for _, h := range []string{HeaderAuthorization, HeaderAPIKey, HeaderForwardedFor, HeaderRealIP, HeaderScope, HeaderAccess,
+		HeaderForwardedMethod, HeaderOriginalMethod} {
+		if strings.EqualFold(name, h) {
+			return true
+		}
+	}
+	return extra != "" && strings.EqualFold(name, extra)
+}
+
+// keyAndHeader is KeyFrom, also saying which header carried the key.
+func keyAndHeader(h http.Header, extra string) (string, string) {
+	key := KeyFrom(h, extra)
+	if key == "" {
+		return "", ""
+	}
+	for _, name := range []string{extra, HeaderAuthorization, HeaderAPIKey} {
+		if name != "" && strings.Contains(h.Get(name), key) {
+			return key, name
+		}
+	}
+	return key, ""
+}
+
+// GRPCServer serves ExtAuthz on every replica.
+type GRPCServer struct {
+	Addr    string
+	CertDir string
+	Auth    *ExtAuthz
+	Log     logr.Logger
+	gate    *syncGate
+
+	listening atomic.Pointer[net.Addr]
+}
+
+// NeedLeaderElection is false: every replica verifies.
+func (s *GRPCServer) NeedLeaderElection() bool { return false }
+
+// ListenAddr is the address the server listens on once it does.
+func (s *GRPCServer) ListenAddr() net.Addr {
+	if a := s.listening.Load(); a != nil {
+		return *a
+	}
+	return nil
+}
+
+// Start listens once the caches are synced and serves until ctx ends.
+func (s *GRPCServer) Start(ctx context.Context) error {
+	if s.gate != nil {
+		if err := s.gate.wait(ctx); err != nil {
+			return nil
+		}
+	}
+	ln, err := listen(ctx, s.Addr, s.CertDir, []string{"h2"})
+	if err != nil {
+		return err
+	}
+	a := ln.Addr()
+	s.listening.Store(&a)
+	srv := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(srv, s.Auth)
+	s.Log.Info("serving Envoy ext_authz (gRPC)", "address", a.String(), "tls", s.CertDir != "")
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		srv.GracefulStop()
+		return nil
+	}
+}

@@ -1,0 +1,330 @@
+package verify
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/verify/wire"
+)
+
+// Endpoints (SPEC §6).
+const (
+	PathVerify = "/v1/verify"
+	PathAuth   = "/v1/auth"
+)
+
+// Headers the forward-auth endpoint reads and writes, defined once.
+const (
+	HeaderNamespace   = "X-Keyward-Namespace"
+	HeaderApplication = "X-Keyward-Application"
+	HeaderGroup       = "X-Keyward-Group"
+	HeaderTeam        = "X-Keyward-Team"
+	HeaderOwner       = "X-Keyward-Owner"
+	HeaderKeyID       = "X-Keyward-Key-ID"
+	HeaderScopes      = "X-Keyward-Scopes"
+	// HeaderReason carries the reason on every /v1/auth answer.
+	HeaderReason = "X-Keyward-Reason"
+	// HeaderScope and HeaderAccess say what to check (or the query
+	// parameters QueryScope and QueryAccess).
+	HeaderScope  = "X-Keyward-Scope"
+	HeaderAccess = "X-Keyward-Access"
+	QueryScope   = "scope"
+	QueryAccess  = "access"
+	// QueryRateLimitedStatus (401, 403 or 429) is the status /v1/auth
+	// answers rate_limited with: NGINX's auth_request passes on only 401
+	// and 403 (anything else becomes 500), so its recipe asks for 403 and
+	// turns it into 429 by X-Keyward-Reason.
+	QueryRateLimitedStatus = "rate_limited_status"
+	// HeaderAPIKey carries a key, as an alternative to Authorization: Bearer.
+	HeaderAPIKey        = wire.HeaderAPIKey
+	HeaderAuthorization = wire.HeaderAuthorization
+	// HeaderForwardedMethod (Traefik) and HeaderOriginalMethod (NGINX
+	// recipes) carry the client's method, from which the access is derived.
+	HeaderForwardedMethod = "X-Forwarded-Method"
+	HeaderOriginalMethod  = "X-Original-Method"
+	HeaderForwardedFor    = "X-Forwarded-For"
+	HeaderRealIP          = "X-Real-IP"
+	headerRetryAfter      = "Retry-After"
+	headerWWWAuthenticate = "WWW-Authenticate"
+	// wwwAuthenticate is sent with 401: RFC 6750, with error=invalid_token
+	// when a key was presented.
+	wwwAuthenticate        = `Bearer realm="keyward"`
+	wwwAuthenticateInvalid = `Bearer realm="keyward", error="invalid_token"`
+	// MaxBodyBytes bounds the body of POST /v1/verify.
+	MaxBodyBytes = 8 << 10
+)
+
+var (
+	noStore = []string{"no-store"}
+	// reasonValues are the X-Keyward-Reason values, allocated once.
+	reasonValues = func() map[Reason][]string {
+		m := map[Reason][]string{}
+		for _, r := range Reasons {
+			m[r] = []string{string(r)}
+		}
+		return m
+	}()
+)
+
+// IdentityHeaders are the headers a successful /v1/auth answer carries, in order.
+var IdentityHeaders = []string{HeaderNamespace, HeaderApplication, HeaderGroup, HeaderTeam, HeaderOwner, HeaderKeyID, HeaderScopes}
+
+// VerifyRequest is the body of POST /v1/verify.
+type VerifyRequest struct {
+	Key      string              `json:"key"`
+	SourceIP string              `json:"sourceIP,omitempty"`
+	Scope    string              `json:"scope,omitempty"`
+	Access   keyward.AccessLevel `json:"access,omitempty"`
+}
+
+// Handler serves POST /v1/verify and /v1/auth (any method, also under
+// /v1/auth/, as Envoy's HTTP ext_authz appends the original path).
+type Handler struct {
+	Verifier *Verifier
+	// Trusted are the proxies whose X-Forwarded-For / X-Real-IP are believed,
+	// and whose sourceIP in /v1/verify is the address guesses are counted under.
+	Trusted TrustedProxies
+	// KeyHeader is one more header /v1/auth reads a key from; "" for none.
+	KeyHeader string
+	Log       logr.Logger
+}
+
+// Mux routes the endpoints to h.
+func (h *Handler) Mux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+PathVerify, h.serveVerify)
+	mux.HandleFunc(PathAuth, h.serveAuth)
+	mux.HandleFunc(PathAuth+"/", h.serveAuth)
+	return mux
+}
+
+func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
+	var req VerifyRequest
+	if status, msg := decodeBody(w, r, &req); status != 0 {
+		http.Error(w, msg, status)
+		return
+	}
+	if req.Access != "" && req.Access != keyward.ReadOnly && req.Access != keyward.ReadWrite {
+		http.Error(w, fmt.Sprintf("access must be %s or %s", keyward.ReadOnly, keyward.ReadWrite), http.StatusBadRequest)
+		return
+	}
+	caller := h.clientAddr(r)
+	addr, limitAddr := caller, caller
+	if req.SourceIP != "" {
+		a, err := netip.ParseAddr(req.SourceIP)
+		if err != nil || a.Zone() != "" {
+			http.Error(w, "sourceIP must be an IPv4 or IPv6 address", http.StatusBadRequest)
+			return
+		}
+		addr = a.Unmap()
+		if h.Trusted.Contains(PeerAddr(r.RemoteAddr)) {
+			limitAddr = addr
+		}
+	}
+	res, err := h.Verifier.Verify(r.Context(), Call{Key: req.Key, Addr: addr, LimitAddr: limitAddr, Scope: req.Scope, Access: req.Access})
+	if err != nil {
+		h.unavailable(w, err)
+		return
+	}
+	if res.Reason == ReasonRateLimited {
+		w.Header().Set(headerRetryAfter, retryAfter(res.RetryAfter))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(res)
+}
+
+// decodeBody reads one JSON object of at most MaxBodyBytes; a non-zero
+// status comes with a message that never quotes the body.
+func decodeBody(w http.ResponseWriter, r *http.Request, into any) (int, string) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(into)
+	if err == nil {
+		if dec.Decode(&struct{}{}) != io.EOF {
+			return http.StatusBadRequest, "request body must hold exactly one JSON object"
+		}
+		return 0, ""
+	}
+	var (
+		maxErr    *http.MaxBytesError
+		syntaxErr *json.SyntaxError
+		typeErr   *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &maxErr):
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes)
+	case errors.Is(err, io.EOF):
+		return http.StatusBadRequest, `request body is empty; expected {"key": "...", "sourceIP": "...", "scope": "...", "access": "ReadOnly|ReadWrite"}`
+	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
+		return http.StatusBadRequest, "request body is not valid JSON"
+	case errors.As(err, &typeErr):
+		return http.StatusBadRequest, fmt.Sprintf("field %q must be a %s", typeErr.Field, typeErr.Type)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return http.StatusBadRequest, fmt.Sprintf("unknown field %s; the fields are key, sourceIP, scope and access",
+			strings.TrimPrefix(err.Error(), "json: unknown field "))
+	default:
+		return http.StatusBadRequest, "request body is not a JSON object of key, sourceIP, scope and access"
+	}
+}
+
+func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
+	var query url.Values
+	if r.URL.RawQuery != "" {
+		query = r.URL.Query()
+	}
+	access, ok := accessFrom(query, r)
+	if !ok {
+		http.Error(w, fmt.Sprintf("access must be %s or %s", keyward.ReadOnly, keyward.ReadWrite), http.StatusBadRequest)
+		return
+	}
+	addr := h.clientAddr(r)
+	key := KeyFrom(r.Header, h.KeyHeader)
+	res, err := h.Verifier.Verify(r.Context(), Call{Key: key, Addr: addr, LimitAddr: addr, Scope: scopeFrom(query, r), Access: access})
+	if err != nil {
+		h.unavailable(w, err)
+		return
+	}
+	hdr := w.Header()
+	hdr["Cache-Control"] = noStore
+	hdr[HeaderReason] = reasonValues[res.Reason]
+	status := StatusOf(res.Reason)
+	if res.Reason == ReasonRateLimited {
+		switch query.Get(QueryRateLimitedStatus) {
+		case "401":
+			status = http.StatusUnauthorized
+		case "403":
+			status = http.StatusForbidden
+		}
+		hdr.Set(headerRetryAfter, retryAfter(res.RetryAfter))
+	}
+	switch status {
+	case http.StatusOK:
+		// One allocation for all values; the names as documented.
+		vals := IdentityValues(res)
+		for i := range vals {
+			hdr[IdentityHeaders[i]] = vals[i : i+1 : i+1]
+		}
+	case http.StatusUnauthorized:
+		if key == "" {
+			hdr.Set(headerWWWAuthenticate, wwwAuthenticate)
+		} else {
+			hdr.Set(headerWWWAuthenticate, wwwAuthenticateInvalid)
+		}
+	}
+	w.WriteHeader(status)
+	if status != http.StatusOK {
+		_, _ = io.WriteString(w, string(res.Reason)+"\n")
+	}
+}
+
+func (h *Handler) clientAddr(r *http.Request) netip.Addr {
+	return ClientAddr(PeerAddr(r.RemoteAddr), r.Header.Values(HeaderForwardedFor), r.Header.Get(HeaderRealIP), h.Trusted)
+}
+
+func (h *Handler) unavailable(w http.ResponseWriter, err error) {
+	h.Log.Error(err, "reading the cache")
+	w.Header().Set(headerRetryAfter, "1")
+	http.Error(w, "the verifier cannot read its cache yet", http.StatusServiceUnavailable)
+}
+
+// StatusOf is the HTTP status of /v1/auth (and of the gRPC denial) for a reason.
+func StatusOf(r Reason) int {
+	switch r {
+	case ReasonOK:
+		return http.StatusOK
+	case ReasonNetworkNotAllowed, ReasonScopeNotAllowed:
+		return http.StatusForbidden
+	case ReasonRateLimited:
+		return http.StatusTooManyRequests
+	default:
+		return http.StatusUnauthorized
+	}
+}
+
+// IdentityValues are the values of IdentityHeaders for a result.
+func IdentityValues(res Result) []string {
+	if len(res.Scopes) == 0 {
+		return []string{res.Namespace, res.Application, res.Group, res.Team, res.Owner, res.KeyID, ""}
+	}
+	return []string{res.Namespace, res.Application, res.Group, res.Team, res.Owner, res.KeyID, FormatScopes(res.Scopes)}
+}
+
+// FormatScopes writes scopes as "name:Access,name:Access".
+func FormatScopes(scopes []keyward.Scope) string {
+	var b strings.Builder
+	for i, s := range scopes {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(s.Name)
+		b.WriteByte(':')
+		b.WriteString(string(accessOrDefault(s.Access)))
+	}
+	return b.String()
+}
+
+// ScopeFrom reads the scope to check: query parameter, then header.
+func ScopeFrom(r *http.Request) string { return scopeFrom(r.URL.Query(), r) }
+
+func scopeFrom(query url.Values, r *http.Request) string {
+	if v := query.Get(QueryScope); v != "" {
+		return v
+	}
+	return r.Header.Get(HeaderScope)
+}
+
+// AccessFrom reads the access to check: query parameter, then header, then
+// derived from the client's method (X-Forwarded-Method, X-Original-Method,
+// or the method of the request itself, which Envoy's HTTP ext_authz keeps):
+// GET, HEAD and OPTIONS read, everything else writes. false when an access
+// is given and is neither ReadOnly nor ReadWrite.
+func AccessFrom(r *http.Request) (keyward.AccessLevel, bool) { return accessFrom(r.URL.Query(), r) }
+
+func accessFrom(query url.Values, r *http.Request) (keyward.AccessLevel, bool) {
+	v := query.Get(QueryAccess)
+	if v == "" {
+		v = r.Header.Get(HeaderAccess)
+	}
+	if v != "" {
+		a := keyward.AccessLevel(v)
+		return a, a == keyward.ReadOnly || a == keyward.ReadWrite
+	}
+	m := r.Header.Get(HeaderForwardedMethod)
+	if m == "" {
+		m = r.Header.Get(HeaderOriginalMethod)
+	}
+	if m == "" {
+		m = r.Method
+	}
+	return AccessForMethod(m), true
+}
+
+// AccessForMethod: GET, HEAD and OPTIONS read (ReadOnly); every other method writes.
+func AccessForMethod(method string) keyward.AccessLevel {
+	switch strings.ToUpper(strings.TrimSpace(method)) {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, "":
+		return keyward.ReadOnly
+	default:
+		return keyward.ReadWrite
+	}
+}
+
+func retryAfter(d time.Duration) string {
+	s := int64((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return strconv.FormatInt(s, 10)
+}

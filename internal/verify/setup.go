@@ -1,0 +1,293 @@
+package verify
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	keyward "keyward.dev/keyward/api/v1alpha1"
+)
+
+// Defaults of the verifier's flags, defined once.
+const (
+	DefaultBindAddress       = ":8082"
+	DefaultGRPCBindAddress   = ":8083"
+	DefaultFailureRate       = 1.0
+	DefaultFailureBurst      = 20
+	DefaultMaxClients        = 100_000
+	DefaultLastUsedGran      = time.Hour
+	DefaultHeavyUseThreshold = 6000
+	DefaultFlushInterval     = 10 * time.Second
+	// Off is the bind address that turns a listener off.
+	Off = "0"
+	// EventSource is the name the verifier's Events are reported by.
+	EventSource = "keyward-verifier"
+	// ReadyzCheck is the name of the readiness check.
+	ReadyzCheck = "verifier"
+)
+
+// Options configure the verifier.
+type Options struct {
+	BindAddress     string
+	GRPCBindAddress string
+	// CertDir holds tls.crt and tls.key; empty serves plain HTTP (and gRPC).
+	CertDir string
+	// TrustedProxies, comma-separated addresses or CIDRs.
+	TrustedProxies string
+	// KeyHeader is one more header /v1/auth reads a key from.
+	KeyHeader         string
+	FailureRate       float64
+	FailureBurst      int
+	MaxClients        int
+	LastUsedGran      time.Duration
+	HeavyUseThreshold int
+	FlushInterval     time.Duration
+	// APIKeysEnabledByDefault mirrors the controllers' flag.
+	APIKeysEnabledByDefault bool
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// DefaultOptions returns the flags' defaults.
+func DefaultOptions() Options {
+	return Options{
+		BindAddress: DefaultBindAddress, GRPCBindAddress: DefaultGRPCBindAddress,
+		FailureRate: DefaultFailureRate, FailureBurst: DefaultFailureBurst, MaxClients: DefaultMaxClients,
+		LastUsedGran: DefaultLastUsedGran, HeavyUseThreshold: DefaultHeavyUseThreshold, FlushInterval: DefaultFlushInterval,
+	}
+}
+
+// BindFlags registers the verifier's flags on fs.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.BindAddress, "verify-bind-address", o.BindAddress, "Address the verification API (POST /v1/verify, GET /v1/auth) binds to; 0 turns it off.")
+	fs.StringVar(&o.GRPCBindAddress, "verify-grpc-bind-address", o.GRPCBindAddress, "Address the Envoy ext_authz gRPC service binds to; 0 turns it off.")
+	fs.StringVar(&o.CertDir, "verify-cert-dir", o.CertDir, "Directory with tls.crt and tls.key to serve the verification API over TLS (reloaded when they change); empty serves plaintext.")
+	fs.StringVar(&o.TrustedProxies, "trusted-proxies", o.TrustedProxies, "Comma-separated addresses or CIDRs of proxies whose X-Forwarded-For / X-Real-IP (and Envoy's source address) are believed.")
+	fs.StringVar(&o.KeyHeader, "verify-key-header", o.KeyHeader, "One more request header /v1/auth and ext_authz read the key from (besides Authorization: Bearer and X-API-Key).")
+	fs.Float64Var(&o.FailureRate, "verify-failure-rate", o.FailureRate, "Failed verifications (malformed or unknown keys) allowed per second per client address after the burst; 0 turns the limit off.")
+	fs.IntVar(&o.FailureBurst, "verify-failure-burst", o.FailureBurst, "Failed verifications a client address may make at once before being rate limited.")
+	fs.IntVar(&o.MaxClients, "verify-failure-max-clients", o.MaxClients, "Client addresses the failure limiter remembers; the least recently failing is forgotten first.")
+	fs.DurationVar(&o.LastUsedGran, "last-used-granularity", o.LastUsedGran, "status.lastUsedAt is written at most once per this duration per key.")
+	fs.IntVar(&o.HeavyUseThreshold, "heavy-use-threshold", o.HeavyUseThreshold, "Verifications per minute of one key, on one replica, above which it is in heavy use (HeavyUse Event, metric); 0 turns it off.")
+}
+
+// Verification is what Setup wires: the pieces tests and benchmarks reach.
+type Verification struct {
+	Verifier *Verifier
+	Handler  *Handler
+	Usage    *Usage
+	Metrics  *Metrics
+	HTTP     *Server
+	GRPC     *GRPCServer
+	// Ready is the readiness check registered with the manager.
+	Ready func(*http.Request) error
+}
+
+// The verifier reads AccessKeys, Applications and TenantSettings (the
+// controllers' rules already grant the reads), patches accesskeys/status
+// (lastUsedAt) and records HeavyUse Events.
+// +kubebuilder:rbac:groups=keyward.dev,resources=accesskeys;applications;tenantsettings,verbs=get;list;watch
+// +kubebuilder:rbac:groups=keyward.dev,resources=accesskeys/status,verbs=patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the key-ID index, the verification servers (on
+// every replica: they need no leader election), usage reporting, the
+// metrics and a readiness check that fails until the caches are synced.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Verification, error) {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &keyward.AccessKey{}, IndexKeyID, KeyIDs); err != nil {
+		return nil, err
+	}
+	trusted, err := ParseTrustedProxies(opts.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	log := mgr.GetLogger().WithName("verifier")
+	store := CacheStore{Reader: mgr.GetCache()}
+	m := NewMetrics(store)
+	if err := m.Register(metrics.Registry); err != nil {
+		return nil, err
+	}
+	usage := &Usage{
+		Granularity: opts.LastUsedGran, HeavyUseThreshold: opts.HeavyUseThreshold, FlushInterval: opts.FlushInterval,
+		Store: store, Writer: mgr.GetClient().Status(), Recorder: mgr.GetEventRecorder(EventSource),
+		Metrics: m, Log: log, Now: now,
+	}
+	if usage.FlushInterval <= 0 {
+		usage.FlushInterval = DefaultFlushInterval
+	}
+	v := &Verifier{
+		Store: store, Limiter: NewLimiter(opts.FailureRate, opts.FailureBurst, opts.MaxClients),
+		APIKeysEnabledByDefault: opts.APIKeysEnabledByDefault, Usage: usage, Metrics: m, Now: now,
+	}
+	h := &Handler{Verifier: v, Trusted: trusted, KeyHeader: opts.KeyHeader, Log: log}
+	out := &Verification{Verifier: v, Handler: h, Usage: usage, Metrics: m}
+	if err := mgr.Add(usage); err != nil {
+		return nil, err
+	}
+	synced := &syncGate{cache: mgr.GetCache()}
+	if err := mgr.Add(synced); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck(ReadyzCheck, synced.Check); err != nil {
+		return nil, err
+	}
+	out.Ready = synced.Check
+	if opts.BindAddress != Off && opts.BindAddress != "" {
+		out.HTTP = &Server{Addr: opts.BindAddress, CertDir: opts.CertDir, Handler: h.Mux(), Log: log, gate: synced}
+		if err := mgr.Add(out.HTTP); err != nil {
+			return nil, err
+		}
+	}
+	if opts.GRPCBindAddress != Off && opts.GRPCBindAddress != "" {
+		out.GRPC = &GRPCServer{Addr: opts.GRPCBindAddress, CertDir: opts.CertDir, Auth: &ExtAuthz{Verifier: v, Trusted: trusted, KeyHeader: opts.KeyHeader}, Log: log, gate: synced}
+		if err := mgr.Add(out.GRPC); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// syncGate starts the informers the verifier reads and opens once they are synced.
+type syncGate struct {
+	cache cache.Cache
+	ready atomic.Bool
+	done  chan struct{}
+}
+
+func (g *syncGate) init() {
+	if g.done == nil {
+		g.done = make(chan struct{})
+	}
+}
+
+// Start gets (and so starts) the informers of AccessKeys, Applications and
+// TenantSettings and waits for them to sync.
+func (g *syncGate) Start(ctx context.Context) error {
+	for _, obj := range []client.Object{&keyward.AccessKey{}, &keyward.Application{}, &keyward.TenantSettings{}} {
+		if _, err := g.cache.GetInformer(ctx, obj); err != nil {
+			return fmt.Errorf("starting the verifier's informers: %w", err)
+		}
+	}
+	if !g.cache.WaitForCacheSync(ctx) {
+		return ctx.Err()
+	}
+	g.ready.Store(true)
+	return nil
+}
+
+func (g *syncGate) NeedLeaderElection() bool { return false }
+
+// Check is the readiness check: not ready until the caches are synced.
+func (g *syncGate) Check(*http.Request) error {
+	if !g.ready.Load() {
+		return errors.New("the verifier's caches are not synced yet")
+	}
+	return nil
+}
+
+// wait blocks until ready or ctx ends.
+func (g *syncGate) wait(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !g.ready.Load() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Server serves the HTTP verification API on every replica.
+type Server struct {
+	Addr    string
+	CertDir string
+	Handler http.Handler
+	Log     logr.Logger
+	gate    *syncGate
+
+	listening atomic.Pointer[net.Addr]
+}
+
+// NeedLeaderElection is false: every replica verifies.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// ListenAddr is the address the server listens on once it does (for ":0").
+func (s *Server) ListenAddr() net.Addr {
+	if a := s.listening.Load(); a != nil {
+		return *a
+	}
+	return nil
+}
+
+// Start listens once the caches are synced and serves until ctx ends.
+func (s *Server) Start(ctx context.Context) error {
+	if s.gate != nil {
+		if err := s.gate.wait(ctx); err != nil {
+			return nil
+		}
+	}
+	ln, err := listen(ctx, s.Addr, s.CertDir, []string{"http/1.1", "h2"})
+	if err != nil {
+		return err
+	}
+	a := ln.Addr()
+	s.listening.Store(&a)
+	srv := &http.Server{
+		Handler:           s.Handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          nil,
+	}
+	s.Log.Info("serving the verification API", "address", a.String(), "tls", s.CertDir != "")
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdown)
+	}
+}
+
+// listen opens a TCP listener, with TLS from certDir (tls.crt, tls.key,
+// reloaded when they change) when certDir is set.
+func listen(ctx context.Context, addr, certDir string, protos []string) (net.Listener, error) {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if certDir == "" {
+		return ln, nil
+	}
+	w, err := certwatcher.New(filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key"))
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	go func() { _ = w.Start(ctx) }()
+	return tls.NewListener(ln, &tls.Config{GetCertificate: w.GetCertificate, MinVersion: tls.VersionTLS12, NextProtos: protos}), nil
+}

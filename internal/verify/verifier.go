@@ -1,0 +1,106 @@
+package verify
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/keyformat"
+	"keyward.dev/keyward/internal/policy"
+)
+
+// Verifier does the I/O around Decide: it parses the key (malformed needs no
+// lookup), consults the brute-force limiter, reads the key, its Application
+// and its tenant from the Store, decides, and reports the outcome to the
+// limiter, the usage recorder and the metrics. It never calls the API server.
+type Verifier struct {
+	Store Store
+	// Limiter limits guesses per client address; nil turns limiting off.
+	Limiter *Limiter
+	// APIKeysEnabledByDefault is the tenant switch where TenantSettings leaves it unset.
+	APIKeysEnabledByDefault bool
+	// Usage records uses of keys (lastUsedAt, heavy use); nil records nothing.
+	Usage *Usage
+	// Metrics counts verifications; nil counts nothing.
+	Metrics *Metrics
+	// Now is the clock.
+	Now func() time.Time
+}
+
+// Call is one verification request as the front ends receive it.
+type Call struct {
+	// Key is the presented key, as received; "" when none was presented.
+	// Never log it.
+	Key string
+	// Addr is the client address checked against allowedNetworks.
+	Addr netip.Addr
+	// LimitAddr is the address guesses are counted under (usually Addr).
+	LimitAddr netip.Addr
+	// Scope and Access are what is asked for; empty Scope asks for none.
+	Scope  string
+	Access keyward.AccessLevel
+}
+
+// Verify answers one call. An error means the store could not be read (the
+// cache is not ready): the caller should answer 503, not a reason.
+func (v *Verifier) Verify(ctx context.Context, c Call) (Result, error) {
+	start := time.Now()
+	now := start
+	if v.Now != nil {
+		now = v.Now()
+	}
+	res, err := v.verify(ctx, c, now)
+	if err != nil {
+		return res, err
+	}
+	if c.Key != "" && res.Reason.Guess() {
+		v.Limiter.Fail(c.LimitAddr, now)
+	}
+	if res.Valid && v.Usage != nil {
+		v.Usage.Record(res.Namespace, res.Name, now)
+	}
+	if v.Metrics != nil {
+		v.Metrics.Observe(res, time.Since(start))
+	}
+	return res, nil
+}
+
+func (v *Verifier) verify(ctx context.Context, c Call, now time.Time) (Result, error) {
+	if blocked, wait := v.Limiter.Blocked(c.LimitAddr, now); blocked {
+		return Result{Reason: ReasonRateLimited, RetryAfter: wait}, nil
+	}
+	if c.Key == "" {
+		return Result{Reason: ReasonMalformed}, nil
+	}
+	pk, err := keyformat.Parse(c.Key)
+	if err != nil {
+		return Result{Reason: ReasonMalformed}, nil
+	}
+	req := Request{Key: pk, Addr: c.Addr, Scope: c.Scope, Access: c.Access}
+	keys, err := v.Store.AccessKeysByID(ctx, pk.ID)
+	if err != nil {
+		return Result{}, err
+	}
+	for _, k := range keys {
+		if k.Status.KeyID != pk.ID && (k.Status.PreviousKey == nil || k.Status.PreviousKey.KeyID != pk.ID) {
+			continue
+		}
+		app, err := v.Store.Application(ctx, k.Namespace, k.Spec.Application)
+		if err != nil {
+			return Result{}, err
+		}
+		ts, err := v.Store.TenantSettings(ctx, k.Namespace)
+		if err != nil {
+			return Result{}, err
+		}
+		res := Decide(req, Input{AccessKey: k, App: app, Tenant: policy.TenantFrom(ts, v.APIKeysEnabledByDefault), Now: now})
+		if res.Reason != ReasonUnknown {
+			return res, nil
+		}
+	}
+	if len(keys) == 0 {
+		return Decide(req, Input{Now: now}), nil
+	}
+	return Result{Reason: ReasonUnknown}, nil
+}

@@ -1,0 +1,145 @@
+// Package verify_test runs the verifier inside the real manager, next to the
+// real controllers, against a real kube-apiserver, etcd and garbage
+// collector: keys are issued by the controllers, read from their Secrets,
+// and checked through /v1/verify, /v1/auth, Envoy ext_authz gRPC and a real
+// NGINX doing auth_request.
+package verify_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"keyward.dev/keyward/controllers"
+	"keyward.dev/keyward/internal/testenv"
+	"keyward.dev/keyward/internal/verify"
+)
+
+var (
+	env    *testenv.Env
+	k8s    client.Client
+	ctx    context.Context
+	cancel context.CancelFunc
+	mgr    ctrl.Manager
+	vf     *verify.Verification
+
+	// verifyURL and grpcAddr are where the manager's verifier listens.
+	verifyURL string
+	grpcAddr  string
+	probeURL  string
+
+	managerLog = &syncBuffer{}
+)
+
+const (
+	timeout  = 20 * time.Second
+	interval = 50 * time.Millisecond
+	// heavyUseThreshold is low so that the suite can show heavy use.
+	heavyUseThreshold = 30
+	// failureBurst: guesses a client address may make before rate_limited.
+	failureBurst = 5
+)
+
+func TestVerify(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Verify suite (the verifier in the real manager, real kube-apiserver, NGINX)")
+}
+
+var _ = BeforeSuite(func() {
+	log := zap.New(zap.WriteTo(&teeWriter{managerLog, GinkgoWriter}), zap.UseDevMode(true), zap.Level(zapcore.Level(-1)))
+	ctrl.SetLogger(log)
+	ctx, cancel = context.WithCancel(context.Background())
+
+	var err error
+	env, err = testenv.Start()
+	Expect(err).NotTo(HaveOccurred())
+	k8s = env.Client
+
+	mgr, err = ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "127.0.0.1:0",
+		Logger:                 log,
+		Cache:                  controllers.CacheOptions(),
+		Client:                 client.Options{FieldOwner: controllers.FieldOwner},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	opts := controllers.DefaultOptions()
+	opts.SettleDelay = 200 * time.Millisecond
+	opts.MaxRequeue = 30 * time.Second
+	Expect(controllers.SetupWithManager(ctx, mgr, opts)).To(Succeed())
+
+	vopts := verify.DefaultOptions()
+	vopts.BindAddress = "127.0.0.1:0"
+	vopts.GRPCBindAddress = "127.0.0.1:0"
+	// The suite's clients, NGINX and the gRPC caller all run on loopback
+	// and act as proxies: each spec speaks for its own client address
+	// through X-Forwarded-For, sourceIP or Envoy's source address.
+	vopts.TrustedProxies = "127.0.0.1/32,::1/128"
+	vopts.FailureRate = 0.01
+	vopts.FailureBurst = failureBurst
+	vopts.FlushInterval = 100 * time.Millisecond
+	vopts.HeavyUseThreshold = heavyUseThreshold
+	vf, err = verify.SetupWithManager(ctx, mgr, vopts)
+	Expect(err).NotTo(HaveOccurred())
+
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+	Eventually(func() bool { return vf.HTTP.ListenAddr() != nil && vf.GRPC.ListenAddr() != nil }, timeout, interval).Should(BeTrue())
+	verifyURL = "http://" + vf.HTTP.ListenAddr().String()
+	grpcAddr = vf.GRPC.ListenAddr().String()
+})
+
+var _ = AfterSuite(func() {
+	if env != nil {
+		expectNoKeyMaterialLeaked()
+	}
+	if cancel != nil {
+		cancel()
+	}
+	if env != nil {
+		Expect(env.Stop()).To(Succeed())
+	}
+})
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type teeWriter struct {
+	a *syncBuffer
+	b GinkgoWriterInterface
+}
+
+func (t *teeWriter) Write(p []byte) (int, error) {
+	t.a.Write(p)
+	return t.b.Write(p)
+}
+
+var httpClient = &http.Client{Timeout: 5 * time.Second}
