@@ -162,7 +162,8 @@ func TestDefaultsMatchConfigDefault(t *testing.T) {
 		t.Errorf("image %q, want the Makefile's keyward/manager:dev", c.Image)
 	}
 	for _, a := range []string{"--leader-elect", "--leader-election-namespace=keyward-system", "--metrics-bind-address=:8443",
-		"--metrics-secure=true", "--api-keys-enabled-by-default=false", "--health-probe-bind-address=:8081"} {
+		"--metrics-secure=true", "--api-keys-enabled-by-default=false", "--health-probe-bind-address=:8081",
+		"--verify-bind-address=:8082", "--verify-grpc-bind-address=:8083"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("args %q lack %s", c.Args, a)
 		}
@@ -199,6 +200,7 @@ func TestValues(t *testing.T) {
 		"crds":                    map[string]any{"keep": false},
 		"rbac":                    map[string]any{"userRoles": false},
 		"admissionPolicies":       map[string]any{"enabled": false},
+		"verifier":                map[string]any{"grpcPort": 0, "trustedProxies": "10.0.0.0/8", "tlsSecretName": "verify-tls"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -212,13 +214,22 @@ func TestValues(t *testing.T) {
 	if c.Image != "registry.example/keyward:v1.2.3" || *d.Spec.Replicas != 1 {
 		t.Errorf("image %s, replicas %d", c.Image, *d.Spec.Replicas)
 	}
-	for _, a := range []string{"--api-keys-enabled-by-default=true", "--max-requeue=10m", "--leader-election-namespace=platform"} {
+	for _, a := range []string{"--api-keys-enabled-by-default=true", "--max-requeue=10m", "--leader-election-namespace=platform",
+		"--verify-grpc-bind-address=0", "--trusted-proxies=10.0.0.0/8", "--verify-cert-dir=/etc/keyward/verify-tls"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("args %q lack %s", c.Args, a)
 		}
 	}
 	if c.Resources.Limits.Memory().String() != "1Gi" {
 		t.Errorf("memory limit %s", c.Resources.Limits.Memory())
+	}
+	if len(c.VolumeMounts) != 1 || len(d.Spec.Template.Spec.Volumes) != 1 || d.Spec.Template.Spec.Volumes[0].Secret.SecretName != "verify-tls" {
+		t.Errorf("the verifier's TLS Secret is not mounted: %v %v", c.VolumeMounts, d.Spec.Template.Spec.Volumes)
+	}
+	if svc := find(objs, "Service", "acme-keyward-verifier"); svc == nil {
+		t.Error("no verifier Service")
+	} else if ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports"); len(ports) != 1 {
+		t.Errorf("verifier Service ports %v, want only http with grpcPort 0", ports)
 	}
 	if find(objs, "PodDisruptionBudget", "") != nil {
 		t.Error("a PodDisruptionBudget with one replica would block every drain")
