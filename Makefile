@@ -76,6 +76,20 @@ test-integration: controlplane ## Integration tests: envtest with the real kube-
 	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|no test files' ; status=$${PIPESTATUS[0]}; \
 	  echo "test-integration: exit $$status (full log: bin/test-integration.log; control-plane logs: bin/testenv/)"; exit $$status
 
+##@ Benchmarks
+
+BENCH_FLAGS ?=
+
+.PHONY: bench
+bench: ## Issuance benchmark, full mode (~30 min budget): own control plane, bin/manager as a subprocess; writes docs/benchmarks.md. BENCH_FLAGS go to the harness.
+	go build -o bin/keyward-bench ./test/bench
+	exec bin/keyward-bench -mode=full $(BENCH_FLAGS)
+
+.PHONY: bench-quick
+bench-quick: ## Issuance benchmark, quick mode (small N, one run, a few minutes; for CI): writes bin/bench/benchmarks-quick.md.
+	go build -o bin/keyward-bench ./test/bench
+	exec bin/keyward-bench -mode=quick $(BENCH_FLAGS)
+
 ##@ Build
 
 .PHONY: build

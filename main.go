@@ -15,6 +15,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -39,6 +40,9 @@ func main() {
 		enableLeaderElection bool
 		leaderElectionNS     string
 		shutdownTimeout      time.Duration
+		maxConcurrent        int
+		kubeAPIQPS           float64
+		kubeAPIBurst         int
 		opts                 = controllers.DefaultOptions()
 		verifyOpts           = verify.DefaultOptions()
 	)
@@ -54,6 +58,9 @@ func main() {
 	flag.DurationVar(&shutdownTimeout, "graceful-shutdown-timeout", 15*time.Second,
 		"How long the manager waits for its work to stop after SIGTERM; it exits 5s later whatever state it is in.")
 	verifyOpts.BindFlags(flag.CommandLine)
+	flag.IntVar(&maxConcurrent, "max-concurrent-reconciles", 4, "Reconciles each controller runs at once.")
+	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 50, "Client-side limit of requests per second to the API server (a negative value switches client-side limiting off).")
+	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 100, "Requests allowed above --kube-api-qps in a burst.")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -71,8 +78,11 @@ func main() {
 	cacheOpts := controllers.CacheOptions()
 	cacheOpts.DefaultWatchErrorHandler = watches.Handle
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	cfg := ctrl.GetConfigOrDie()
+	cfg.QPS, cfg.Burst = float32(kubeAPIQPS), kubeAPIBurst
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
+		Controller:              config.Controller{MaxConcurrentReconciles: maxConcurrent},
 		Metrics:                 metricsOpts.options(),
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          enableLeaderElection,
