@@ -126,7 +126,10 @@ func (c *keysCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	keys, err := c.store.AccessKeys(ctx)
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.count, err)
+		// The cache is not synced (a watch keeps failing, which
+		// keyward_watch_failing reports). An invalid metric here would
+		// fail the whole scrape with a 500, hiding exactly the metrics
+		// that say what is wrong; leave these gauges out instead.
 		return
 	}
 	type group struct{ ns, app, phase string }
