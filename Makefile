@@ -69,6 +69,10 @@ test-fuzz: ## Run each fuzz target for FUZZTIME (default 10s), from the committe
 bench-verify: ## Benchmark the verifier (10k keys, /v1/auth and gRPC Check vs no-op, loopback) and write docs/benchmarks.md.
 	go run ./hack/bench-verify -out docs/benchmarks.md
 
+.PHONY: bench-token
+bench-token: ## Benchmark access-token issuance (1, 8, 64 clients vs no-op) and go-oidc validation vs /v1/verify; writes ## Tokens of docs/benchmarks.md.
+	go run ./hack/bench-token -out docs/benchmarks.md
+
 .PHONY: test-integration
 test-integration: controlplane ## Integration tests: envtest with the real kube-apiserver, etcd and garbage collector.
 	@mkdir -p bin

@@ -163,7 +163,8 @@ func TestDefaultsMatchConfigDefault(t *testing.T) {
 	}
 	for _, a := range []string{"--leader-elect", "--leader-election-namespace=keyward-system", "--metrics-bind-address=:8443",
 		"--metrics-secure=true", "--api-keys-enabled-by-default=false", "--health-probe-bind-address=:8081",
-		"--verify-bind-address=:8082", "--verify-grpc-bind-address=:8083"} {
+		"--verify-bind-address=:8082", "--verify-grpc-bind-address=:8083",
+		"--tokens=true", "--token-issuer=https://keyward-verifier.keyward-system.svc:8082"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("args %q lack %s", c.Args, a)
 		}
@@ -215,7 +216,8 @@ func TestValues(t *testing.T) {
 		t.Errorf("image %s, replicas %d", c.Image, *d.Spec.Replicas)
 	}
 	for _, a := range []string{"--api-keys-enabled-by-default=true", "--max-requeue=10m", "--leader-election-namespace=platform",
-		"--verify-grpc-bind-address=0", "--trusted-proxies=10.0.0.0/8", "--verify-cert-dir=/etc/keyward/verify-tls"} {
+		"--verify-grpc-bind-address=0", "--trusted-proxies=10.0.0.0/8", "--verify-cert-dir=/etc/keyward/verify-tls",
+		"--token-issuer=https://acme-keyward-verifier.platform.svc:8082"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("args %q lack %s", c.Args, a)
 		}

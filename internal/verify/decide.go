@@ -141,6 +141,15 @@ func Decide(req Request, in Input) Result {
 		return Result{Reason: ReasonUnknown}
 	}
 	res := identity(keyID, k, in.App)
+	judge(&res, k, in, req, true)
+	return res
+}
+
+// judge sets res's Reason (and Valid) from the state of a recognised key:
+// step 2 to 4 of Decide; the client address is checked only when
+// checkAddr is set.
+func judge(res *Result, k *keyward.AccessKey, in Input, req Request, checkAddr bool) {
+	revoked := k.Spec.Revoked || k.Status.Phase == keyward.PhaseRevoked
 	switch {
 	case revoked:
 		res.Reason = ReasonRevoked
@@ -152,13 +161,34 @@ func Decide(req Request, in Input) Result {
 		res.Reason = ReasonInactive
 	case policy.IsExpired(res.ExpiresAt, in.Now) || k.Status.Phase == keyward.PhaseExpired:
 		res.Reason = ReasonExpired
-	case !AddrAllowed(k.Spec.AllowedNetworks, req.Addr):
+	case checkAddr && !AddrAllowed(k.Spec.AllowedNetworks, req.Addr):
 		res.Reason = ReasonNetworkNotAllowed
 	case policy.CheckScopes(k, in.App) != nil || !scopeGranted(res.Scopes, req.Scope, req.Access):
 		res.Reason = ReasonScopeNotAllowed
 	default:
 		res.Valid, res.Reason = true, ReasonOK
 	}
+}
+
+// DecideHeld is the decision for a key known only by its ID, without its
+// secret: what introspection of an access token asks ("would the key that
+// obtained this token still verify now?"). The ID must still be the key's
+// current one, or its previous one before status.previousKey.validUntil
+// (otherwise unknown: the key was rotated out); then the same checks as
+// Decide, except the client address, which is only known at the exchange.
+func DecideHeld(keyID string, in Input) Result {
+	k := in.AccessKey
+	if k == nil || keyID == "" {
+		return Result{Reason: ReasonUnknown}
+	}
+	switch {
+	case k.Status.KeyID == keyID:
+	case k.Status.PreviousKey != nil && k.Status.PreviousKey.KeyID == keyID && in.Now.Before(k.Status.PreviousKey.ValidUntil.Time):
+	default:
+		return Result{Reason: ReasonUnknown}
+	}
+	res := identity(keyID, k, in.App)
+	judge(&res, k, in, Request{}, false)
 	return res
 }
 

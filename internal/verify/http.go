@@ -97,7 +97,9 @@ type Handler struct {
 	Trusted TrustedProxies
 	// KeyHeader is one more header /v1/auth reads a key from; "" for none.
 	KeyHeader string
-	Log       logr.Logger
+	// Tokens serves the access-token endpoints (SPEC §7); nil serves none.
+	Tokens *Tokens
+	Log    logr.Logger
 }
 
 // Mux routes the endpoints to h.
@@ -106,6 +108,9 @@ func (h *Handler) Mux() *http.ServeMux {
 	mux.HandleFunc("POST "+PathVerify, h.serveVerify)
 	mux.HandleFunc(PathAuth, h.serveAuth)
 	mux.HandleFunc(PathAuth+"/", h.serveAuth)
+	if h.Tokens != nil {
+		h.tokenMux(mux)
+	}
 	return mux
 }
 

@@ -27,6 +27,7 @@ type fixture struct {
 	netKey, offKey          string
 	prevKey                 string
 	now                     time.Time
+	h                       *Handler
 }
 
 func newFixture(t *testing.T, trusted string, limiter *Limiter) *fixture {
@@ -69,6 +70,7 @@ func newFixture(t *testing.T, trusted string, limiter *Limiter) *fixture {
 	}
 	v := &Verifier{Store: f.store, Limiter: limiter, Now: func() time.Time { return f.now }}
 	h := &Handler{Verifier: v, Trusted: tp, KeyHeader: "X-Custom-Key", Log: logr.Discard()}
+	f.h = h
 	f.srv = httptest.NewServer(h.Mux())
 	t.Cleanup(f.srv.Close)
 	return f

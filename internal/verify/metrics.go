@@ -17,6 +17,7 @@ const (
 	MetricAccessKeys  = "keyward_access_keys"
 	MetricKeyExpiry   = "keyward_access_key_expiry_timestamp_seconds"
 	MetricKeyHeavyUse = "keyward_access_key_heavy_use"
+	MetricTokens      = "keyward_tokens_total"
 	labelNamespace    = "namespace"
 	labelApplication  = "application"
 	labelResult       = "result"
@@ -32,6 +33,7 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration prometheus.Histogram
 	heavyUse *prometheus.GaugeVec
+	tokens   *prometheus.CounterVec
 	keys     *keysCollector
 }
 
@@ -51,6 +53,10 @@ func NewMetrics(store Store) *Metrics {
 			Name: MetricKeyHeavyUse,
 			Help: "1 while a key is used more often than --heavy-use-threshold requests per minute on this replica.",
 		}, []string{labelNamespace, labelName}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricTokens,
+			Help: "Token requests at /v1/token by namespace, application and result: issued, the verification reason of a refused client, or the OAuth error (invalid_request, unsupported_grant_type, invalid_scope).",
+		}, []string{labelNamespace, labelApplication, labelResult}),
 		keys: &keysCollector{
 			store: store,
 			count: prometheus.NewDesc(MetricAccessKeys, "AccessKeys by namespace, application and phase.",
@@ -72,6 +78,9 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 		return err
 	}
 	if err := register(reg, &m.heavyUse); err != nil {
+		return err
+	}
+	if err := register(reg, &m.tokens); err != nil {
 		return err
 	}
 	if err := reg.Register(m.keys); err != nil {
@@ -103,6 +112,11 @@ func (m *Metrics) Observe(res Result, took time.Duration) {
 	m.duration.Observe(took.Seconds())
 }
 
+// ObserveToken counts one token request.
+func (m *Metrics) ObserveToken(namespace, application, result string) {
+	m.tokens.WithLabelValues(namespace, application, result).Inc()
+}
+
 // SetHeavyUse shows or clears a key's heavy use.
 func (m *Metrics) SetHeavyUse(namespace, name string, heavy bool) {
 	if heavy {
@@ -117,19 +131,25 @@ func (m *Metrics) SetHeavyUse(namespace, name string, heavy bool) {
 type keysCollector struct {
 	store         Store
 	count, expiry *prometheus.Desc
+	// ready reports whether the store can be read without waiting (the
+	// caches are synced); nil means always. Before that the collector
+	// reports nothing rather than fail the whole scrape, which would hide
+	// every other metric (keyward_watch_failing among them) from a
+	// manager that cannot watch.
+	ready func() bool
 }
 
 func (c *keysCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.count; ch <- c.expiry }
 
 func (c *keysCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.ready != nil && !c.ready() {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), collectTimeout)
 	defer cancel()
 	keys, err := c.store.AccessKeys(ctx)
 	if err != nil {
-		// The cache is not synced (a watch keeps failing, which
-		// keyward_watch_failing reports). An invalid metric here would
-		// fail the whole scrape with a 500, hiding exactly the metrics
-		// that say what is wrong; leave these gauges out instead.
+		ch <- prometheus.NewInvalidMetric(c.count, err)
 		return
 	}
 	type group struct{ ns, app, phase string }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,14 @@ const (
 	DefaultLastUsedGran      = time.Hour
 	DefaultHeavyUseThreshold = 6000
 	DefaultFlushInterval     = 10 * time.Second
+	// Access tokens (SPEC §7).
+	DefaultTokenIssuer           = "https://keyward-verifier.keyward-system.svc:8082"
+	DefaultTokenTTL              = 15 * time.Minute
+	DefaultTokenSigningSecret    = "keyward-token-signing-keys"
+	DefaultTokenSigningNamespace = "keyward-system"
+	DefaultTokenSigningRotation  = 720 * time.Hour
+	DefaultTokenSigningRefresh   = 30 * time.Second
+	DefaultTokenJWKSMaxAge       = 5 * time.Minute
 	// Off is the bind address that turns a listener off.
 	Off = "0"
 	// EventSource is the name the verifier's Events are reported by.
@@ -56,6 +65,22 @@ type Options struct {
 	LastUsedGran      time.Duration
 	HeavyUseThreshold int
 	FlushInterval     time.Duration
+	// Tokens switches the access-token endpoints on (SPEC §7).
+	Tokens bool
+	// TokenIssuer is iss, the default aud and the base URL of the token
+	// endpoints in the discovery document.
+	TokenIssuer string
+	TokenTTL    time.Duration
+	// TokenSigningSecret and TokenSigningNamespace name the Secret of the
+	// signing keys; an empty namespace is POD_NAMESPACE, else
+	// DefaultTokenSigningNamespace.
+	TokenSigningSecret    string
+	TokenSigningNamespace string
+	TokenSigningRotation  time.Duration
+	// TokenSigningRefresh is how often every replica re-reads the Secret.
+	TokenSigningRefresh time.Duration
+	// TokenJWKSMaxAge is the max-age of the JWKS answer.
+	TokenJWKSMaxAge time.Duration
 	// APIKeysEnabledByDefault mirrors the controllers' flag.
 	APIKeysEnabledByDefault bool
 	// Now is the clock; nil is time.Now.
@@ -68,6 +93,9 @@ func DefaultOptions() Options {
 		BindAddress: DefaultBindAddress, GRPCBindAddress: DefaultGRPCBindAddress,
 		FailureRate: DefaultFailureRate, FailureBurst: DefaultFailureBurst, MaxClients: DefaultMaxClients,
 		LastUsedGran: DefaultLastUsedGran, HeavyUseThreshold: DefaultHeavyUseThreshold, FlushInterval: DefaultFlushInterval,
+		Tokens: true, TokenIssuer: DefaultTokenIssuer, TokenTTL: DefaultTokenTTL,
+		TokenSigningSecret: DefaultTokenSigningSecret, TokenSigningRotation: DefaultTokenSigningRotation,
+		TokenSigningRefresh: DefaultTokenSigningRefresh, TokenJWKSMaxAge: DefaultTokenJWKSMaxAge,
 	}
 }
 
@@ -83,6 +111,14 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MaxClients, "verify-failure-max-clients", o.MaxClients, "Client addresses the failure limiter remembers; the least recently failing is forgotten first.")
 	fs.DurationVar(&o.LastUsedGran, "last-used-granularity", o.LastUsedGran, "status.lastUsedAt is written at most once per this duration per key.")
 	fs.IntVar(&o.HeavyUseThreshold, "heavy-use-threshold", o.HeavyUseThreshold, "Verifications per minute of one key, on one replica, above which it is in heavy use (HeavyUse Event, metric); 0 turns it off.")
+	fs.BoolVar(&o.Tokens, "tokens", o.Tokens, "Serve short-lived access tokens on the verification API: POST /v1/token, POST /v1/introspect, /.well-known/openid-configuration and /.well-known/jwks.json.")
+	fs.StringVar(&o.TokenIssuer, "token-issuer", o.TokenIssuer, "The issuer (iss, default aud) of access tokens: the https URL clients and gateways reach the verification API at; the discovery document's endpoints are under it.")
+	fs.DurationVar(&o.TokenTTL, "token-ttl", o.TokenTTL, "Lifetime of an access token (shorter when the key expires or its grace period ends sooner).")
+	fs.StringVar(&o.TokenSigningSecret, "token-signing-secret", o.TokenSigningSecret, "Name of the Secret holding the token signing keys (created on first start).")
+	fs.StringVar(&o.TokenSigningNamespace, "token-signing-namespace", o.TokenSigningNamespace, "Namespace of the token signing Secret (default: $POD_NAMESPACE, else "+DefaultTokenSigningNamespace+").")
+	fs.DurationVar(&o.TokenSigningRotation, "token-signing-rotation", o.TokenSigningRotation, "How long a token signing key signs before the next one takes over.")
+	fs.DurationVar(&o.TokenSigningRefresh, "token-signing-refresh", o.TokenSigningRefresh, "How often every replica re-reads the token signing Secret.")
+	fs.DurationVar(&o.TokenJWKSMaxAge, "token-jwks-max-age", o.TokenJWKSMaxAge, "max-age of the JWKS answer; key rotation overlaps by the token lifetime plus this plus --token-signing-refresh.")
 }
 
 // Verification is what Setup wires: the pieces tests and benchmarks reach.
@@ -93,6 +129,9 @@ type Verification struct {
 	Metrics  *Metrics
 	HTTP     *Server
 	GRPC     *GRPCServer
+	// Tokens and Keys are nil when tokens are off.
+	Tokens *Tokens
+	Keys   *KeyRing
 	// Ready is the readiness check registered with the manager.
 	Ready func(*http.Request) error
 }
@@ -103,6 +142,9 @@ type Verification struct {
 // +kubebuilder:rbac:groups=keyward.dev,resources=accesskeys;applications;tenantsettings,verbs=get;list;watch
 // +kubebuilder:rbac:groups=keyward.dev,resources=accesskeys/status,verbs=patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// The token signing Secret is read, created and updated (the controllers'
+// rules already grant these on Secrets).
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update
 
 // SetupWithManager registers the key-ID index, the verification servers (on
 // every replica: they need no leader election), usage reporting, the
@@ -139,10 +181,36 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ver
 	}
 	h := &Handler{Verifier: v, Trusted: trusted, KeyHeader: opts.KeyHeader, Log: log}
 	out := &Verification{Verifier: v, Handler: h, Usage: usage, Metrics: m}
+	if opts.Tokens {
+		ns := opts.TokenSigningNamespace
+		if ns == "" {
+			ns = os.Getenv(defaultTokenSigningNSEnv)
+		}
+		if ns == "" {
+			ns = DefaultTokenSigningNamespace
+		}
+		ring := &KeyRing{
+			Namespace: ns, Name: opts.TokenSigningSecret, Refresh: opts.TokenSigningRefresh,
+			Schedule: Schedule{Rotation: opts.TokenSigningRotation, TTL: opts.TokenTTL, Margin: opts.TokenSigningRefresh + opts.TokenJWKSMaxAge},
+			Reader:   mgr.GetAPIReader(), Writer: mgr.GetClient(), Log: log.WithName("signing-keys"), Now: now,
+		}
+		if opts.TokenSigningRotation <= 0 {
+			return nil, fmt.Errorf("--token-signing-rotation must be positive, not %s", opts.TokenSigningRotation)
+		}
+		t, err := NewTokens(opts.TokenIssuer, opts.TokenTTL, opts.TokenJWKSMaxAge, ring)
+		if err != nil {
+			return nil, err
+		}
+		if err := mgr.Add(ring); err != nil {
+			return nil, err
+		}
+		h.Tokens, out.Tokens, out.Keys = t, t, ring
+	}
 	if err := mgr.Add(usage); err != nil {
 		return nil, err
 	}
 	synced := &syncGate{cache: mgr.GetCache()}
+	m.keys.ready = synced.ready.Load
 	if err := mgr.Add(synced); err != nil {
 		return nil, err
 	}

@@ -40,6 +40,18 @@ type Call struct {
 	// Scope and Access are what is asked for; empty Scope asks for none.
 	Scope  string
 	Access keyward.AccessLevel
+	// Exchange marks a client authentication at /v1/token or
+	// /v1/introspect: it counts as a use of the key (lastUsedAt, heavy
+	// use) and toward the limiter, but in keyward_tokens_total rather than
+	// in the verification metrics.
+	Exchange bool
+}
+
+func (v *Verifier) now() time.Time {
+	if v.Now != nil {
+		return v.Now()
+	}
+	return time.Now()
 }
 
 // Verify answers one call. An error means the store could not be read (the
@@ -60,7 +72,7 @@ func (v *Verifier) Verify(ctx context.Context, c Call) (Result, error) {
 	if res.Valid && v.Usage != nil {
 		v.Usage.Record(res.Namespace, res.Name, now)
 	}
-	if v.Metrics != nil {
+	if v.Metrics != nil && !c.Exchange {
 		v.Metrics.Observe(res, time.Since(start))
 	}
 	return res, nil

@@ -8,6 +8,7 @@ package verify_test
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -16,6 +17,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -37,6 +40,11 @@ var (
 	// verifyURL and grpcAddr are where the manager's verifier listens.
 	verifyURL string
 	grpcAddr  string
+	// issuer is the token issuer: the verifier's own loopback URL, so
+	// that go-oidc finds the discovery document where iss says.
+	issuer string
+	// signingNS holds the token signing Secrets.
+	signingNS string
 	probeURL  string
 
 	managerLog = &syncBuffer{}
@@ -91,6 +99,13 @@ var _ = BeforeSuite(func() {
 	vopts.FailureBurst = failureBurst
 	vopts.FlushInterval = 100 * time.Millisecond
 	vopts.HeavyUseThreshold = heavyUseThreshold
+	signingNS = "keyward-system"
+	Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: signingNS}})).To(Succeed())
+	vopts.BindAddress = freeLoopbackAddr()
+	issuer = "http://" + vopts.BindAddress
+	vopts.TokenIssuer = issuer
+	vopts.TokenSigningNamespace = signingNS
+	vopts.TokenSigningRefresh = 200 * time.Millisecond
 	vf, err = verify.SetupWithManager(ctx, mgr, vopts)
 	Expect(err).NotTo(HaveOccurred())
 
@@ -105,6 +120,7 @@ var _ = BeforeSuite(func() {
 
 var _ = AfterSuite(func() {
 	if env != nil {
+		rememberSigningKeys()
 		expectNoKeyMaterialLeaked()
 	}
 	if cancel != nil {
@@ -140,6 +156,16 @@ type teeWriter struct {
 func (t *teeWriter) Write(p []byte) (int, error) {
 	t.a.Write(p)
 	return t.b.Write(p)
+}
+
+// freeLoopbackAddr is a loopback address with a port free now, for a
+// listener whose URL must be known before it starts (the token issuer).
+func freeLoopbackAddr() string {
+	GinkgoHelper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}

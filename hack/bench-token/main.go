@@ -1,0 +1,339 @@
+// Command bench-token measures access-token issuance (POST /v1/token)
+// against a no-op handler on the same server, at 1, 8 and 64 concurrent
+// clients, and the cost of one local token validation with go-oidc against
+// a POST /v1/verify round trip. It writes the "## Tokens" section of
+// docs/benchmarks.md.
+package main
+
+import (
+	"context"
+	"crypto"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/keyformat"
+	"keyward.dev/keyward/internal/verify"
+)
+
+const issuer = "https://keyward.bench"
+
+func main() {
+	var (
+		out      = flag.String("out", "docs/benchmarks.md", "file whose ## Tokens section is (re)written; - for stdout only")
+		nKeys    = flag.Int("keys", 1000, "keys in the store")
+		duration = flag.Duration("duration", 3*time.Second, "length of each phase (summed over its rounds)")
+		rounds   = flag.Int("rounds", 6, "slices per phase, alternating with the no-op")
+		maxReq   = flag.Int("max", 300_000, "requests per phase at most")
+	)
+	flag.Parse()
+
+	store, plains := buildStore(*nKeys)
+	v := &verify.Verifier{Store: store, Metrics: verify.NewMetrics(store), Now: time.Now,
+		Usage: &verify.Usage{Granularity: time.Hour, HeavyUseThreshold: 1 << 30, Store: store, Log: logr.Discard(), Now: time.Now}}
+	must(v.Metrics.Register(prometheus.NewRegistry()))
+	scheme := k8sruntime.NewScheme()
+	must(corev1.AddToScheme(scheme))
+	c := fake.NewClientBuilder().WithScheme(scheme).Build()
+	ring := &verify.KeyRing{Namespace: "keyward-system", Name: "signing", Reader: c, Writer: c, Log: logr.Discard(),
+		Schedule: verify.Schedule{Rotation: 720 * time.Hour, TTL: 15 * time.Minute, Margin: time.Minute}}
+	must(ring.Sync(context.Background()))
+	tokens, err := verify.NewTokens(issuer, 15*time.Minute, time.Minute, ring)
+	must(err)
+	h := &verify.Handler{Verifier: v, Tokens: tokens, Log: logr.Discard()}
+
+	// One server: the real mux and a no-op under /noop, each timed.
+	tokenTimes, noopTimes := newRecorder(*maxReq), newRecorder(*maxReq)
+	real := h.Mux()
+	mux := http.NewServeMux()
+	mux.Handle("/", timed(real, tokenTimes))
+	mux.Handle("/noop", timed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"access_token":"x","token_type":"Bearer","expires_in":900,"scope":""}`)
+	}), noopTimes))
+	base := serveHTTP(mux)
+
+	pick := func() (string, string) {
+		p := plains[rand.IntN(len(plains))]
+		k, _ := keyformat.Parse(p)
+		return k.ID, p
+	}
+	body := url.Values{"grant_type": {"client_credentials"}}.Encode()
+	phase := func(workers int, path string, rec *recorder, slice time.Duration, max int) result {
+		tr := &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers}
+		cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+		return load(workers, slice, max, rec, func() bool {
+			req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			id, secret := pick()
+			req.SetBasicAuth(id, secret)
+			resp, err := cl.Do(req)
+			if err != nil {
+				return false
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+	}
+	fmt.Fprintln(os.Stderr, "warming up")
+	phase(8, verify.PathToken, nil, time.Second, *maxReq)
+	type row struct {
+		workers     int
+		token, noop result
+	}
+	var rows []row
+	slice := *duration / time.Duration(*rounds)
+	for _, w := range []int{1, 8, 64} {
+		var r row
+		r.workers = w
+		for i := 0; i < *rounds; i++ {
+			fmt.Fprintf(os.Stderr, "%d clients, round %d/%d\n", w, i+1, *rounds)
+			r.noop = r.noop.merge(phase(w, "/noop", noopTimes, slice, *maxReq / *rounds))
+			r.token = r.token.merge(phase(w, verify.PathToken, tokenTimes, slice, *maxReq / *rounds))
+		}
+		for _, x := range []*result{&r.noop, &r.token} {
+			slices.Sort(x.client)
+			slices.Sort(x.server)
+		}
+		rows = append(rows, r)
+	}
+
+	// Local validation with go-oidc (the key set in memory, as a gateway
+	// holds it after its first JWKS fetch) vs a /v1/verify round trip.
+	id, secret := pick()
+	form := url.Values{"grant_type": {"client_credentials"}}.Encode()
+	req, _ := http.NewRequest(http.MethodPost, base+verify.PathToken, strings.NewReader(form))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(id, secret)
+	resp, err := http.DefaultClient.Do(req)
+	must(err)
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	token := regexp.MustCompile(`"access_token":"([^"]+)"`).FindStringSubmatch(string(raw))[1]
+	set, _ := ring.JWKS(time.Now())
+	var pubs []crypto.PublicKey
+	for _, k := range set.Keys {
+		pubs = append(pubs, k.Key)
+	}
+	ver := oidc.NewVerifier(issuer, &oidc.StaticKeySet{PublicKeys: pubs}, &oidc.Config{ClientID: issuer, SupportedSigningAlgs: []string{"ES256"}})
+	local := testing.Benchmark(func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ver.Verify(context.Background(), token); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	verifyBody := `{"key":"` + secret + `"}`
+	rtCl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	var rts []time.Duration
+	for i := 0; i < 5000; i++ {
+		t := time.Now()
+		resp, err := rtCl.Post(base+verify.PathVerify, "application/json", strings.NewReader(verifyBody))
+		must(err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		rts = append(rts, time.Since(t))
+	}
+	slices.Sort(rts)
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Tokens\n\n")
+	fmt.Fprintf(&b, "`make bench-token` (`hack/bench-token`), run %s on %d CPUs (%s/%s, %s), shared with other work (load average at the end: %s): %d keys in an in-memory store (`verify.MemStore`), keys drawn at random, HTTP Basic client authentication, ES256 signing; the real handler (`POST /v1/token`: form, client authentication through the verifier, claims, signature) and a no-op handler answering a canned token response on the same server, %s per phase in %d slices alternating with the no-op, loopback.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), loadavg(), *nKeys, *duration, *rounds)
+	fmt.Fprintf(&b, "| clients | endpoint | requests | req/s | client p50 | client p99 | server p50 | server p99 | failed | vs no-op |\n")
+	fmt.Fprintf(&b, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		for _, x := range []struct {
+			name string
+			res  result
+		}{{"no-op", r.noop}, {"`POST /v1/token`", r.token}} {
+			ratio := ""
+			if x.name != "no-op" {
+				ratio = fmt.Sprintf("%.2f×", x.res.rps()/r.noop.rps())
+			}
+			fmt.Fprintf(&b, "| %d | %s | %d | %.0f | %s | %s | %s | %s | %d | %s |\n", r.workers, x.name, x.res.requests, x.res.rps(),
+				us(pct(x.res.client, .5)), us(pct(x.res.client, .99)), us(pct(x.res.server, .5)), us(pct(x.res.server, .99)), x.res.failures, ratio)
+		}
+	}
+	fmt.Fprintf(&b, "\n- One local validation of a token with go-oidc (`IDTokenVerifier.Verify`, key set in memory: ES256 signature, iss, aud, exp): **%s** (%d allocs/op), against a `POST /v1/verify` round trip on loopback (one client, keep-alive): p50 **%s**, p99 %s.\n",
+		us(time.Duration(local.NsPerOp())), local.AllocsPerOp(), us(pct(rts, .5)), us(pct(rts, .99)))
+	fmt.Fprintf(&b, "- Goals (issue 11): issuance ≥ 0.5× the no-op's throughput, server-side p99 ≤ 2 ms.\n")
+	fmt.Fprintf(&b, "- Client-side latency includes the load generator, on the same CPUs; server-side is measured around the handler.\n")
+	section := b.String()
+	fmt.Print(section)
+	if *out != "-" {
+		must(writeSection(*out, section))
+		fmt.Fprintln(os.Stderr, "wrote", *out)
+	}
+}
+
+func buildStore(n int) (*verify.MemStore, []string) {
+	store := verify.NewMemStore()
+	store.Put(&keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: keyward.TenantSettingsName},
+		Spec: keyward.TenantSettingsSpec{APIKeysEnabled: ptr.To(true)}})
+	store.Put(&keyward.Application{ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: "app"},
+		Spec: keyward.ApplicationSpec{Group: "Developers", Team: "team", Scopes: []keyward.Scope{{Name: "orders", Access: keyward.ReadWrite}}}})
+	expires := metav1.NewTime(time.Now().Add(24 * time.Hour))
+	var plains []string
+	for i := 0; i < n; i++ {
+		m, err := keyformat.Generate()
+		must(err)
+		store.Put(&keyward.AccessKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: fmt.Sprintf("key-%05d", i)},
+			Spec: keyward.AccessKeySpec{Application: "app", Owner: "alice", State: keyward.StateActive,
+				ExpiresAt: keyward.NewTimestamp(expires.Time), AllowedNetworks: []string{"127.0.0.0/8", "::1/128"}},
+			Status: keyward.AccessKeyStatus{Phase: keyward.PhaseActive, KeyID: m.ID, SecretHash: keyformat.HashSecret(m.Secret), ExpiresAt: &expires},
+		})
+		plains = append(plains, m.Plaintext())
+	}
+	return store, plains
+}
+
+type recorder struct {
+	d []time.Duration
+	n atomic.Int64
+}
+
+func newRecorder(max int) *recorder { return &recorder{d: make([]time.Duration, max+1024)} }
+
+func (r *recorder) add(d time.Duration) {
+	if i := r.n.Add(1) - 1; int(i) < len(r.d) {
+		r.d[i] = d
+	}
+}
+
+func timed(h http.Handler, rec *recorder) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		h.ServeHTTP(w, r)
+		rec.add(time.Since(start))
+	})
+}
+
+func serveHTTP(h http.Handler) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	go func() { _ = (&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}).Serve(ln) }()
+	return "http://" + ln.Addr().String()
+}
+
+type result struct {
+	requests, failures int64
+	elapsed            time.Duration
+	client, server     []time.Duration
+}
+
+func (r result) rps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+
+func (r result) merge(o result) result {
+	return result{requests: r.requests + o.requests, failures: r.failures + o.failures, elapsed: r.elapsed + o.elapsed,
+		client: append(r.client, o.client...), server: append(r.server, o.server...)}
+}
+
+func load(workers int, d time.Duration, max int, rec *recorder, do func() bool) result {
+	if rec != nil {
+		rec.n.Store(0)
+	}
+	var (
+		count, failures atomic.Int64
+		wg              sync.WaitGroup
+		mu              sync.Mutex
+		client          []time.Duration
+	)
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var local []time.Duration
+			for time.Now().Before(deadline) && count.Add(1) <= int64(max) {
+				t := time.Now()
+				if !do() {
+					failures.Add(1)
+				}
+				local = append(local, time.Since(t))
+			}
+			mu.Lock()
+			client = append(client, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	r := result{requests: int64(len(client)), failures: failures.Load(), elapsed: time.Since(start), client: client}
+	if rec != nil {
+		n := min(int(rec.n.Load()), len(rec.d))
+		r.server = slices.Clone(rec.d[:n])
+	}
+	return r
+}
+
+func pct(s []time.Duration, p float64) time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d.Nanoseconds())/1000) }
+
+// writeSection replaces (or appends) the "## Tokens" section of path.
+func writeSection(path, section string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	doc := string(raw)
+	re := regexp.MustCompile(`(?ms)^## Tokens\n.*?(^## |\z)`)
+	if loc := re.FindStringSubmatchIndex(doc); loc != nil {
+		doc = doc[:loc[0]] + section + "\n" + doc[loc[2]:]
+		if loc[2] == len(raw) {
+			doc = strings.TrimRight(doc, "\n") + "\n"
+		}
+	} else {
+		doc = strings.TrimRight(doc, "\n") + "\n\n" + section
+	}
+	return os.WriteFile(path, []byte(doc), 0o644)
+}
+
+func loadavg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(raw))
+	return strings.Join(f[:3], " ")
+}
+
+func must(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-token:", err)
+		os.Exit(1)
+	}
+}
