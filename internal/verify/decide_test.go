@@ -70,7 +70,9 @@ func TestDecide(t *testing.T) {
 		}
 	}
 	expiring := func(d time.Duration) func(*keyward.AccessKey) {
-		return func(k *keyward.AccessKey) { k.Spec.ExpiresAt, k.Status.ExpiresAt = keyward.NewTimestamp(at(d).Time), at(d) }
+		return func(k *keyward.AccessKey) {
+			k.Spec.ExpiresAt, k.Status.ExpiresAt = keyward.NewTimestamp(at(d).Time), at(d)
+		}
 	}
 	networks := func(n ...string) func(*keyward.AccessKey) {
 		return func(k *keyward.AccessKey) { k.Spec.AllowedNetworks = n }
