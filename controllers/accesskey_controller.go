@@ -8,7 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
@@ -202,14 +201,11 @@ func (r *AccessKeyReconciler) report(ctx context.Context, orig, key *keyward.Acc
 	status := &key.Status
 	status.Phase = decision.Phase
 	status.ObservedGeneration = key.Generation
-	ready := metav1.ConditionFalse
-	if decision.Phase == keyward.PhaseActive {
-		ready = metav1.ConditionTrue
-	}
-	meta.SetStatusCondition(&status.Conditions, metav1.Condition{
-		Type: keyward.ConditionReady, Status: ready, Reason: decision.Reason, Message: decision.Message,
-		ObservedGeneration: key.Generation,
-	})
+	// Ready (True once the key is where its spec asks: Active, Inactive,
+	// Expired, Revoked), plus Reconciling or Stalled while it is not, as
+	// kstatus reads them (internal/policy/conditions.go).
+	policy.SetConditions(&status.Conditions, key.Generation, policy.KeyOutcome(decision.Phase, decision.Reason),
+		decision.Reason, decision.Message, r.Now())
 	if !equality.Semantic.DeepEqual(orig.Status, key.Status) {
 		err := r.Status().Patch(ctx, key, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 		if apierrors.IsConflict(err) && writesMaterial(decision.Material) {

@@ -5,13 +5,12 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/policy"
 )
 
 // ApplicationReconciler has one job: report an Application's key counts
@@ -41,11 +40,18 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	counts, next := r.count(keys.Items, r.Now(), tenant.ExpiryWarning)
 	app.Status.Keys = counts
 	app.Status.ObservedGeneration = app.Generation
-	meta.SetStatusCondition(&app.Status.Conditions, metav1.Condition{
-		Type: keyward.ConditionReady, Status: metav1.ConditionTrue, Reason: "Reconciled",
-		Message:            fmt.Sprintf("%d of at most %d keys hold a slot", slotsHeld(*counts), app.Spec.MaxAccessKeys),
-		ObservedGeneration: app.Generation,
-	})
+	reason, message := "Reconciled", fmt.Sprintf("%d of at most %d keys hold a slot", slotsHeld(*counts), app.Spec.MaxAccessKeys)
+	switch {
+	case tenant.Invalid != "":
+		reason = keyward.ReasonInvalidTenantSettings
+		message = "TenantSettings \"default\": " + tenant.Invalid + "; no key of this application is issued or verifies"
+	case !tenant.Enabled:
+		reason = keyward.ReasonAPIKeysDisabled
+		message = "API keys are switched off in this tenant: no key of this application is issued or verifies"
+	}
+	// Ready=True when its keys can be issued; Reconciling while the tenant
+	// is switched off, Stalled while its TenantSettings is invalid (kstatus).
+	policy.SetConditions(&app.Status.Conditions, app.Generation, policy.TenantOutcome("Application", reason), reason, message, r.Now())
 	if err := r.patchStatus(ctx, &app, orig, !equality.Semantic.DeepEqual(orig.Status, app.Status)); err != nil {
 		return ctrl.Result{}, err
 	}
