@@ -52,8 +52,6 @@ func main() {
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader-election lease (default: the pod's namespace).")
 	flag.BoolVar(&opts.APIKeysEnabledByDefault, "api-keys-enabled-by-default", false,
 		"Switch API keys on in tenants whose TenantSettings is missing or leaves apiKeysEnabled unset.")
-	flag.DurationVar(&opts.SettleDelay, "settle-delay", opts.SettleDelay,
-		"How long a new key waits after its creation second before taking a slot, so keys created together are ranked by age.")
 	flag.DurationVar(&opts.MaxRequeue, "max-requeue", opts.MaxRequeue, "Upper bound of every reconcile timer, so a lost timer heals (at least 1s).")
 	flag.DurationVar(&shutdownTimeout, "graceful-shutdown-timeout", 15*time.Second,
 		"How long the manager waits for its work to stop after SIGTERM; it exits 5s later whatever state it is in.")
@@ -67,6 +65,7 @@ func main() {
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
+	opts.MaxConcurrentReconciles = maxConcurrent
 	if err := opts.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "keyward:", err)
 		os.Exit(2)

@@ -567,7 +567,10 @@ var _ = Describe("Row 20: search by name, key ID and owner", func() {
 })
 
 var _ = Describe("Concurrency: limits are decided by the controller, not by admission", func() {
-	It("issues exactly the 2 oldest of 20 keys created in parallel and promotes the oldest rejected one", func() {
+	// Without a settle delay, keys whose creates overlap in time are ranked
+	// in the order the manager observes them (docs/limits.md): exactly 2
+	// are issued, and a freed slot goes to the oldest waiting key.
+	It("issues exactly 2 of 20 keys created in parallel and promotes the oldest rejected one", func() {
 		ns := newTenant()
 		newApp(ns, "burst")
 		var wg sync.WaitGroup
@@ -591,18 +594,20 @@ var _ = Describe("Concurrency: limits are decided by the controller, not by admi
 			}
 			ranked = oldestFirst(list.Items)
 		}, timeout, interval).Should(Succeed())
-		for i, k := range ranked {
-			want := keyward.PhaseRejected
-			if i < 2 {
-				want = keyward.PhaseActive
+		var active, rejected []keyward.AccessKey
+		for _, k := range ranked {
+			if k.Status.Phase == keyward.PhaseActive {
+				active = append(active, k)
+			} else {
+				rejected = append(rejected, k)
 			}
-			Expect(k.Status.Phase).To(Equal(want), "%s (rank %d)", k.Name, i)
 		}
-		consistentlyPhase(&ranked[2], keyward.PhaseRejected, time.Second)
+		Expect(active).To(HaveLen(2))
+		consistentlyPhase(&rejected[0], keyward.PhaseRejected, time.Second)
 
-		Expect(k8s.Delete(ctx, &ranked[0])).To(Succeed())
-		eventuallyPhase(&ranked[2], keyward.PhaseActive)
-		for _, k := range ranked[3:] {
+		Expect(k8s.Delete(ctx, &active[0])).To(Succeed())
+		eventuallyPhase(&rejected[0], keyward.PhaseActive)
+		for _, k := range rejected[1:] {
 			Expect(get(k.DeepCopy()).Status.Phase).To(Equal(keyward.PhaseRejected), k.Name)
 		}
 	})
@@ -678,7 +683,7 @@ var _ = Describe("Bad input never stops the controller", func() {
 		}
 		err := raw("grace", map[string]any{"application": "strict", "rotation": map[string]any{"gracePeriod": "1d"}})
 		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
-		Expect(err.Error()).To(ContainSubstring("gracePeriod must be a duration such as 10m or 24h"))
+		Expect(err.Error()).To(ContainSubstring("spec.rotation.gracePeriod"))
 
 		err = raw("lowercase", map[string]any{"application": "strict", "expiresAt": "2030-01-01t00:00:00z"})
 		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
@@ -700,7 +705,9 @@ var _ = Describe("Bad input never stops the controller", func() {
 			k.Spec.SecretTemplate = &keyward.SecretTemplate{Labels: map[string]string{"not a label!": "x"}}
 		})
 		pending := eventuallyPhase(key, keyward.PhasePending, keyward.ReasonSecretInvalid)
-		Expect(readyMessage(pending)).To(ContainSubstring("not a label!"))
+		// The message names the field to fix; it never echoes the template.
+		Expect(readyMessage(pending)).To(ContainSubstring("spec.secretTemplate.labels"))
+		Expect(readyMessage(pending)).NotTo(ContainSubstring("not a label!"))
 		Expect(hasSecret(key)).To(BeFalse())
 
 		update(key, func(k *keyward.AccessKey) { k.Spec.SecretTemplate.Labels = map[string]string{"team": "web"} })

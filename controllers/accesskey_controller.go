@@ -2,7 +2,8 @@ package controllers
 
 import (
 	"context"
-	"fmt"
+	"errors"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,15 +12,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
@@ -27,17 +32,24 @@ import (
 	"keyward.dev/keyward/internal/secrets"
 )
 
-// AccessKeyReconciler drives one AccessKey through its lifecycle: it decides
-// the phase (internal/policy), issues, rotates, re-issues or destroys the key
-// material in the key's Secret, and reports status and Events.
+// AccessKeyReconciler drives one AccessKey through its lifecycle. Each
+// reconcile gathers what the key depends on from the cache, asks
+// internal/policy for a plan, carries out the plan's Secret I/O, and writes
+// the planned status once.
 type AccessKeyReconciler struct {
 	client.Client
-	// APIReader reads Secrets the label-filtered cache cannot see.
+	// APIReader reads Secrets the label-filtered cache cannot see, and
+	// confirms what the cache says before material is replaced or destroyed.
 	APIReader client.Reader
 	Recorder  recorder.EventRecorder
 	Options   Options
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
+
+	slots    *slotLedger
+	expected *materialExpectations
+	// wakeups carries namespaces where a slot freed inside a reconcile.
+	wakeups chan event.GenericEvent
 }
 
 // +kubebuilder:rbac:groups=keyward.dev,resources=accesskeys,verbs=get;list;watch;update;patch
@@ -50,13 +62,23 @@ type AccessKeyReconciler struct {
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	// Fetch the key and everything its decision depends on.
+	// Gather: the key and everything its plan depends on, from the cache.
 	var key keyward.AccessKey
 	if err := r.Get(ctx, req.NamespacedName, &key); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil // its Secret goes with it (garbage collector, secret-scrubber)
+		}
+		return ctrl.Result{}, err
 	}
 	if !key.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil // the garbage collector removes its Secret
+		r.expected.forget(key.UID)
+		return ctrl.Result{}, nil
+	}
+	now := r.Now()
+	if r.expected.stale(&key, now) {
+		// Our last material write is not in the cache yet: look again
+		// once it is.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	app, err := application(ctx, r.Client, key.Namespace, key.Spec.Application)
 	if err != nil {
@@ -66,197 +88,143 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	now := r.Now()
-	slot, err := r.slot(ctx, r.Client, &key, tenant, now)
+	secret, err := r.secret(ctx, r.Client, &key)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	secret, err := r.secretFrom(ctx, r.Client, &key)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
+	obs := policy.Observation{Key: &key, App: app, Tenant: tenant, Secret: secrets.Inspect(secret, &key),
+		Now: now, MaxRequeue: r.Options.MaxRequeue}
 
-	// Compute.
-	decision := policy.Decide(policy.Observation{
-		Key: &key, App: app, Tenant: tenant, Slot: slot, Secret: secrets.Inspect(secret, &key), Now: now,
-	})
-
-	// Material writes cannot be taken back, so they act only on a fresh view:
-	// the cache may lag behind our own last write of the key or its Secret,
-	// and acting on that would issue material twice. A first issue also
-	// ranks the key against a live list of its namespace's keys, so that no
-	// key the cache has not seen yet can lose its slot to a younger one.
-	if writesMaterial(decision.Material) {
-		var fresh keyward.AccessKey
-		if err := r.APIReader.Get(ctx, req.NamespacedName, &fresh); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(err)
-		}
-		if fresh.ResourceVersion != key.ResourceVersion {
-			return ctrl.Result{RequeueAfter: policy.MinRequeue}, nil
-		}
-		if secret, err = r.secretFrom(ctx, r.APIReader, &key); err != nil {
+	// The cache may miss a Secret whose labels were stripped, or lag behind
+	// our own last write: before material is replaced, confirm the Secret
+	// with the API server. (A first issue needs no read: a taken name
+	// refuses the create; destroy reads the Secret itself.) A key waiting
+	// for a taken name looks whether it is free before it competes again.
+	if p := policy.PlanKey(obs); p.Material == policy.MaterialReissue || p.Material == policy.MaterialRotate || policy.RefusedForName(&key) {
+		if secret, err = r.secret(ctx, r.APIReader, &key); err != nil {
 			return ctrl.Result{}, err
 		}
-		if decision.Material == policy.MaterialIssue {
-			if slot, err = r.slot(ctx, r.APIReader, &key, tenant, now); err != nil {
-				return ctrl.Result{}, err
-			}
-		}
-		decision = policy.Decide(policy.Observation{
-			Key: &key, App: app, Tenant: tenant, Slot: slot, Secret: secrets.Inspect(secret, &key), Now: now,
-		})
+		obs.Secret = secrets.Inspect(secret, &key)
 	}
 
-	// Act, then report.
-	orig := key.DeepCopy()
-	if err := r.act(ctx, &key, secret, &decision, now); err != nil {
-		return ctrl.Result{}, err
+	if policy.NeedsSlot(obs) {
+		slot, ok, err := r.slots.decide(ctx, &key, tenant)
+		if err != nil || !ok {
+			return ctrl.Result{}, err // !ok: deleted meanwhile
+		}
+		obs.Slot = slot
+	} else if !policy.IsIssued(&key) && r.slots.release(&key) {
+		r.wake(key.Namespace) // it no longer needs the slot it was granted
 	}
-	if err := r.report(ctx, orig, &key, decision); err != nil {
+
+	// Plan.
+	plan := policy.PlanKey(obs)
+
+	// Do the Secret I/O; a refusal folds into the plan.
+	wrote := false
+	switch {
+	case plan.Material.Writes():
+		material, err := r.writeMaterial(ctx, &key, secret, plan.Material)
+		if err != nil {
+			refusal, ok := secretRefusal(err)
+			if !ok {
+				return ctrl.Result{}, err
+			}
+			logf.FromContext(ctx).V(1).Info("the API server refused the key's Secret", "reason", refusal.Reason, "error", err.Error())
+			if plan.Material == policy.MaterialIssue && r.slots.release(&key) {
+				r.wake(key.Namespace)
+			}
+			plan = policy.FoldRefusal(obs, refusal)
+			break
+		}
+		plan.RecordMaterial(material.ID, keyformat.HashSecret(material.Secret))
+		wrote = true
+	case plan.Material == policy.MaterialDestroy:
+		if err := r.destroy(ctx, &key); err != nil {
+			return ctrl.Result{}, err
+		}
+	case obs.Secret == policy.SecretIntact:
+		if err := r.syncSecretMetadata(ctx, &key, secret); apierrors.IsInvalid(err) {
+			logf.FromContext(ctx).V(1).Info("the API server refused the Secret's metadata", "error", err.Error())
+			plan = policy.FoldMetadataRefusal(plan, fieldsOf(err))
+		} else if err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	// Write status once, then record the Event.
+	if err := r.writeStatus(ctx, &key, plan, wrote); err != nil {
 		if apierrors.IsConflict(err) {
 			return ctrl.Result{RequeueAfter: policy.MinRequeue}, nil // someone wrote first: look again
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err) // deleted meanwhile: its Secret goes with it
 	}
-
-	// When to come back: the earliest moment the decision can change by
-	// the clock alone, capped so a lost timer heals.
-	return ctrl.Result{RequeueAfter: policy.NextWake(now, r.Options.MaxRequeue, decision.WakeAt...)}, nil
+	if wrote {
+		r.expected.expect(&key, plan.Status.KeyID, now)
+	}
+	if plan.Event != nil {
+		r.Recorder.Eventf(&key, nil, plan.Event.Type, plan.Event.Reason, plan.Event.Reason, "%s", plan.EventNote())
+	}
+	return ctrl.Result{RequeueAfter: plan.RequeueAfter}, nil
 }
 
-// act carries out the decision's material action on the key's Secret and
-// records in key.Status what it did. A Secret the API server refuses turns
-// the decision into Pending with a reason (SecretNameConflict when the name
-// belongs to a Secret Keyward did not generate, SecretInvalid when the
-// template's labels or annotations are not valid); the rotation request, if
-// any, then stays unanswered.
-func (r *AccessKeyReconciler) act(ctx context.Context, key *keyward.AccessKey, secret *corev1.Secret, decision *policy.Decision, now time.Time) error {
-	status := &key.Status
-	previous := policy.PreviousKeyAfter(key, false, now) // drops it when its grace period is over
-	switch decision.Material {
-	case policy.MaterialIssue, policy.MaterialReissue, policy.MaterialRotate:
-		outgoing := policy.PreviousKeyAfter(key, true, now)
-		material, err := r.writeMaterial(ctx, key, secret)
-		if refused, reason, message := secretRefused(err, key); refused {
-			decision.Phase, decision.Reason, decision.Message = keyward.PhasePending, reason, message
-			decision.Material, decision.RotationRequest = policy.MaterialKeep, ""
-			break
-		}
-		if err != nil {
-			return err
-		}
-		status.KeyID, status.ShortKeyID = material.ID, shortID(material.ID)
-		status.SecretHash = keyformat.HashSecret(material.Secret)
-		status.SecretName = key.SecretName()
-		switch decision.Material {
-		case policy.MaterialIssue:
-			status.IssuedAt = &metav1.Time{Time: now}
-		case policy.MaterialRotate:
-			status.LastRotatedAt = &metav1.Time{Time: now}
-			previous = outgoing
-		}
-	case policy.MaterialDestroy:
-		if err := r.destroyMaterial(ctx, key, secret); err != nil {
-			return err
-		}
-		status.SecretHash, status.SecretName, previous = "", "", nil
-	case policy.MaterialKeep:
-		err := r.syncSecretMetadata(ctx, key, secret)
-		if apierrors.IsInvalid(err) {
-			// The key still works; say why its Secret's metadata is stale.
-			decision.Message += "; the Secret's labels or annotations from spec.secretTemplate were refused: " + err.Error()
-		} else if err != nil {
-			return err
-		}
+// writeStatus writes the planned status with one patch; after a material
+// write that patch cannot lose a race, so a written Secret is always
+// recorded (should it conflict all the same, the status goes onto the
+// latest version of the key). If the API
+// server refuses the status as invalid, a minimal one (phase, Ready with
+// its reason, the material record) is written instead, so that no key is
+// left without a status.
+func (r *AccessKeyReconciler) writeStatus(ctx context.Context, key *keyward.AccessKey, plan policy.Plan, wrote bool) error {
+	if equality.Semantic.DeepEqual(key.Status, plan.Status) {
+		return nil
 	}
-	status.PreviousKey = previous
-	if policy.IsIssued(key) {
-		status.LifetimeLimit, status.ExpiresAt = decision.LifetimeLimit, decision.ExpiresAt
-	} else {
-		status.LifetimeLimit, status.ExpiresAt = nil, nil
+	desired := key.DeepCopy()
+	desired.Status = plan.Status
+	// Optimistic locking keeps a stale view from overwriting newer status.
+	// After a material write the Secret holds the new key whatever else
+	// changed meanwhile (typically the owner-reference patch), so the patch
+	// goes through without the lock: one request, and the key is recorded.
+	var opts []client.MergeFromOption
+	if !wrote {
+		opts = append(opts, client.MergeFromWithOptimisticLock{})
 	}
-	if decision.RotationRequest != "" {
-		status.Rotation = &keyward.RotationStatus{LastRequest: decision.RotationRequest}
-	}
-	return nil
-}
-
-// secretRefused tells whether the API server refused to write the key's
-// Secret for a reason only the user can fix, and what to tell them. The
-// API server's message names fields and labels, never Secret data.
-func secretRefused(err error, key *keyward.AccessKey) (bool, string, string) {
+	err := r.Status().Patch(ctx, desired, client.MergeFromWithOptions(key, opts...))
 	switch {
-	case apierrors.IsAlreadyExists(err):
-		return true, keyward.ReasonSecretNameConflict, fmt.Sprintf("a Secret named %q that Keyward did not generate already exists; delete it or set spec.secretTemplate.name", key.SecretName())
+	case err == nil:
+	case apierrors.IsConflict(err) && wrote:
+		err = r.reapplyStatus(ctx, key, plan.Status)
 	case apierrors.IsInvalid(err):
-		return true, keyward.ReasonSecretInvalid, "the API server refused the key's Secret; check spec.secretTemplate: " + err.Error()
+		logf.FromContext(ctx).V(1).Info("the API server refused the planned status; writing a minimal one", "error", err.Error())
+		err = r.reapplyStatus(ctx, key, policy.MinimalStatus(plan, key))
 	}
-	return false, "", ""
+	if err == nil {
+		logf.FromContext(ctx).V(1).Info("status updated", "phase", plan.Status.Phase, "reason", plan.Ready().Reason, "keyID", plan.Status.KeyID)
+	}
+	return err
 }
 
-// report writes the phase and Ready condition with the rest of the status,
-// then records the transition's Event (only once the status is written, so
-// a retried reconcile does not record it twice).
-func (r *AccessKeyReconciler) report(ctx context.Context, orig, key *keyward.AccessKey, decision policy.Decision) error {
-	status := &key.Status
-	status.Phase = decision.Phase
-	status.ObservedGeneration = key.Generation
-	// Ready (True once the key is where its spec asks: Active, Inactive,
-	// Expired, Revoked), plus Reconciling or Stalled while it is not, as
-	// kstatus reads them (internal/policy/conditions.go).
-	policy.SetConditions(&status.Conditions, key.Generation, policy.KeyOutcome(decision.Phase, decision.Reason),
-		decision.Reason, decision.Message, r.Now())
-	if !equality.Semantic.DeepEqual(orig.Status, key.Status) {
-		err := r.Status().Patch(ctx, key, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
-		if apierrors.IsConflict(err) && writesMaterial(decision.Material) {
-			// The Secret already holds new material: status must say so,
-			// whatever else changed on the key in the meantime.
-			err = r.recordMaterialStatus(ctx, key)
-		}
-		if err != nil {
+// reapplyStatus writes status onto the latest version of the key. Only
+// lastUsedAt, which the verifier writes, is taken from the latest version.
+func (r *AccessKeyReconciler) reapplyStatus(ctx context.Context, key *keyward.AccessKey, status keyward.AccessKeyStatus) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var latest keyward.AccessKey
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(key), &latest); err != nil {
 			return err
 		}
-		logf.FromContext(ctx).V(1).Info("status updated", "phase", decision.Phase, "reason", decision.Reason, "keyID", status.KeyID)
-	}
-	if event := policy.TransitionEvent(orig.Status.Phase, decision); event != "" {
-		r.record(key, event, decision)
-	}
-	return nil
-}
-
-// slot decides the key's slot among every key of its namespace, as listed by
-// reader (the cache, or the API server itself before a first issue).
-func (r *AccessKeyReconciler) slot(ctx context.Context, reader client.Reader, key *keyward.AccessKey, tenant policy.Tenant, now time.Time) (policy.SlotDecision, error) {
-	if policy.IsIssued(key) {
-		return policy.SlotDecision{Outcome: policy.SlotHeld}, nil
-	}
-	var keys keyward.AccessKeyList
-	if err := reader.List(ctx, &keys, client.InNamespace(key.Namespace)); err != nil {
-		return policy.SlotDecision{}, err
-	}
-	var apps keyward.ApplicationList
-	if err := r.List(ctx, &apps, client.InNamespace(key.Namespace)); err != nil {
-		return policy.SlotDecision{}, err
-	}
-	byName := make(map[string]*keyward.Application, len(apps.Items))
-	for i := range apps.Items {
-		if apps.Items[i].DeletionTimestamp.IsZero() {
-			byName[apps.Items[i].Name] = &apps.Items[i]
+		if latest.UID != key.UID {
+			return apierrors.NewNotFound(keyward.GroupVersion.WithResource("accesskeys").GroupResource(), key.Name)
 		}
-	}
-	decisions := policy.AllocateSlots(keys.Items, byName, tenant, now, r.Options.SettleDelay)
-	if d, ok := decisions[key.Name]; ok {
-		return d, nil
-	}
-	// Not yet in the cache's list: wait until it is, so it is ranked with the others.
-	return policy.SlotDecision{Outcome: policy.SlotSettling, SettledAt: now.Add(time.Second)}, nil
+		lastUsed := latest.Status.LastUsedAt
+		latest.Status = *status.DeepCopy()
+		latest.Status.LastUsedAt = lastUsed
+		return r.Status().Update(ctx, &latest)
+	})
 }
 
-// secretFrom returns the key's Secret as read by reader, or nil when there
-// is none or it is not the key's (someone else's Secret: Create then reports
-// the conflict). Reading from the API server (APIReader) also finds a Secret
-// whose labels a user stripped, which the label-filtered cache cannot see.
-func (r *AccessKeyReconciler) secretFrom(ctx context.Context, reader client.Reader, key *keyward.AccessKey) (*corev1.Secret, error) {
+// secret returns the Secret at the key's Secret name as read by reader,
+// or nil when there is none.
+func (r *AccessKeyReconciler) secret(ctx context.Context, reader client.Reader, key *keyward.AccessKey) (*corev1.Secret, error) {
 	var s corev1.Secret
 	err := reader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.SecretName()}, &s)
 	if apierrors.IsNotFound(err) {
@@ -265,17 +233,17 @@ func (r *AccessKeyReconciler) secretFrom(ctx context.Context, reader client.Read
 	if err != nil {
 		return nil, err
 	}
-	if !secrets.BelongsTo(&s, key) || !s.DeletionTimestamp.IsZero() {
-		return nil, nil
-	}
 	return &s, nil
 }
 
-// writeMaterial generates new key material, puts it into the key's Secret
-// (existing is a fresh read, or nil) and returns it. Material already in
-// the Secret is never taken over: it was not recorded in status, so nothing
-// relies on it, and it may not come from Keyward.
-func (r *AccessKeyReconciler) writeMaterial(ctx context.Context, key *keyward.AccessKey, existing *corev1.Secret) (keyformat.Key, error) {
+// writeMaterial generates new key material and puts it into the key's
+// Secret; existing is what the plan saw at the Secret name. Fresh material
+// goes into a new Secret unless existing is the key's own intact Secret
+// (rotation) or its own Secret whose material was never recorded (a crash
+// after the Secret write): material already in a Secret is never adopted,
+// and a Secret someone edited is emptied and deleted, not reused with
+// whatever finalizers, labels or annotations were added to it.
+func (r *AccessKeyReconciler) writeMaterial(ctx context.Context, key *keyward.AccessKey, existing *corev1.Secret, action policy.MaterialAction) (keyformat.Key, error) {
 	material, err := keyformat.Generate()
 	if err != nil {
 		return keyformat.Key{}, err
@@ -284,51 +252,100 @@ func (r *AccessKeyReconciler) writeMaterial(ctx context.Context, key *keyward.Ac
 	if err := controllerutil.SetControllerReference(key, desired, r.Scheme()); err != nil {
 		return keyformat.Key{}, err
 	}
-	if existing == nil {
-		return material, r.Create(ctx, desired)
+	if action == policy.MaterialIssue {
+		err := r.Create(ctx, desired)
+		if !apierrors.IsAlreadyExists(err) {
+			return material, err
+		}
+		// Ours from an unrecorded issue? Then it gets the new material.
+		if existing, err = r.secret(ctx, r.APIReader, key); err != nil {
+			return keyformat.Key{}, err
+		}
+		if existing == nil || !metav1.IsControlledBy(existing, key) || !existing.DeletionTimestamp.IsZero() {
+			return keyformat.Key{}, apierrors.NewAlreadyExists(corev1.Resource("secrets"), key.SecretName())
+		}
+		return material, r.overwrite(ctx, existing, desired)
 	}
-	existing.Type = secrets.SecretType
+	switch secrets.Inspect(existing, key) {
+	case policy.SecretMissing:
+		if existing != nil { // emptied, being deleted: create once it is gone
+			return keyformat.Key{}, apierrors.NewAlreadyExists(corev1.Resource("secrets"), key.SecretName())
+		}
+		return material, r.Create(ctx, desired)
+	case policy.SecretIntact: // a rotation
+		return material, r.overwrite(ctx, existing, desired)
+	case policy.SecretTampered:
+		if err := r.scrubAndDelete(ctx, existing); err != nil {
+			return keyformat.Key{}, err
+		}
+		return material, r.Create(ctx, desired) // AlreadyExists while a finalizer keeps the old one
+	}
+	return keyformat.Key{}, apierrors.NewAlreadyExists(corev1.Resource("secrets"), key.SecretName())
+}
+
+// overwrite puts desired's material, type, labels and controller reference
+// into existing, one of the key's own Secrets.
+func (r *AccessKeyReconciler) overwrite(ctx context.Context, existing, desired *corev1.Secret) error {
+	existing.Type = desired.Type
 	existing.Data = desired.Data
 	existing.OwnerReferences = desired.OwnerReferences
-	secrets.ApplyMetadata(existing, key)
-	return material, r.Update(ctx, existing)
+	existing.Labels, existing.Annotations = mergeMaps(existing.Labels, desired.Labels), mergeMaps(existing.Annotations, desired.Annotations)
+	return r.Update(ctx, existing)
 }
 
-// recordMaterialStatus writes key's status onto the latest version of the
-// AccessKey after its Secret received new material but the first status
-// patch lost a race (typically with the owner-reference patch). Only
-// lastUsedAt, which the verifier writes, is taken from the latest version.
-func (r *AccessKeyReconciler) recordMaterialStatus(ctx context.Context, key *keyward.AccessKey) error {
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var latest keyward.AccessKey
-		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(key), &latest); err != nil {
-			return err
-		}
-		base := latest.DeepCopy()
-		lastUsed := latest.Status.LastUsedAt
-		latest.Status = *key.Status.DeepCopy()
-		latest.Status.LastUsedAt = lastUsed
-		return r.Status().Patch(ctx, &latest, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
-	})
-}
-
-func (r *AccessKeyReconciler) destroyMaterial(ctx context.Context, key *keyward.AccessKey, secret *corev1.Secret) error {
-	if secret == nil {
-		var err error
-		if secret, err = r.secretFrom(ctx, r.APIReader, key); err != nil || secret == nil {
-			return err
-		}
+// destroy empties and deletes the Secret holding the key's material. It is
+// found with an API read by name, so stripped labels do not hide it, and
+// recognised by its controller or by the key IDs status records, so a
+// stripped owner reference does not either. Emptying comes first: a
+// finalizer someone added keeps a deleted Secret, and it must keep no key.
+func (r *AccessKeyReconciler) destroy(ctx context.Context, key *keyward.AccessKey) error {
+	name := key.Status.SecretName
+	if name == "" {
+		name = key.SecretName()
 	}
-	return client.IgnoreNotFound(r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}))
+	var s corev1.Secret
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: name}, &s)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !secrets.HoldsMaterialOf(&s, key) {
+		return nil // someone else's Secret: not ours to touch
+	}
+	return r.scrubAndDelete(ctx, &s)
+}
+
+// scrubAndDelete empties s's data, then deletes it.
+func (r *AccessKeyReconciler) scrubAndDelete(ctx context.Context, s *corev1.Secret) error {
+	if err := scrub(ctx, r.Client, s); err != nil {
+		return err
+	}
+	if !s.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Delete(ctx, s, client.Preconditions{UID: &s.UID}))
+}
+
+// scrub empties the data of s. An immutable Secret cannot be emptied; it
+// is deleted all the same.
+func scrub(ctx context.Context, c client.Client, s *corev1.Secret) error {
+	if len(s.Data) == 0 && len(s.StringData) == 0 {
+		return nil
+	}
+	s.Data, s.StringData = nil, nil
+	err := c.Update(ctx, s)
+	if apierrors.IsInvalid(err) || apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
 }
 
 // syncSecretMetadata restores the labels, annotations and controller
-// reference a user removed from an intact Secret; the key material is left
-// alone.
+// reference someone removed from the key's intact Secret; the key material
+// is left alone.
 func (r *AccessKeyReconciler) syncSecretMetadata(ctx context.Context, key *keyward.AccessKey, secret *corev1.Secret) error {
-	if secret == nil {
-		return nil
-	}
 	orig := secret.DeepCopy()
 	changed := secrets.ApplyMetadata(secret, key)
 	if !metav1.IsControlledBy(secret, key) {
@@ -343,44 +360,157 @@ func (r *AccessKeyReconciler) syncSecretMetadata(ctx context.Context, key *keywa
 	return r.Patch(ctx, secret, client.MergeFrom(orig))
 }
 
-// record emits the Event for a transition. Notes carry the key ID and
-// reason, never key material.
-func (r *AccessKeyReconciler) record(key *keyward.AccessKey, reason string, d policy.Decision) {
-	eventType := corev1.EventTypeNormal
-	if d.Phase == keyward.PhaseRejected || reason == keyward.EventSecretRecreated {
-		eventType = corev1.EventTypeWarning
+// secretRefusal tells whether the API server refused the key's Secret for
+// a reason only the user can fix, and which spec fields are at fault. The
+// API server's message is not passed on: it may echo any template value.
+func secretRefusal(err error) (policy.Refusal, bool) {
+	switch {
+	case apierrors.IsAlreadyExists(err):
+		return policy.Refusal{Reason: keyward.ReasonSecretNameConflict}, true
+	case apierrors.IsInvalid(err):
+		return policy.Refusal{Reason: keyward.ReasonSecretInvalid, Fields: fieldsOf(err)}, true
 	}
-	note := d.Message
-	if key.Status.KeyID != "" {
-		note = fmt.Sprintf("%s (key ID %s)", d.Message, key.Status.KeyID)
-	}
-	r.Recorder.Eventf(key, nil, eventType, reason, reason, "%s", note)
+	return policy.Refusal{}, false
 }
 
-func writesMaterial(a policy.MaterialAction) bool {
-	return a == policy.MaterialIssue || a == policy.MaterialReissue || a == policy.MaterialRotate
-}
-
-func shortID(id string) string {
-	if len(id) > 8 {
-		return id[:8]
+// fieldsOf maps the fields an Invalid error names on the Secret to the
+// AccessKey spec fields that set them.
+func fieldsOf(err error) []string {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || status.Status().Details == nil {
+		return nil
 	}
-	return id
+	seen := map[string]bool{}
+	var out []string
+	for _, c := range status.Status().Details.Causes {
+		var f string
+		switch {
+		case strings.HasPrefix(c.Field, "metadata.labels"):
+			f = "spec.secretTemplate.labels"
+		case strings.HasPrefix(c.Field, "metadata.annotations"):
+			f = "spec.secretTemplate.annotations"
+		case strings.HasPrefix(c.Field, "metadata.name"):
+			f = "spec.secretTemplate.name"
+		default:
+			continue
+		}
+		if !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
-// SetupWithManager watches AccessKeys, their Secrets, and what their
-// decisions depend on: Applications, TenantSettings and the other keys of
-// the namespace (a freed slot promotes the oldest waiting key).
+func mergeMaps(have, want map[string]string) map[string]string {
+	if have == nil {
+		have = map[string]string{}
+	}
+	for k, v := range want {
+		have[k] = v
+	}
+	return have
+}
+
+// wake asks for the keys of ns that a freed slot changes to be
+// reconciled (see wakingKeys).
+func (r *AccessKeyReconciler) wake(ns string) {
+	ev := event.GenericEvent{Object: &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns}}}
+	select {
+	case r.wakeups <- ev:
+	default:
+		go func() { r.wakeups <- ev }() // never block a worker
+	}
+}
+
+// wakingKeys returns the keys of obj's namespace whose slot decision a
+// freed slot changes (see slotLedger.waking).
+func (r *AccessKeyReconciler) wakingKeys(ctx context.Context, obj client.Object) []ctrl.Request {
+	ns := obj.GetNamespace()
+	tenant, err := tenantPolicy(ctx, r.Client, ns, r.Options.APIKeysEnabledByDefault)
+	if err == nil {
+		var keys []types.NamespacedName
+		if keys, err = r.slots.waking(ctx, ns, tenant); err == nil {
+			reqs := make([]ctrl.Request, len(keys))
+			for i := range keys {
+				reqs[i] = ctrl.Request{NamespacedName: keys[i]}
+			}
+			return reqs
+		}
+	}
+	logf.FromContext(ctx).Error(err, "waking waiting keys", "namespace", ns)
+	return nil
+}
+
+// SetupWithManager watches AccessKeys (not their status updates: those are
+// the controller's own) and their Secrets, and what plans depend on:
+// Applications and TenantSettings, but only when their spec changes or they
+// come or go (never on their status updates), and other keys only when a
+// slot can have freed.
 func (r *AccessKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.slots = newSlotLedger(mgr.GetCache())
+	r.expected = newMaterialExpectations()
+	r.wakeups = make(chan event.GenericEvent, 1024)
+	specChanged := builder.WithPredicates(predicate.GenerationChangedPredicate{})
+	enqueue := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], ns string) {
+		for _, req := range r.wakingKeys(ctx, &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns}}) {
+			q.Add(req)
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("accesskey").
-		For(&keyward.AccessKey{}).
-		Owns(&corev1.Secret{}).
-		Watches(&keyward.Application{}, handler.EnqueueRequestsFromMapFunc(r.keysOfApplication)).
-		Watches(&keyward.TenantSettings{}, handler.EnqueueRequestsFromMapFunc(r.keysOfNamespace)).
-		Watches(&keyward.AccessKey{}, handler.EnqueueRequestsFromMapFunc(r.waitingKeysOfNamespace),
-			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, phaseChanged{}))).
+		For(&keyward.AccessKey{}, builder.WithPredicates(keyChanged)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
+		// A Secret matters when it changes or goes; its creation is ours,
+		// or shows when the key tries to write its own.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(keyOfSecret), builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(event.CreateEvent) bool { return false },
+		})).
+		Watches(&keyward.Application{}, handler.EnqueueRequestsFromMapFunc(r.keysOfApplication), specChanged).
+		Watches(&keyward.TenantSettings{}, handler.EnqueueRequestsFromMapFunc(r.keysOfNamespace), specChanged).
+		Watches(&keyward.AccessKey{}, handler.Funcs{
+			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				if slotFreed(e.ObjectOld.(*keyward.AccessKey), e.ObjectNew.(*keyward.AccessKey)) {
+					enqueue(ctx, q, e.ObjectNew.GetNamespace())
+				}
+			},
+			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				if k, ok := e.Object.(*keyward.AccessKey); ok && (policy.IsIssued(k) || k.Status.Phase == "" || r.slots.holds(k)) {
+					enqueue(ctx, q, k.Namespace)
+				}
+			},
+		}).
+		WatchesRawSource(source.Channel(r.wakeups, handler.EnqueueRequestsFromMapFunc(r.wakingKeys))).
 		Complete(r)
+}
+
+// slotFreed reports whether an update of a key can have freed a slot: it
+// is being deleted, an issued key changed owner, or its Secret was refused
+// (a Pending key holds no slot).
+func slotFreed(old, new *keyward.AccessKey) bool {
+	holding := policy.IsIssued(old) || old.Status.Phase == ""
+	switch {
+	case old.DeletionTimestamp.IsZero() && !new.DeletionTimestamp.IsZero():
+		return holding
+	case policy.IsIssued(new) && old.Spec.Owner != new.Spec.Owner:
+		return true
+	case policy.Refused(new) && !policy.Refused(old):
+		return true
+	}
+	return false
+}
+
+// keyOfSecret maps a Keyward Secret to its key: its controller, or the key
+// its label names (a look-alike going away may unblock that key).
+func keyOfSecret(_ context.Context, obj client.Object) []ctrl.Request {
+	var reqs []ctrl.Request
+	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "AccessKey" {
+		reqs = append(reqs, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: ref.Name}})
+	}
+	if name := obj.GetLabels()[secrets.LabelAccessKey]; name != "" && (len(reqs) == 0 || reqs[0].Name != name) {
+		reqs = append(reqs, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}})
+	}
+	return reqs
 }
 
 func (r *AccessKeyReconciler) keysOfApplication(ctx context.Context, obj client.Object) []ctrl.Request {
@@ -389,21 +519,4 @@ func (r *AccessKeyReconciler) keysOfApplication(ctx context.Context, obj client.
 
 func (r *AccessKeyReconciler) keysOfNamespace(ctx context.Context, obj client.Object) []ctrl.Request {
 	return listKeys(ctx, r.Client, obj.GetNamespace(), nil, nil)
-}
-
-// waitingKeysOfNamespace: when a key is created, deleted or changes phase,
-// the keys still waiting for a slot in its namespace must look again.
-func (r *AccessKeyReconciler) waitingKeysOfNamespace(ctx context.Context, obj client.Object) []ctrl.Request {
-	return listKeys(ctx, r.Client, obj.GetNamespace(), nil, func(k *keyward.AccessKey) bool {
-		return !policy.IsIssued(k) && k.Name != obj.GetName()
-	})
-}
-
-// phaseChanged passes updates that change an AccessKey's phase.
-type phaseChanged struct{ predicate.Funcs }
-
-func (phaseChanged) Update(e event.UpdateEvent) bool {
-	o, ok1 := e.ObjectOld.(*keyward.AccessKey)
-	n, ok2 := e.ObjectNew.(*keyward.AccessKey)
-	return ok1 && ok2 && o.Status.Phase != n.Status.Phase
 }

@@ -6,8 +6,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/policy"
@@ -32,7 +34,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, err
 	}
 	var keys keyward.AccessKeyList
-	if err := r.List(ctx, &keys, client.InNamespace(app.Namespace), client.MatchingFields{IndexKeyApplication: app.Name}); err != nil {
+	if err := r.List(ctx, &keys, client.InNamespace(app.Namespace), client.MatchingFields{IndexKeyApplication: app.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -40,7 +42,8 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	counts, next := r.count(keys.Items, r.Now(), tenant.ExpiryWarning)
 	app.Status.Keys = counts
 	app.Status.ObservedGeneration = app.Generation
-	reason, message := "Reconciled", fmt.Sprintf("%d of at most %d keys hold a slot", slotsHeld(*counts), app.Spec.MaxAccessKeys)
+	reason, message := keyward.ReasonReconciled,
+		fmt.Sprintf("%d of at most %d keys hold a slot", slotsHeld(*counts), app.Spec.MaxAccessKeys)
 	switch {
 	case tenant.Invalid != "":
 		reason = keyward.ReasonInvalidTenantSettings
@@ -51,14 +54,17 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	// Ready=True when its keys can be issued; Reconciling while the tenant
 	// is switched off, Stalled while its TenantSettings is invalid (kstatus).
-	policy.SetConditions(&app.Status.Conditions, app.Generation, policy.TenantOutcome("Application", reason), reason, message, r.Now())
+	policy.SetConditions(&app.Status.Conditions, app.Generation, policy.TenantOutcome("Application", reason), reason,
+		policy.BoundMessage(message), r.Now())
 	if err := r.patchStatus(ctx, &app, orig, !equality.Semantic.DeepEqual(orig.Status, app.Status)); err != nil {
 		return ctrl.Result{}, err
 	}
 	return next, nil
 }
 
-// slotsHeld counts the keys that hold a slot: all but Pending and Rejected.
+// slotsHeld approximates the keys that hold a slot from the counts: all but
+// Pending and Rejected (an issued key that is Pending or Rejected now keeps
+// its slot too; see docs/limits.md).
 func slotsHeld(c keyward.KeyCounts) int32 { return c.Total - c.Pending - c.Rejected }
 
 func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -67,10 +73,10 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&keyward.Application{}).
 		Watches(&keyward.AccessKey{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []ctrl.Request {
 			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: obj.(*keyward.AccessKey).Spec.Application}}}
-		})).
+		}), builder.WithPredicates(countsChanged)).
 		Watches(&keyward.TenantSettings{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []ctrl.Request {
 			var apps keyward.ApplicationList
-			if err := r.List(ctx, &apps, client.InNamespace(obj.GetNamespace())); err != nil {
+			if err := r.List(ctx, &apps, client.InNamespace(obj.GetNamespace()), client.UnsafeDisableDeepCopy); err != nil {
 				return nil
 			}
 			reqs := make([]ctrl.Request, 0, len(apps.Items))
@@ -78,6 +84,6 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				reqs = append(reqs, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&apps.Items[i])})
 			}
 			return reqs
-		})).
+		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Complete(r)
 }

@@ -4,11 +4,15 @@ import (
 	"context"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/policy"
@@ -48,11 +52,19 @@ func application(ctx context.Context, c client.Reader, ns, name string) (*keywar
 	return &app, nil
 }
 
+// readyReason is the reason of a key's Ready condition, "" when none.
+func readyReason(k *keyward.AccessKey) string {
+	if c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
 // listKeys returns reconcile requests for the AccessKeys of a namespace
 // that match the field selector and keep (either may be nil).
 func listKeys(ctx context.Context, c client.Client, ns string, fields client.MatchingFields, keep func(*keyward.AccessKey) bool) []ctrl.Request {
 	var keys keyward.AccessKeyList
-	opts := []client.ListOption{client.InNamespace(ns)}
+	opts := []client.ListOption{client.InNamespace(ns), client.UnsafeDisableDeepCopy}
 	if fields != nil {
 		opts = append(opts, fields)
 	}
@@ -93,4 +105,30 @@ func (r *countsReporter) patchStatus(ctx context.Context, obj, orig client.Objec
 		return nil
 	}
 	return client.IgnoreNotFound(r.Status().Patch(ctx, obj, client.MergeFrom(orig)))
+}
+
+// countsChanged passes the AccessKey events that can change key counts:
+// creations, deletions and changes of phase or recorded expiry (not the
+// owner-reference patch or other metadata).
+var countsChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*keyward.AccessKey)
+		n, ok2 := e.ObjectNew.(*keyward.AccessKey)
+		return !ok1 || !ok2 || o.Status.Phase != n.Status.Phase || !o.Status.ExpiresAt.Equal(n.Status.ExpiresAt) ||
+			o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero()
+	},
+}
+
+// keyChanged passes the AccessKey updates a key's plan can depend on: its
+// spec (generation), its annotations (rotation), its owner references (the
+// Application it belongs to) and the start of its deletion. The
+// controller's own status writes, and lastUsedAt, are not among them.
+var keyChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld, e.ObjectNew
+		return o.GetGeneration() != n.GetGeneration() ||
+			!equality.Semantic.DeepEqual(o.GetAnnotations(), n.GetAnnotations()) ||
+			!equality.Semantic.DeepEqual(o.GetOwnerReferences(), n.GetOwnerReferences()) ||
+			o.GetDeletionTimestamp().IsZero() != n.GetDeletionTimestamp().IsZero()
+	},
 }

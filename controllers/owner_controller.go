@@ -4,22 +4,32 @@ import (
 	"context"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/policy"
 )
 
-// AccessKeyOwnerReconciler has one job: give every AccessKey an owner
-// reference to its Application, so that deleting the Application deletes
-// its keys (and, through theirs, their Secrets) by garbage collection.
-// It patches metadata only; the user's spec is never written.
+// AccessKeyOwnerReconciler has one job: tie every AccessKey to its
+// Application by an owner reference, so that deleting the Application
+// deletes its keys (and, through theirs, their Secrets) by garbage
+// collection. The reference names the Application's UID and is added once:
+// a key already tied to an Application of that name — perhaps one deleted
+// and created again under the same name — is never re-tied, so it goes
+// with the Application it belonged to (policy.ApplicationOf). It patches
+// metadata only; the user's spec is never written.
 type AccessKeyOwnerReconciler struct {
 	client.Client
+	// MaxConcurrentReconciles is shared with the AccessKey controller: every
+	// new key needs one patch here, so one worker would pace issuance.
+	MaxConcurrentReconciles int
 }
 
 func (r *AccessKeyOwnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -34,7 +44,7 @@ func (r *AccessKeyOwnerReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err != nil || app == nil {
 		return ctrl.Result{}, err // no Application yet: its creation brings us back
 	}
-	if hasOwnerRef(&key, app) {
+	if _, tied := policy.ApplicationRef(&key); tied {
 		return ctrl.Result{}, nil
 	}
 	orig := key.DeepCopy()
@@ -50,21 +60,26 @@ func (r *AccessKeyOwnerReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	return ctrl.Result{}, client.IgnoreNotFound(err)
 }
 
-func hasOwnerRef(obj metav1.Object, owner metav1.Object) bool {
-	for _, ref := range obj.GetOwnerReferences() {
-		if ref.UID == owner.GetUID() {
-			return true
-		}
-	}
-	return false
-}
-
 func (r *AccessKeyOwnerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("accesskey-owner").
-		For(&keyward.AccessKey{}).
+		// Only keys not tied yet concern it: not every status update.
+		For(&keyward.AccessKey{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(obj client.Object) bool {
+			k, ok := obj.(*keyward.AccessKey)
+			if !ok {
+				return false
+			}
+			_, tied := policy.ApplicationRef(k)
+			return !tied
+		}))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		// A key waiting for its Application is tied when it is created;
+		// nothing else about an Application concerns this controller.
 		Watches(&keyward.Application{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []ctrl.Request {
 			return listKeys(ctx, r.Client, obj.GetNamespace(), client.MatchingFields{IndexKeyApplication: obj.GetName()}, nil)
+		}), builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(event.UpdateEvent) bool { return false },
+			DeleteFunc: func(event.DeleteEvent) bool { return false },
 		})).
 		Complete(r)
 }

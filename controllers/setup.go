@@ -21,17 +21,17 @@ type Options struct {
 	// APIKeysEnabledByDefault is the switch for tenants whose TenantSettings
 	// is missing or leaves apiKeysEnabled unset.
 	APIKeysEnabledByDefault bool
-	// SettleDelay is how long after its creation second a new key waits
-	// before it may take a slot, so that keys created in the same burst are
-	// all seen and the oldest win (see docs/limits.md).
-	SettleDelay time.Duration
 	// MaxRequeue caps every timer so that a lost one heals.
 	MaxRequeue time.Duration
+	// MaxConcurrentReconciles is how many AccessKeys the AccessKey and the
+	// owner-reference controllers each reconcile at once. Limits stay exact whatever the number: slots are decided one
+	// namespace at a time (see docs/limits.md).
+	MaxConcurrentReconciles int
 }
 
 // DefaultOptions returns the defaults used by the manager's flags.
 func DefaultOptions() Options {
-	return Options{SettleDelay: 1500 * time.Millisecond, MaxRequeue: 10 * time.Minute}
+	return Options{MaxRequeue: 10 * time.Minute, MaxConcurrentReconciles: 4}
 }
 
 // FieldOwner is the field manager of every write the controllers make, so
@@ -58,7 +58,8 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 	for _, c := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&AccessKeyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 			Recorder: mgr.GetEventRecorder("keyward"), Options: opts, Now: now},
-		&AccessKeyOwnerReconciler{Client: mgr.GetClient()},
+		&AccessKeyOwnerReconciler{Client: mgr.GetClient(), MaxConcurrentReconciles: opts.MaxConcurrentReconciles},
+		&SecretScrubber{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
 		&ApplicationReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now}},
 		&TenantSettingsReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now}},
 	} {

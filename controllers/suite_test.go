@@ -10,8 +10,10 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -33,6 +35,8 @@ var (
 
 	// mgr is the manager under test, with main.go's cache options.
 	mgr ctrl.Manager
+	// stopMgr stops mgr and waits until it has stopped.
+	stopMgr func()
 )
 
 // Timeouts for Eventually: reconciles take milliseconds; expiry tests wait
@@ -57,28 +61,45 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	k8s = env.Client
 
-	mgr, err = ctrl.NewManager(env.Config, ctrl.Options{
+	mgr, stopMgr = startManager()
+})
+
+// startManager starts a manager with main.go's cache options and the
+// suite's options, and returns it with a function that stops it and waits
+// until it has stopped (as a restart or a leader change would).
+func startManager() (ctrl.Manager, func()) {
+	GinkgoHelper()
+	m, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Logger:                 log,
+		Logger:                 ctrl.Log,
 		Cache:                  controllers.CacheOptions(),
 		Client:                 client.Options{FieldOwner: controllers.FieldOwner},
+		// Several managers run in this process, one after the other.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
+	mctx, mcancel := context.WithCancel(ctx)
+	// The manager's defaults: the periodic look at every key (--max-requeue)
+	// stays out of the way of specs that count reconciles.
 	opts := controllers.DefaultOptions()
-	opts.SettleDelay = 200 * time.Millisecond
-	opts.MaxRequeue = 30 * time.Second
-	Expect(controllers.SetupWithManager(ctx, mgr, opts)).To(Succeed())
+	Expect(controllers.SetupWithManager(mctx, m, opts)).To(Succeed())
+	done := make(chan struct{})
 	go func() {
 		defer GinkgoRecover()
-		Expect(mgr.Start(ctx)).To(Succeed())
+		defer close(done)
+		Expect(m.Start(mctx)).To(Succeed())
 	}()
-})
+	return m, func() { mcancel(); <-done }
+}
 
 var _ = AfterSuite(func() {
 	if env != nil {
 		expectNoKeyMaterialLeaked()
+	}
+	if stopMgr != nil {
+		stopMgr()
 	}
 	if cancel != nil {
 		cancel()

@@ -5,6 +5,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
@@ -28,7 +29,7 @@ func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	tenant := policy.TenantFrom(&ts, r.Options.APIKeysEnabledByDefault)
 	var keys keyward.AccessKeyList
-	if err := r.List(ctx, &keys, client.InNamespace(ts.Namespace)); err != nil {
+	if err := r.List(ctx, &keys, client.InNamespace(ts.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -37,7 +38,7 @@ func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	ts.Status.APIKeysEnabled = &tenant.Enabled
 	ts.Status.Keys = counts
 	ts.Status.ObservedGeneration = ts.Generation
-	reason, message := "Enabled", "API keys are switched on in this tenant"
+	reason, message := keyward.ReasonEnabled, "API keys are switched on in this tenant"
 	switch {
 	case tenant.Invalid != "":
 		reason = keyward.ReasonInvalidTenantSettings
@@ -47,7 +48,8 @@ func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	// Ready=True on or off (the switch is what the user set); Stalled while
 	// a value cannot be used (kstatus).
-	policy.SetConditions(&ts.Status.Conditions, ts.Generation, policy.TenantOutcome("TenantSettings", reason), reason, message, r.Now())
+	policy.SetConditions(&ts.Status.Conditions, ts.Generation, policy.TenantOutcome("TenantSettings", reason), reason,
+		policy.BoundMessage(message), r.Now())
 	if err := r.patchStatus(ctx, &ts, orig, !equality.Semantic.DeepEqual(orig.Status, ts.Status)); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -60,6 +62,6 @@ func (r *TenantSettingsReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&keyward.TenantSettings{}).
 		Watches(&keyward.AccessKey{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []ctrl.Request {
 			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: keyward.TenantSettingsName}}}
-		})).
+		}), builder.WithPredicates(countsChanged)).
 		Complete(r)
 }

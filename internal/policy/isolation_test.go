@@ -57,12 +57,12 @@ func TestUnreadableExpiryIsPendingInvalidSpec(t *testing.T) {
 		for _, k := range []keyward.AccessKey{key("new", "a", -time.Hour), key("issued", "a", -time.Hour, issued(keyward.PhaseActive))} {
 			ts := keyward.Timestamp(value)
 			k.Spec.ExpiresAt = &ts
-			d := Decide(Observation{Key: &k, App: app("a", 2), Tenant: enabled, Slot: SlotDecision{Outcome: SlotGranted}, Now: t0})
-			if d.Phase != keyward.PhasePending || d.Reason != keyward.ReasonInvalidSpec || d.Material != MaterialKeep {
-				t.Errorf("%s key, expiresAt %q: got %s/%s material %d", k.Name, value, d.Phase, d.Reason, d.Material)
+			d := PlanKey(Observation{Key: &k, App: app("a", 2), Tenant: enabled, Slot: SlotDecision{Outcome: SlotGranted}, Now: t0})
+			if d.Status.Phase != keyward.PhasePending || reasonOf(d) != keyward.ReasonInvalidSpec || d.Material != MaterialKeep {
+				t.Errorf("%s key, expiresAt %q: got %s/%s material %d", k.Name, value, d.Status.Phase, reasonOf(d), d.Material)
 			}
-			if !strings.Contains(d.Message, "spec.expiresAt") || strings.Contains(d.Message, value) {
-				t.Errorf("the message names the field without echoing the value: %q", d.Message)
+			if !strings.Contains(d.Ready().Message, "spec.expiresAt") || strings.Contains(d.Ready().Message, value) {
+				t.Errorf("the message names the field without echoing the value: %q", d.Ready().Message)
 			}
 		}
 	}
@@ -79,9 +79,9 @@ func TestUnreadableTenantLifetimeStopsThatTenantOnly(t *testing.T) {
 		t.Fatalf("Invalid = %q", tenant.Invalid)
 	}
 	k := key("k", "a", -time.Hour)
-	d := Decide(Observation{Key: &k, App: app("a", 2), Tenant: tenant, Slot: SlotDecision{Outcome: SlotGranted}, Now: t0})
-	if d.Phase != keyward.PhasePending || d.Reason != keyward.ReasonInvalidTenantSettings || d.Material != MaterialKeep {
-		t.Fatalf("got %s/%s material %d", d.Phase, d.Reason, d.Material)
+	d := PlanKey(Observation{Key: &k, App: app("a", 2), Tenant: tenant, Slot: SlotDecision{Outcome: SlotGranted}, Now: t0})
+	if d.Status.Phase != keyward.PhasePending || reasonOf(d) != keyward.ReasonInvalidTenantSettings || d.Material != MaterialKeep {
+		t.Fatalf("got %s/%s material %d", d.Status.Phase, reasonOf(d), d.Material)
 	}
 
 	warn := keyward.Duration("forever")
@@ -99,7 +99,7 @@ func TestKeysWithoutOwnerShareOneOwnerLimit(t *testing.T) {
 	for i, name := range []string{"k0", "k1", "k2", "k3"} {
 		keys = append(keys, key(name, "a", time.Duration(i)*time.Second-time.Hour, owner("")))
 	}
-	got := outcomes(AllocateSlots(keys, apps, tenant, t0, 0))
+	got := outcomes(alloc(keys, apps, tenant))
 	if got["k0"] != SlotGranted || got["k1"] != SlotGranted || got["k2"] != SlotDenied || got["k3"] != SlotDenied {
 		t.Fatalf("got %v", got)
 	}
@@ -116,14 +116,14 @@ func TestTenantKeyLimit(t *testing.T) {
 		key("y", "b", -time.Hour+time.Second, owner("y")),
 		key("z", "b", -time.Hour+2*time.Second, owner("z")),
 	}
-	d := AllocateSlots(keys, apps, tenant, t0, 0)
+	d := alloc(keys, apps, tenant)
 	if d["x"].Outcome != SlotGranted || d["y"].Outcome != SlotGranted || d["z"].Outcome != SlotDenied {
 		t.Fatalf("got %v", outcomes(d))
 	}
 	if d["z"].Reason != keyward.ReasonTenantLimitExceeded || !strings.Contains(d["z"].Message, "maxKeys") {
 		t.Fatalf("got %q: %q", d["z"].Reason, d["z"].Message)
 	}
-	if ev := TransitionEvent("", Decision{Phase: keyward.PhaseRejected, Reason: keyward.ReasonTenantLimitExceeded}); ev != keyward.EventLimitExceeded {
+	if ev := transitionEvent("", decision{phase: keyward.PhaseRejected, reason: keyward.ReasonTenantLimitExceeded}); ev != keyward.EventLimitExceeded {
 		t.Fatalf("event %q", ev)
 	}
 }

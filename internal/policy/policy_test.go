@@ -56,6 +56,14 @@ var enabled = Tenant{Enabled: true, MaxKeysPerOwner: 5, MaxKeys: 1000, ExpiryWar
 
 // ---------------------------------------------------------------- slots
 
+func alloc(keys []keyward.AccessKey, apps map[string]*keyward.Application, t Tenant) map[string]SlotDecision {
+	ptrs := make([]*keyward.AccessKey, len(keys))
+	for i := range keys {
+		ptrs[i] = &keys[i]
+	}
+	return AllocateSlots(Slots{Keys: ptrs, Apps: apps, Tenant: t})
+}
+
 func outcomes(d map[string]SlotDecision) map[string]SlotOutcome {
 	out := map[string]SlotOutcome{}
 	for k, v := range d {
@@ -73,7 +81,7 @@ func TestAllocateSlotsOldestFirstThenName(t *testing.T) {
 		key("b", "a", -20*time.Second),
 		key("e", "a", -30*time.Second),
 	}
-	got := AllocateSlots(keys, apps, enabled, t0, 0)
+	got := alloc(keys, apps, enabled)
 	want := map[string]SlotOutcome{"e": SlotGranted, "b": SlotGranted, "c": SlotDenied, "d": SlotDenied}
 	if fmt.Sprint(outcomes(got)) != fmt.Sprint(want) {
 		t.Fatalf("got %v, want %v", outcomes(got), want)
@@ -89,10 +97,10 @@ func TestAllocateSlotsIsIndependentOfOrder(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		keys = append(keys, key(fmt.Sprintf("k%02d", i), "a", -time.Duration(i%4)*time.Second))
 	}
-	first := fmt.Sprint(outcomes(AllocateSlots(keys, apps, enabled, t0, 0)))
+	first := fmt.Sprint(outcomes(alloc(keys, apps, enabled)))
 	for shift := 1; shift < len(keys); shift++ {
 		rotated := append(append([]keyward.AccessKey{}, keys[shift:]...), keys[:shift]...)
-		if got := fmt.Sprint(outcomes(AllocateSlots(rotated, apps, enabled, t0, 0))); got != first {
+		if got := fmt.Sprint(outcomes(alloc(rotated, apps, enabled))); got != first {
 			t.Fatalf("order %d changed the outcome:\n%s\n%s", shift, got, first)
 		}
 	}
@@ -105,7 +113,7 @@ func TestAllocateSlotsIssuedKeysKeepTheirSlot(t *testing.T) {
 		key("issued-1", "a", -time.Minute, issued(keyward.PhaseExpired)),
 		key("issued-2", "a", -time.Minute, issued(keyward.PhaseInactive)),
 	}
-	got := AllocateSlots(keys, apps, enabled, t0, 0)
+	got := alloc(keys, apps, enabled)
 	if got["issued-1"].Outcome != SlotHeld || got["issued-2"].Outcome != SlotHeld {
 		t.Fatalf("issued keys lost their slot after the limit was lowered: %v", outcomes(got))
 	}
@@ -121,7 +129,7 @@ func TestAllocateSlotsFreedSlotGoesToOldestRejected(t *testing.T) {
 		key("young", "a", -time.Minute),
 		key("old", "a", -30*time.Minute),
 	}
-	got := AllocateSlots(keys, apps, enabled, t0, 0)
+	got := alloc(keys, apps, enabled)
 	if got["old"].Outcome != SlotGranted || got["young"].Outcome != SlotDenied {
 		t.Fatalf("got %v", outcomes(got))
 	}
@@ -138,7 +146,7 @@ func TestAllocateSlotsOwnerLimitAcrossApplications(t *testing.T) {
 		key("carol", "a", -1*time.Minute, owner("carol")),
 		key("nobody", "a", -1*time.Minute, owner("")),
 	}
-	got := AllocateSlots(keys, apps, tenant, t0, 0)
+	got := alloc(keys, apps, tenant)
 	want := map[string]SlotOutcome{"bob-1": SlotHeld, "bob-2": SlotGranted, "bob-3": SlotDenied, "carol": SlotGranted, "nobody": SlotGranted}
 	if fmt.Sprint(outcomes(got)) != fmt.Sprint(want) {
 		t.Fatalf("got %v, want %v", outcomes(got), want)
@@ -161,7 +169,7 @@ func TestAllocateSlotsNonCandidates(t *testing.T) {
 		}),
 		key("fits", "a", -time.Hour),
 	}
-	got := AllocateSlots(keys, apps, enabled, t0, 0)
+	got := alloc(keys, apps, enabled)
 	for _, n := range []string{"deleting", "revoked", "orphan", "too-wide"} {
 		if got[n].Outcome != SlotNotCandidate {
 			t.Errorf("%s: %v", n, got[n].Outcome)
@@ -172,30 +180,10 @@ func TestAllocateSlotsNonCandidates(t *testing.T) {
 	}
 }
 
-func TestAllocateSlotsSettlesKeysOfTheCurrentSecond(t *testing.T) {
-	apps := map[string]*keyward.Application{"a": app("a", 2)}
-	settle := 1500 * time.Millisecond
-	keys := []keyward.AccessKey{key("new", "a", 0), key("newer", "a", 0), key("third", "a", 0)}
-	got := AllocateSlots(keys, apps, enabled, t0.Add(2*time.Second), settle)
-	if got["new"].Outcome != SlotSettling || got["newer"].Outcome != SlotSettling {
-		t.Fatalf("keys created this second were granted before settling: %v", outcomes(got))
-	}
-	if want := t0.Add(time.Second + settle); !got["new"].SettledAt.Equal(want) {
-		t.Fatalf("settled at %v, want %v", got["new"].SettledAt, want)
-	}
-	if got["third"].Outcome != SlotDenied {
-		t.Fatalf("a key ranked beyond the limit must be rejected at once: %v", got["third"].Outcome)
-	}
-	later := AllocateSlots(keys, apps, enabled, t0.Add(time.Second+settle), settle)
-	if later["new"].Outcome != SlotGranted || later["newer"].Outcome != SlotGranted {
-		t.Fatalf("after settling: %v", outcomes(later))
-	}
-}
-
 func TestAllocateSlotsDefaultLimitIsTwo(t *testing.T) {
 	apps := map[string]*keyward.Application{"a": app("a", 0)}
 	keys := []keyward.AccessKey{key("1", "a", -3*time.Second), key("2", "a", -2*time.Second), key("3", "a", -time.Second)}
-	got := AllocateSlots(keys, apps, enabled, t0, 0)
+	got := alloc(keys, apps, enabled)
 	if got["3"].Outcome != SlotDenied || got["2"].Outcome != SlotGranted {
 		t.Fatalf("got %v", outcomes(got))
 	}
@@ -203,15 +191,27 @@ func TestAllocateSlotsDefaultLimitIsTwo(t *testing.T) {
 
 // ---------------------------------------------------------------- lifecycle
 
-func decide(k keyward.AccessKey, mutate ...func(*Observation)) Decision {
-	o := Observation{Key: &k, App: app("a", 2), Tenant: enabled, Slot: SlotDecision{Outcome: SlotGranted}, Secret: SecretMissing, Now: t0}
+// plan plans k with the observation a test needs (by default: its
+// Application exists, the tenant is on, a slot is free, and an issued key's
+// Secret is intact).
+func plan(k keyward.AccessKey, mutate ...func(*Observation)) Plan {
+	o := Observation{Key: &k, App: app("a", 2), Tenant: enabled, Slot: SlotDecision{Outcome: SlotGranted}, Secret: SecretMissing, Now: t0, MaxRequeue: 24 * time.Hour}
 	if IsIssued(&k) {
 		o.Slot, o.Secret = SlotDecision{Outcome: SlotHeld}, SecretIntact
 	}
 	for _, m := range mutate {
 		m(&o)
 	}
-	return Decide(o)
+	return PlanKey(o)
+}
+
+func reasonOf(p Plan) string { return p.Ready().Reason }
+
+func lastRequest(p Plan) string {
+	if p.Status.Rotation == nil {
+		return ""
+	}
+	return p.Status.Rotation.LastRequest
 }
 
 func TestDecidePhases(t *testing.T) {
@@ -220,7 +220,6 @@ func TestDecidePhases(t *testing.T) {
 	denied := func(o *Observation) {
 		o.Slot = SlotDecision{Outcome: SlotDenied, Reason: keyward.ReasonOwnerLimitExceeded, Message: "full"}
 	}
-	settling := func(o *Observation) { o.Slot = SlotDecision{Outcome: SlotSettling, SettledAt: t0.Add(time.Second)} }
 	narrowApp := func(o *Observation) { o.App = app("a", 2, keyward.Scope{Name: "s", Access: keyward.ReadOnly}) }
 	wantsRW := func(k *keyward.AccessKey) { k.Spec.Scopes = []keyward.Scope{{Name: "s", Access: keyward.ReadWrite}} }
 	inactive := func(k *keyward.AccessKey) { k.Spec.State = keyward.StateInactive }
@@ -239,7 +238,6 @@ func TestDecidePhases(t *testing.T) {
 		{"tenant off", key("k", "a", -time.Hour), []func(*Observation){off}, keyward.PhasePending, keyward.ReasonAPIKeysDisabled, MaterialKeep},
 		{"tenant off keeps issued material", key("k", "a", -time.Hour, issued(keyward.PhaseActive)), []func(*Observation){off}, keyward.PhasePending, keyward.ReasonAPIKeysDisabled, MaterialKeep},
 		{"limit full", key("k", "a", -time.Hour), []func(*Observation){denied}, keyward.PhaseRejected, keyward.ReasonOwnerLimitExceeded, MaterialKeep},
-		{"settling", key("k", "a", 0), []func(*Observation){settling}, keyward.PhasePending, keyward.ReasonSettling, MaterialKeep},
 		{"scope beyond application", key("k", "a", -time.Hour, wantsRW), []func(*Observation){narrowApp}, keyward.PhaseRejected, keyward.ReasonScopeNotAllowed, MaterialKeep},
 		{"scopes narrowed after issue", key("k", "a", -time.Hour, wantsRW, issued(keyward.PhaseActive)), []func(*Observation){narrowApp}, keyward.PhaseRejected, keyward.ReasonScopeNotAllowed, MaterialKeep},
 		{"active", key("k", "a", -time.Hour, issued(keyward.PhaseActive)), nil, keyward.PhaseActive, keyward.ReasonIssued, MaterialKeep},
@@ -255,11 +253,11 @@ func TestDecidePhases(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := decide(c.key, c.obs...)
-			if d.Phase != c.phase || d.Reason != c.reason || d.Material != c.material {
-				t.Fatalf("got %s/%s/material %d, want %s/%s/material %d (%s)", d.Phase, d.Reason, d.Material, c.phase, c.reason, c.material, d.Message)
+			p := plan(c.key, c.obs...)
+			if p.Status.Phase != c.phase || reasonOf(p) != c.reason || p.Material != c.material {
+				t.Fatalf("got %s/%s/material %d, want %s/%s/material %d (%s)", p.Status.Phase, reasonOf(p), p.Material, c.phase, c.reason, c.material, p.Ready().Message)
 			}
-			if d.Message == "" {
+			if p.Ready().Message == "" {
 				t.Fatal("no message")
 			}
 		})
@@ -269,7 +267,7 @@ func TestDecidePhases(t *testing.T) {
 func TestDecideRevokedAlreadyDestroyedIsIdempotent(t *testing.T) {
 	k := key("k", "a", -time.Hour, issued(keyward.PhaseRevoked), func(k *keyward.AccessKey) { k.Spec.Revoked = true })
 	k.Status.SecretHash = ""
-	d := decide(k, func(o *Observation) { o.Secret = SecretMissing })
+	d := plan(k, func(o *Observation) { o.Secret = SecretMissing })
 	if d.Material != MaterialKeep {
 		t.Fatalf("a revoked key with no material left asked for %d", d.Material)
 	}
@@ -283,27 +281,27 @@ func TestDecideRotation(t *testing.T) {
 		return func(k *keyward.AccessKey) { k.Status.Rotation = &keyward.RotationStatus{LastRequest: v} }
 	}
 	// The value present at first issue is recorded, not acted on.
-	d := decide(key("k", "a", -time.Hour, rotate("x")))
-	if d.Material != MaterialIssue || d.RotationRequest != "x" {
-		t.Fatalf("first issue: material %d, request %q", d.Material, d.RotationRequest)
+	d := plan(key("k", "a", -time.Hour, rotate("x")))
+	if d.Material != MaterialIssue || lastRequest(d) != "x" {
+		t.Fatalf("first issue: material %d, request %q", d.Material, lastRequest(d))
 	}
 	// A new value rotates.
-	d = decide(key("k", "a", -time.Hour, issued(keyward.PhaseActive), rotate("y"), recorded("x")))
-	if d.Material != MaterialRotate || d.RotationRequest != "y" {
-		t.Fatalf("new value: material %d, request %q", d.Material, d.RotationRequest)
+	d = plan(key("k", "a", -time.Hour, issued(keyward.PhaseActive), rotate("y"), recorded("x")))
+	if d.Material != MaterialRotate || lastRequest(d) != "y" {
+		t.Fatalf("new value: material %d, request %q", d.Material, lastRequest(d))
 	}
 	// The same value again (a GitOps re-apply) does nothing.
-	d = decide(key("k", "a", -time.Hour, issued(keyward.PhaseActive), rotate("y"), recorded("y")))
+	d = plan(key("k", "a", -time.Hour, issued(keyward.PhaseActive), rotate("y"), recorded("y")))
 	if d.Material != MaterialKeep {
 		t.Fatalf("re-applied value: material %d", d.Material)
 	}
 	// Removing the annotation does nothing either.
-	d = decide(key("k", "a", -time.Hour, issued(keyward.PhaseActive), recorded("y")))
+	d = plan(key("k", "a", -time.Hour, issued(keyward.PhaseActive), recorded("y")))
 	if d.Material != MaterialKeep {
 		t.Fatalf("removed annotation: material %d", d.Material)
 	}
 	// A rotation also heals a lost Secret: one new key, not two.
-	d = decide(key("k", "a", -time.Hour, issued(keyward.PhaseActive), rotate("z"), recorded("y")),
+	d = plan(key("k", "a", -time.Hour, issued(keyward.PhaseActive), rotate("z"), recorded("y")),
 		func(o *Observation) { o.Secret = SecretMissing })
 	if d.Material != MaterialRotate {
 		t.Fatalf("rotation with a lost Secret: material %d", d.Material)
@@ -313,12 +311,12 @@ func TestDecideRotation(t *testing.T) {
 func TestDecideWakesAtExpiryAndGraceEnd(t *testing.T) {
 	k := key("k", "a", -time.Hour, issued(keyward.PhaseActive), expires(time.Hour))
 	k.Status.PreviousKey = &keyward.PreviousKey{KeyID: "old", SecretHash: "sha256:old", ValidUntil: *at(10 * time.Minute)}
-	d := decide(k)
-	if got := NextWake(t0, 24*time.Hour, d.WakeAt...); got != 10*time.Minute {
+	d := plan(k)
+	if got := d.RequeueAfter; got != 10*time.Minute {
 		t.Fatalf("wake in %v, want 10m (grace end)", got)
 	}
 	k.Status.PreviousKey = nil
-	if got := NextWake(t0, 24*time.Hour, decide(k).WakeAt...); got != time.Hour {
+	if got := plan(k).RequeueAfter; got != time.Hour {
 		t.Fatalf("wake in %v, want 1h (expiry)", got)
 	}
 }
@@ -357,14 +355,14 @@ func TestLifetimeLimitIsFixedAtIssueForNewKeysOnly(t *testing.T) {
 	// A key issued before the lifetime was set keeps no bound: Decide
 	// recomputes its expiry from the recorded (nil) limit, not the tenant's.
 	k := key("k", "a", -time.Hour, issued(keyward.PhaseActive))
-	d := decide(k, func(o *Observation) { o.Tenant = tenant })
-	if d.ExpiresAt != nil || d.LifetimeLimit != nil {
-		t.Fatalf("an earlier key was bounded by a later lifetime: %v", d.ExpiresAt)
+	d := plan(k, func(o *Observation) { o.Tenant = tenant })
+	if d.Status.ExpiresAt != nil || d.Status.LifetimeLimit != nil {
+		t.Fatalf("an earlier key was bounded by a later lifetime: %v", d.Status.ExpiresAt)
 	}
 	// A new key gets it.
-	d = decide(key("n", "a", -time.Hour), func(o *Observation) { o.Tenant = tenant })
-	if !d.ExpiresAt.Equal(at(24 * time.Hour)) {
-		t.Fatalf("a new key asking for never got %v", d.ExpiresAt)
+	d = plan(key("n", "a", -time.Hour), func(o *Observation) { o.Tenant = tenant })
+	if !d.Status.ExpiresAt.Equal(at(24 * time.Hour)) {
+		t.Fatalf("a new key asking for never got %v", d.Status.ExpiresAt)
 	}
 }
 
@@ -372,13 +370,13 @@ func TestMovingExpiryIntoTheFutureRestoresButNeverBeyondTheLimit(t *testing.T) {
 	k := key("k", "a", -time.Hour, issued(keyward.PhaseExpired), expires(-time.Minute))
 	k.Status.LifetimeLimit = at(48 * time.Hour)
 	k.Spec.ExpiresAt = keyward.NewTimestamp(at(time.Hour).Time)
-	d := decide(k)
-	if d.Phase != keyward.PhaseActive || d.Material != MaterialKeep || !d.ExpiresAt.Equal(at(time.Hour)) {
-		t.Fatalf("got %s material %d expiry %v", d.Phase, d.Material, d.ExpiresAt)
+	d := plan(k)
+	if d.Status.Phase != keyward.PhaseActive || d.Material != MaterialKeep || !d.Status.ExpiresAt.Equal(at(time.Hour)) {
+		t.Fatalf("got %s material %d expiry %v", d.Status.Phase, d.Material, d.Status.ExpiresAt)
 	}
 	k.Spec.ExpiresAt = keyward.NewTimestamp(at(100 * time.Hour).Time)
-	if d := decide(k); !d.ExpiresAt.Equal(at(48 * time.Hour)) {
-		t.Fatalf("expiry beyond the lifetime limit: %v", d.ExpiresAt)
+	if d := plan(k); !d.Status.ExpiresAt.Equal(at(48 * time.Hour)) {
+		t.Fatalf("expiry beyond the lifetime limit: %v", d.Status.ExpiresAt)
 	}
 }
 
@@ -432,27 +430,27 @@ func TestPreviousKeyAfter(t *testing.T) {
 func TestTransitionEvents(t *testing.T) {
 	cases := []struct {
 		from keyward.KeyPhase
-		d    Decision
+		d    decision
 		want string
 	}{
-		{"", Decision{Phase: keyward.PhaseActive, Material: MaterialIssue}, "Issued"},
-		{keyward.PhaseActive, Decision{Phase: keyward.PhaseActive, Material: MaterialRotate}, "Rotated"},
-		{keyward.PhaseActive, Decision{Phase: keyward.PhaseActive, Material: MaterialReissue}, "SecretRecreated"},
-		{keyward.PhaseActive, Decision{Phase: keyward.PhaseActive}, ""},
-		{keyward.PhaseActive, Decision{Phase: keyward.PhaseInactive}, "Deactivated"},
-		{keyward.PhaseInactive, Decision{Phase: keyward.PhaseActive}, "Reactivated"},
-		{keyward.PhaseExpired, Decision{Phase: keyward.PhaseActive}, "Reactivated"},
-		{keyward.PhaseActive, Decision{Phase: keyward.PhaseExpired}, "Expired"},
-		{keyward.PhaseActive, Decision{Phase: keyward.PhaseRevoked, Material: MaterialDestroy}, "Revoked"},
-		{"", Decision{Phase: keyward.PhaseRejected, Reason: keyward.ReasonApplicationLimitExceeded}, "LimitExceeded"},
-		{"", Decision{Phase: keyward.PhaseRejected, Reason: keyward.ReasonOwnerLimitExceeded}, "LimitExceeded"},
-		{keyward.PhaseRejected, Decision{Phase: keyward.PhaseRejected, Reason: keyward.ReasonOwnerLimitExceeded}, ""},
-		{"", Decision{Phase: keyward.PhaseRejected, Reason: keyward.ReasonScopeNotAllowed}, "ScopeNotAllowed"},
-		{"", Decision{Phase: keyward.PhasePending, Reason: keyward.ReasonSettling}, ""},
+		{"", decision{phase: keyward.PhaseActive, material: MaterialIssue}, "Issued"},
+		{keyward.PhaseActive, decision{phase: keyward.PhaseActive, material: MaterialRotate}, "Rotated"},
+		{keyward.PhaseActive, decision{phase: keyward.PhaseActive, material: MaterialReissue}, "SecretRecreated"},
+		{keyward.PhaseActive, decision{phase: keyward.PhaseActive}, ""},
+		{keyward.PhaseActive, decision{phase: keyward.PhaseInactive}, "Deactivated"},
+		{keyward.PhaseInactive, decision{phase: keyward.PhaseActive}, "Reactivated"},
+		{keyward.PhaseExpired, decision{phase: keyward.PhaseActive}, "Reactivated"},
+		{keyward.PhaseActive, decision{phase: keyward.PhaseExpired}, "Expired"},
+		{keyward.PhaseActive, decision{phase: keyward.PhaseRevoked, material: MaterialDestroy}, "Revoked"},
+		{"", decision{phase: keyward.PhaseRejected, reason: keyward.ReasonApplicationLimitExceeded}, "LimitExceeded"},
+		{"", decision{phase: keyward.PhaseRejected, reason: keyward.ReasonOwnerLimitExceeded}, "LimitExceeded"},
+		{keyward.PhaseRejected, decision{phase: keyward.PhaseRejected, reason: keyward.ReasonOwnerLimitExceeded}, ""},
+		{"", decision{phase: keyward.PhaseRejected, reason: keyward.ReasonScopeNotAllowed}, "ScopeNotAllowed"},
+		{"", decision{phase: keyward.PhasePending, reason: keyward.ReasonSecretInvalid}, ""},
 	}
 	for _, c := range cases {
-		if got := TransitionEvent(c.from, c.d); got != c.want {
-			t.Errorf("%q → %s (material %d): got %q, want %q", c.from, c.d.Phase, c.d.Material, got, c.want)
+		if got := transitionEvent(c.from, c.d); got != c.want {
+			t.Errorf("%q → %s (material %d): got %q, want %q", c.from, c.d.phase, c.d.material, got, c.want)
 		}
 	}
 }

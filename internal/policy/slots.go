@@ -3,7 +3,6 @@ package policy
 import (
 	"fmt"
 	"sort"
-	"time"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 )
@@ -12,66 +11,72 @@ import (
 type SlotOutcome int
 
 const (
-	// SlotHeld: the key was issued before and keeps its slot, whatever the
-	// limits say now (limits apply to new keys only).
+	// SlotHeld: the key holds a slot already: it was issued (and keeps its
+	// slot whatever the limits say now: limits apply to new keys only), or
+	// it was granted one whose issue is not recorded yet.
 	SlotHeld SlotOutcome = iota
-	// SlotGranted: a new key is within both limits and may be issued.
+	// SlotGranted: a waiting key is within every limit and may be issued.
 	SlotGranted
-	// SlotSettling: the key would be granted, but keys created in the same
-	// second may not all be observed yet; it holds its place and waits.
-	SlotSettling
 	// SlotDenied: a limit is full; the key is Rejected until a slot frees.
 	SlotDenied
 	// SlotNotCandidate: the key does not compete (being deleted, revoked
-	// before issue, application missing, scopes beyond the application).
+	// before issue, application missing or replaced, scopes beyond the
+	// application, or Pending because its Secret was refused).
 	SlotNotCandidate
 )
 
 // SlotDecision is the outcome for one key with its reason when denied.
 type SlotDecision struct {
 	Outcome SlotOutcome
-	Reason  string // ApplicationLimitExceeded or OwnerLimitExceeded when denied
+	Reason  string // ApplicationLimitExceeded, OwnerLimitExceeded or TenantLimitExceeded when denied
 	Message string
-	// SettledAt is when a settling key may be issued.
-	SettledAt time.Time
 }
 
 // IsIssued reports whether key material was ever issued for the key.
 func IsIssued(k *keyward.AccessKey) bool { return k.Status.IssuedAt != nil }
 
+// Slots is what the limits are decided over: every key of one namespace as
+// the manager observes it, its Applications by name, the tenant, and which
+// keys not yet recorded as issued hold a slot all the same (granted by this
+// manager but not yet in its cache, or holding a Secret whose issue was
+// never recorded).
+type Slots struct {
+	Keys   []*keyward.AccessKey
+	Apps   map[string]*keyward.Application
+	Tenant Tenant
+	Holds  func(*keyward.AccessKey) bool
+	// Self is the key asking; it competes even when Refused, since asking
+	// is its retry.
+	Self string
+}
+
 // AllocateSlots decides, for every key of one namespace, whether it holds a
-// slot under its Application's maxAccessKeys and the tenant's
-// maxKeysPerOwner. Issued keys always keep theirs. The remaining slots go to
-// waiting keys oldest first (creationTimestamp, then name), so the result is
-// the same whichever key is reconciled first and concurrent creates can
-// never overshoot. A waiting key that would be granted still settles until
-// settle has passed after the end of its creation second: creation
-// timestamps have one-second resolution, so only then have all keys that
-// rank before it been created and observed.
+// slot under its Application's maxAccessKeys, the tenant's maxKeysPerOwner
+// and the tenant's maxKeys. Keys holding a slot keep it. The remaining slots
+// go to waiting keys oldest first (creationTimestamp, then name), so the
+// result is the same whichever key is reconciled first, and a waiting key is
+// never passed over for one that ranks after it.
 //
-// apps holds the namespace's Applications by name. Keys without an owner
-// (possible only where the owner-stamping admission policy is not
-// installed) share one owner's limit, so that leaving the owner out is no
-// way around maxKeysPerOwner. The tenant's maxKeys bounds all keys of the
-// namespace together.
-func AllocateSlots(keys []keyward.AccessKey, apps map[string]*keyward.Application, t Tenant, now time.Time, settle time.Duration) map[string]SlotDecision {
-	out := make(map[string]SlotDecision, len(keys))
+// Keys without an owner (possible only where the owner-stamping admission
+// policy is not installed) share one owner's limit, so that leaving the
+// owner out is no way around maxKeysPerOwner.
+func AllocateSlots(s Slots) map[string]SlotDecision {
+	out := make(map[string]SlotDecision, len(s.Keys))
 	usedByApp := map[string]int32{}
 	usedByOwner := map[string]int32{}
 	var usedByTenant int32
 	var waiting []*keyward.AccessKey
 
-	for i := range keys {
-		k := &keys[i]
+	for _, k := range s.Keys {
 		switch {
 		case !k.DeletionTimestamp.IsZero():
 			out[k.Name] = SlotDecision{Outcome: SlotNotCandidate}
-		case IsIssued(k):
+		case IsIssued(k) || (s.Holds != nil && s.Holds(k)):
 			out[k.Name] = SlotDecision{Outcome: SlotHeld}
 			usedByApp[k.Spec.Application]++
 			usedByOwner[k.Spec.Owner]++
 			usedByTenant++
-		case k.Spec.Revoked || apps[k.Spec.Application] == nil || CheckScopes(k, apps[k.Spec.Application]) != nil:
+		case !competes(k, s.Apps[k.Spec.Application], s.Self):
 			out[k.Name] = SlotDecision{Outcome: SlotNotCandidate}
 		default:
 			waiting = append(waiting, k)
@@ -80,33 +85,37 @@ func AllocateSlots(keys []keyward.AccessKey, apps map[string]*keyward.Applicatio
 
 	sort.Slice(waiting, func(i, j int) bool { return olderThan(waiting[i], waiting[j]) })
 	for _, k := range waiting {
-		app := apps[k.Spec.Application]
-		if usedByApp[k.Spec.Application] >= maxAccessKeys(app) {
+		app := s.Apps[k.Spec.Application]
+		switch {
+		case usedByApp[k.Spec.Application] >= maxAccessKeys(app):
 			out[k.Name] = SlotDecision{Outcome: SlotDenied, Reason: keyward.ReasonApplicationLimitExceeded,
 				Message: fmt.Sprintf("application %q already holds its maximum of %d keys; delete one to make room", app.Name, maxAccessKeys(app))}
-			continue
-		}
-		if usedByOwner[k.Spec.Owner] >= t.MaxKeysPerOwner {
+		case usedByOwner[k.Spec.Owner] >= s.Tenant.MaxKeysPerOwner:
 			out[k.Name] = SlotDecision{Outcome: SlotDenied, Reason: keyward.ReasonOwnerLimitExceeded,
-				Message: fmt.Sprintf("%s already holds the tenant's maximum of %d keys; delete one to make room", ownerName(k.Spec.Owner), t.MaxKeysPerOwner)}
-			continue
-		}
-		if usedByTenant >= t.MaxKeys {
+				Message: fmt.Sprintf("%s already holds the tenant's maximum of %d keys; delete one to make room", ownerName(k.Spec.Owner), s.Tenant.MaxKeysPerOwner)}
+		case usedByTenant >= s.Tenant.MaxKeys:
 			out[k.Name] = SlotDecision{Outcome: SlotDenied, Reason: keyward.ReasonTenantLimitExceeded,
-				Message: fmt.Sprintf("the tenant already holds its maximum of %d keys (TenantSettings spec.maxKeys); delete one to make room", t.MaxKeys)}
-			continue
+				Message: fmt.Sprintf("the tenant already holds its maximum of %d keys (TenantSettings spec.maxKeys); delete one to make room", s.Tenant.MaxKeys)}
+		default:
+			usedByApp[k.Spec.Application]++
+			usedByOwner[k.Spec.Owner]++
+			usedByTenant++
+			out[k.Name] = SlotDecision{Outcome: SlotGranted}
 		}
-		usedByApp[k.Spec.Application]++
-		usedByOwner[k.Spec.Owner]++
-		usedByTenant++
-		settledAt := k.CreationTimestamp.Add(time.Second + settle)
-		if now.Before(settledAt) {
-			out[k.Name] = SlotDecision{Outcome: SlotSettling, SettledAt: settledAt}
-			continue
-		}
-		out[k.Name] = SlotDecision{Outcome: SlotGranted}
 	}
 	return out
+}
+
+// competes reports whether a key never issued waits for a slot.
+func competes(k *keyward.AccessKey, app *keyward.Application, self string) bool {
+	if k.Spec.Revoked || (Refused(k) && k.Name != self) {
+		return false
+	}
+	if _, err := RequestedExpiry(k); err != nil {
+		return false
+	}
+	a := ApplicationOf(k, app)
+	return a != nil && CheckScopes(k, a) == nil
 }
 
 func olderThan(a, b *keyward.AccessKey) bool {

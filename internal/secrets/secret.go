@@ -69,29 +69,62 @@ func Material(s *corev1.Secret) (keyformat.Key, bool) {
 	return k, true
 }
 
-// BelongsTo reports whether s is key's Secret: controlled by key, or — when
-// someone stripped its owner references — still labelled for key and
-// holding the key ID that key's status records. Such a Secret is taken back
-// rather than treated as a stranger's, so that revoking the key still
-// destroys its material.
-func BelongsTo(s *corev1.Secret, key *keyward.AccessKey) bool {
+// Inspect says what s, the Secret found at key's Secret name (nil when
+// none), is to key. The key's Secret is the one it controls; a Secret whose
+// owner reference someone stripped is taken back only while it still holds
+// exactly the key status records. Anything else at that name — a stranger's
+// Secret, or a look-alike with Keyward's labels and the public key ID — is
+// foreign: never used, overwritten or adopted.
+func Inspect(s *corev1.Secret, key *keyward.AccessKey) policy.SecretState {
+	if s == nil || (!s.DeletionTimestamp.IsZero() && len(s.Data) == 0) {
+		return policy.SecretMissing
+	}
+	controlled := metav1.IsControlledBy(s, key)
+	intact := s.DeletionTimestamp.IsZero() && holdsRecordedKey(s, key)
+	switch {
+	case controlled && intact:
+		return policy.SecretIntact
+	case controlled:
+		return policy.SecretTampered
+	case metav1.GetControllerOf(s) == nil && intact:
+		return policy.SecretIntact // its owner reference was stripped: taken back
+	}
+	return policy.SecretForeign
+}
+
+// holdsRecordedKey reports whether s holds exactly the key status records.
+func holdsRecordedKey(s *corev1.Secret, key *keyward.AccessKey) bool {
+	m, ok := Material(s)
+	return ok && key.Status.KeyID != "" && m.ID == key.Status.KeyID &&
+		keyformat.SecretMatches(m.Secret, key.Status.SecretHash) &&
+		string(s.Data[DataKeyID]) == m.ID && string(s.Data[DataApplication]) == key.Spec.Application
+}
+
+// HoldsMaterialOf reports whether s must be destroyed with key's material:
+// key controls it, or it holds (in keyId or accessKey) a key ID that key's
+// status records — whatever happened to its labels and owner references.
+func HoldsMaterialOf(s *corev1.Secret, key *keyward.AccessKey) bool {
 	if metav1.IsControlledBy(s, key) {
 		return true
 	}
-	return metav1.GetControllerOf(s) == nil &&
-		s.Labels[LabelManagedBy] == ManagedByValue && s.Labels[LabelAccessKey] == key.Name &&
-		key.Status.KeyID != "" && string(s.Data[DataKeyID]) == key.Status.KeyID
+	ids := []string{key.Status.KeyID}
+	if pk := key.Status.PreviousKey; pk != nil {
+		ids = append(ids, pk.KeyID)
+	}
+	m, _ := Material(s)
+	for _, id := range ids {
+		if id != "" && (string(s.Data[DataKeyID]) == id || m.ID == id) {
+			return true
+		}
+	}
+	return false
 }
 
-// Inspect compares what s holds with what key's status says was issued.
-func Inspect(s *corev1.Secret, key *keyward.AccessKey) policy.SecretState {
-	if s == nil {
-		return policy.SecretMissing
+// ControllerUID returns the UID of the AccessKey that controls s, if any.
+func ControllerUID(s *corev1.Secret) (string, bool) {
+	ref := metav1.GetControllerOf(s)
+	if ref == nil || ref.Kind != "AccessKey" {
+		return "", false
 	}
-	m, ok := Material(s)
-	if !ok || m.ID != key.Status.KeyID || !keyformat.SecretMatches(m.Secret, key.Status.SecretHash) ||
-		string(s.Data[DataKeyID]) != m.ID || string(s.Data[DataApplication]) != key.Spec.Application {
-		return policy.SecretTampered
-	}
-	return policy.SecretIntact
+	return string(ref.UID), true
 }

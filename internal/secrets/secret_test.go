@@ -2,6 +2,7 @@ package secrets
 
 import (
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -94,7 +95,7 @@ func TestInspect(t *testing.T) {
 		},
 	}
 	for name, edit := range edits {
-		s := Desired(k, m)
+		s := controlledBy(Desired(k, m), k)
 		edit(s)
 		if got := Inspect(s, k); got != policy.SecretTampered {
 			t.Errorf("%s: got %v, want tampered", name, got)
@@ -102,33 +103,60 @@ func TestInspect(t *testing.T) {
 	}
 }
 
-func TestBelongsTo(t *testing.T) {
+func TestInspectOwnership(t *testing.T) {
 	k, m := issuedKey(t)
-	if !BelongsTo(controlledBy(Desired(k, m), k), k) {
-		t.Fatal("the controlled Secret does not belong to its key")
+	if got := Inspect(controlledBy(Desired(k, m), k), k); got != policy.SecretIntact {
+		t.Fatalf("the controlled Secret: %v", got)
 	}
-	stripped := Desired(k, m)
-	if !BelongsTo(stripped, k) {
-		t.Fatal("a Secret whose owner reference was stripped is not taken back")
+	if got := Inspect(Desired(k, m), k); got != policy.SecretIntact {
+		t.Fatalf("a Secret whose owner reference was stripped is not taken back: %v", got)
 	}
 	other := &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Name: "web", UID: "other-uid"}}
-	if BelongsTo(controlledBy(Desired(k, m), other), k) {
-		t.Fatal("a Secret controlled by another object was claimed")
+	if got := Inspect(controlledBy(Desired(k, m), other), k); got != policy.SecretForeign {
+		t.Fatalf("a Secret controlled by another object: %v", got)
 	}
-	stranger := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Data: map[string][]byte{DataKeyID: []byte(m.ID)}}
-	if BelongsTo(stranger, k) {
-		t.Fatal("an unlabelled Secret was claimed")
+	// A look-alike: Keyward's labels and the public key ID, other material, no controller.
+	o, _ := keyformat.Generate()
+	lookAlike := Desired(k, o)
+	lookAlike.Data[DataKeyID] = []byte(m.ID)
+	if got := Inspect(lookAlike, k); got != policy.SecretForeign {
+		t.Fatalf("a look-alike was used: %v", got)
 	}
-	wrongID := Desired(k, m)
-	wrongID.Data[DataKeyID] = []byte("something-else")
-	if BelongsTo(wrongID, k) {
-		t.Fatal("a labelled Secret with another key ID was claimed")
+	edited := controlledBy(Desired(k, o), k)
+	if got := Inspect(edited, k); got != policy.SecretTampered {
+		t.Fatalf("the key's own edited Secret: %v", got)
+	}
+	terminating := controlledBy(Desired(k, m), k)
+	terminating.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+	if got := Inspect(terminating, k); got != policy.SecretTampered {
+		t.Fatalf("a Secret being deleted is not the key's Secret any more: %v", got)
+	}
+	terminating.Data = nil
+	if got := Inspect(terminating, k); got != policy.SecretMissing {
+		t.Fatalf("an emptied Secret being deleted: %v", got)
 	}
 	neverIssued := k.DeepCopy()
-	neverIssued.Status.KeyID = ""
-	blank := Desired(k, m)
-	blank.Data[DataKeyID] = nil
-	if BelongsTo(blank, neverIssued) {
-		t.Fatal("an uncontrolled Secret was claimed by a key never issued")
+	neverIssued.Status = keyward.AccessKeyStatus{}
+	if got := Inspect(Desired(k, m), neverIssued); got != policy.SecretForeign {
+		t.Fatalf("an uncontrolled Secret was claimed by a key never issued: %v", got)
+	}
+}
+
+func TestHoldsMaterialOf(t *testing.T) {
+	k, m := issuedKey(t)
+	stripped := Desired(k, m)
+	delete(stripped.Labels, LabelManagedBy)
+	if !HoldsMaterialOf(stripped, k) {
+		t.Fatal("a Secret stripped of its owner reference and a label escapes destruction")
+	}
+	onlyID := &corev1.Secret{Data: map[string][]byte{DataKeyID: []byte(m.ID)}}
+	if !HoldsMaterialOf(onlyID, k) {
+		t.Fatal("a Secret holding the key ID escapes destruction")
+	}
+	if !HoldsMaterialOf(controlledBy(&corev1.Secret{}, k), k) {
+		t.Fatal("a controlled Secret escapes destruction")
+	}
+	if HoldsMaterialOf(&corev1.Secret{Data: map[string][]byte{DataKeyID: []byte("other")}}, k) {
+		t.Fatal("a stranger's Secret would be destroyed")
 	}
 }

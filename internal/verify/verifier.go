@@ -106,7 +106,9 @@ func (v *Verifier) verify(ctx context.Context, c Call, now time.Time) (Result, e
 		if err != nil {
 			return Result{}, err
 		}
-		res := Decide(req, Input{AccessKey: k, App: app, Tenant: policy.TenantFrom(ts, v.APIKeysEnabledByDefault), Now: now})
+		// A key belongs to its Application's UID: one re-created under the
+		// same name is not its Application (policy.ApplicationOf).
+		res := Decide(req, Input{AccessKey: k, App: policy.ApplicationOf(k, app), Tenant: policy.TenantFrom(ts, v.APIKeysEnabledByDefault), Now: now})
 		if res.Reason != ReasonUnknown {
 			return res, nil
 		}

@@ -84,7 +84,6 @@ var _ = BeforeSuite(func() {
 	})
 	Expect(err).NotTo(HaveOccurred())
 	opts := controllers.DefaultOptions()
-	opts.SettleDelay = 200 * time.Millisecond
 	opts.MaxRequeue = 30 * time.Second
 	Expect(controllers.SetupWithManager(ctx, mgr, opts)).To(Succeed())
 
