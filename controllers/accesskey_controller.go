@@ -343,11 +343,13 @@ func scrub(ctx context.Context, c client.Client, s *corev1.Secret) error {
 }
 
 // syncSecretMetadata restores the labels, annotations and controller
-// reference someone removed from the key's intact Secret; the key material
-// is left alone.
+// reference someone removed from the key's intact Secret, and gives its
+// entries the names spec.secretTemplate.dataKeys asks for; the key
+// material is left alone.
 func (r *AccessKeyReconciler) syncSecretMetadata(ctx context.Context, key *keyward.AccessKey, secret *corev1.Secret) error {
 	orig := secret.DeepCopy()
 	changed := secrets.ApplyMetadata(secret, key)
+	changed = secrets.ApplyLayout(secret, key) || changed
 	if !metav1.IsControlledBy(secret, key) {
 		if err := controllerutil.SetControllerReference(key, secret, r.Scheme()); err != nil {
 			return err

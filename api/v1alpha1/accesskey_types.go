@@ -60,6 +60,32 @@ type SecretTemplate struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && self[k].size() <= 4096)",message="secretTemplate.annotations: a key is at most 317 characters (a prefix of 253, '/', a name of 63) and a value at most 4096"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
+	// dataKeys renames the Secret's entries, e.g. accessKey: API_KEY, so
+	// that envFrom gives a workload its variable directly. Changing them
+	// renames the entries of the existing Secret; the key is not re-issued.
+	// +optional
+	DataKeys *SecretDataKeys `json:"dataKeys,omitempty"`
+}
+
+// SecretDataKeys names the entries of the key's Secret; each defaults to
+// its field name.
+// +kubebuilder:validation:XValidation:rule="(has(self.accessKey) ? self.accessKey : 'accessKey') != (has(self.keyId) ? self.keyId : 'keyId') && (has(self.accessKey) ? self.accessKey : 'accessKey') != (has(self.application) ? self.application : 'application') && (has(self.keyId) ? self.keyId : 'keyId') != (has(self.application) ? self.application : 'application')",message="secretTemplate.dataKeys must name three different entries"
+type SecretDataKeys struct {
+	// accessKey names the entry that holds the full key.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]*[-_a-zA-Z0-9][-._a-zA-Z0-9]*$`
+	// +optional
+	AccessKey string `json:"accessKey,omitempty"`
+	// keyId names the entry that holds the public key ID.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]*[-_a-zA-Z0-9][-._a-zA-Z0-9]*$`
+	// +optional
+	KeyID string `json:"keyId,omitempty"`
+	// application names the entry that holds the Application's name.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]*[-_a-zA-Z0-9][-._a-zA-Z0-9]*$`
+	// +optional
+	Application string `json:"application,omitempty"`
 }
 
 // AccessKeySpec declares one API access key of an Application.

@@ -20,11 +20,17 @@ func Desired(key *keyward.AccessKey, material keyformat.Key) *corev1.Secret {
 		Type:       SecretType,
 	}
 	ApplyMetadata(s, key)
+	l := LayoutFor(key)
 	s.Data = map[string][]byte{
-		DataAccessKey:   []byte(material.Plaintext()),
-		DataKeyID:       []byte(material.ID),
-		DataApplication: []byte(key.Spec.Application),
+		l.AccessKey:   []byte(material.Plaintext()),
+		l.KeyID:       []byte(material.ID),
+		l.Application: []byte(key.Spec.Application),
 	}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[AnnotationDataKeys] = l.String()
+	s.Annotations[AnnotationKeyID] = material.ID
 	return s
 }
 
@@ -53,6 +59,9 @@ func ApplyMetadata(s *corev1.Secret, key *keyward.AccessKey) bool {
 	}
 	set(&s.Labels, LabelManagedBy, ManagedByValue)
 	set(&s.Labels, LabelAccessKey, key.Name)
+	if id := key.Status.KeyID; id != "" {
+		set(&s.Annotations, AnnotationKeyID, id)
+	}
 	return changed
 }
 
@@ -62,7 +71,7 @@ func Material(s *corev1.Secret) (keyformat.Key, bool) {
 	if s == nil {
 		return keyformat.Key{}, false
 	}
-	k, err := keyformat.Parse(string(s.Data[DataAccessKey]))
+	k, err := keyformat.Parse(string(s.Data[LayoutOf(s).AccessKey]))
 	if err != nil {
 		return keyformat.Key{}, false
 	}
@@ -97,7 +106,7 @@ func holdsRecordedKey(s *corev1.Secret, key *keyward.AccessKey) bool {
 	m, ok := Material(s)
 	return ok && key.Status.KeyID != "" && m.ID == key.Status.KeyID &&
 		keyformat.SecretMatches(m.Secret, key.Status.SecretHash) &&
-		string(s.Data[DataKeyID]) == m.ID && string(s.Data[DataApplication]) == key.Spec.Application
+		string(s.Data[LayoutOf(s).KeyID]) == m.ID && string(s.Data[LayoutOf(s).Application]) == key.Spec.Application
 }
 
 // HoldsMaterialOf reports whether s must be destroyed with key's material:
@@ -111,10 +120,13 @@ func HoldsMaterialOf(s *corev1.Secret, key *keyward.AccessKey) bool {
 	if pk := key.Status.PreviousKey; pk != nil {
 		ids = append(ids, pk.KeyID)
 	}
-	m, _ := Material(s)
-	for _, id := range ids {
-		if id != "" && (string(s.Data[DataKeyID]) == id || m.ID == id) {
-			return true
+	// Any entry, whatever its name: the layout annotation may be tampered with too.
+	for _, v := range s.Data {
+		m, _ := keyformat.Parse(string(v))
+		for _, id := range ids {
+			if id != "" && (string(v) == id || m.ID == id) {
+				return true
+			}
 		}
 	}
 	return false
