@@ -7,6 +7,9 @@ export KUBERNETES_VERSION ETCD_VERSION
 
 CONTROLPLANE_DIR ?= $(CURDIR)/bin/k8s/$(KUBERNETES_VERSION)
 CONTROLLER_GEN := go tool controller-gen
+# kubectl for install/deploy: the one on PATH, else the one built with the
+# control plane (bin/k8s).
+KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(CONTROLPLANE_DIR)/kubectl)
 GINKGO_FLAGS ?=
 # Fuzzing budget per target, as a count of executions (about 3–5 s each on 2
 # cores): a duration budget trips Go 1.26's fuzz coordinator race
@@ -41,6 +44,11 @@ fmt: ## go fmt.
 .PHONY: vet
 vet: ## go vet.
 	go vet ./...
+
+.PHONY: lint
+lint: ## go vet and staticcheck (a go tool; checks in staticcheck.conf).
+	go vet ./...
+	go tool staticcheck ./...
 
 .PHONY: controlplane
 controlplane: ## Build kube-apiserver, kube-controller-manager, kubectl and etcd from Go modules into bin/k8s (no-op when present).
@@ -132,6 +140,45 @@ local: manifests controlplane ## Run Keyward on an embedded local control plane 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
 	docker build -t $(IMG) .
+
+##@ Distribution (what users install from; docs/operations.md)
+
+.PHONY: build-installer
+build-installer: manifests ## Write dist/install.yaml: config/default in one file for kubectl apply -f, with the image IMG.
+	go run ./hack/dist installer -img $(IMG) -out dist/install.yaml
+
+.PHONY: chart
+chart: manifests ## Sync the Helm chart charts/keyward (CRDs, roles, admission policies) from config/.
+	go run ./hack/dist chart -dir charts/keyward
+
+.PHONY: argocd-cm
+argocd-cm: ## Write config/argocd/argocd-cm.yaml (Argo CD health checks and the rotate action) from the Lua scripts.
+	go run ./hack/dist argocd-cm
+
+.PHONY: check-generated
+check-generated: manifests generate build-installer chart argocd-cm ## Fail when generated files differ from what is committed (CI).
+	@git diff --exit-code --stat -- config/ dist/ charts/ api/ || { echo "generated files are out of date: run make manifests generate build-installer chart argocd-cm and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- config/ dist/ charts/ api/)" || { git status --short -- config/ dist/ charts/ api/; echo "untracked generated files: commit them"; exit 1; }
+
+##@ Deployment (against the cluster in KUBECONFIG)
+
+.PHONY: install
+install: manifests ## Install the CRDs.
+	$(KUBECTL) apply --server-side -k config/crd
+
+.PHONY: uninstall
+uninstall: ## Delete the CRDs, and with them every AccessKey and its Secret.
+	$(KUBECTL) delete --ignore-not-found -k config/crd
+
+.PHONY: deploy
+deploy: manifests ## Install Keyward (config/default) with the manager image IMG.
+	@mkdir -p bin
+	go run ./hack/dist installer -img $(IMG) -out bin/deploy.yaml
+	$(KUBECTL) apply --server-side -f bin/deploy.yaml
+
+.PHONY: undeploy
+undeploy: ## Remove Keyward (config/default), CRDs included: every AccessKey and its Secret is deleted.
+	$(KUBECTL) delete --ignore-not-found -k config/default
 
 ##@ Image (the container image users deploy; docs/image.md)
 

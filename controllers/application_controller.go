@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -14,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/policy"
 )
 
 // ApplicationReconciler has one job: report an Application's key counts
@@ -43,20 +42,20 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	counts, next := r.count(keys.Items, r.Now(), tenant.ExpiryWarning)
 	app.Status.Keys = counts
 	app.Status.ObservedGeneration = app.Generation
-	ready, reason, message := metav1.ConditionTrue, keyward.ReasonReconciled,
+	reason, message := keyward.ReasonReconciled,
 		fmt.Sprintf("%d of at most %d keys hold a slot", slotsHeld(*counts), app.Spec.MaxAccessKeys)
 	switch {
 	case tenant.Invalid != "":
-		ready, reason = metav1.ConditionFalse, keyward.ReasonInvalidTenantSettings
+		reason = keyward.ReasonInvalidTenantSettings
 		message = "TenantSettings \"default\": " + tenant.Invalid + "; no key of this application is issued or verifies"
 	case !tenant.Enabled:
-		ready, reason = metav1.ConditionFalse, keyward.ReasonAPIKeysDisabled
+		reason = keyward.ReasonAPIKeysDisabled
 		message = "API keys are switched off in this tenant: no key of this application is issued or verifies"
 	}
-	meta.SetStatusCondition(&app.Status.Conditions, metav1.Condition{
-		Type: keyward.ConditionReady, Status: ready, Reason: reason, Message: message,
-		ObservedGeneration: app.Generation,
-	})
+	// Ready=True when its keys can be issued; Reconciling while the tenant
+	// is switched off, Stalled while its TenantSettings is invalid (kstatus).
+	policy.SetConditions(&app.Status.Conditions, app.Generation, policy.TenantOutcome("Application", reason), reason,
+		policy.BoundMessage(message), r.Now())
 	if err := r.patchStatus(ctx, &app, orig, !equality.Semantic.DeepEqual(orig.Status, app.Status)); err != nil {
 		return ctrl.Result{}, err
 	}

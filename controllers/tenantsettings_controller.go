@@ -4,8 +4,6 @@ import (
 	"context"
 
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -40,18 +38,18 @@ func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	ts.Status.APIKeysEnabled = &tenant.Enabled
 	ts.Status.Keys = counts
 	ts.Status.ObservedGeneration = ts.Generation
-	ready, reason, message := metav1.ConditionTrue, keyward.ReasonEnabled, "API keys are switched on in this tenant"
+	reason, message := keyward.ReasonEnabled, "API keys are switched on in this tenant"
 	switch {
 	case tenant.Invalid != "":
-		ready, reason = metav1.ConditionFalse, keyward.ReasonInvalidTenantSettings
+		reason = keyward.ReasonInvalidTenantSettings
 		message = tenant.Invalid + "; no key is issued or verifies in this tenant until it is fixed"
 	case !tenant.Enabled:
 		reason, message = keyward.ReasonAPIKeysDisabled, "API keys are switched off in this tenant: no key is issued and none verifies"
 	}
-	meta.SetStatusCondition(&ts.Status.Conditions, metav1.Condition{
-		Type: keyward.ConditionReady, Status: ready, Reason: reason, Message: message,
-		ObservedGeneration: ts.Generation,
-	})
+	// Ready=True on or off (the switch is what the user set); Stalled while
+	// a value cannot be used (kstatus).
+	policy.SetConditions(&ts.Status.Conditions, ts.Generation, policy.TenantOutcome("TenantSettings", reason), reason,
+		policy.BoundMessage(message), r.Now())
 	if err := r.patchStatus(ctx, &ts, orig, !equality.Semantic.DeepEqual(orig.Status, ts.Status)); err != nil {
 		return ctrl.Result{}, err
 	}

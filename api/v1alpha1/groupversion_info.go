@@ -14,6 +14,7 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "keyward.dev", Version: "v1alpha1"}
 
 	// SchemeBuilder is used to add go types to the GroupVersionKind scheme.
+	//lint:ignore SA1019 kubebuilder's scaffolding; replacing it changes every type's registration
 	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
 
 	// AddToScheme adds the types in this group-version to the given scheme.

@@ -239,6 +239,9 @@ func (p *procs) start(ctx context.Context, root, bin string, managerArgs []strin
 	args := append([]string{
 		"--kubeconfig=" + kubeconfig,
 		"--metrics-bind-address=" + metricsAddr,
+		// Plain HTTP on loopback: curl needs no token here. In a cluster
+		// the manager serves HTTPS on :8443 for keyward-metrics-reader.
+		"--metrics-secure=false",
 		"--health-probe-bind-address=" + probeAddr,
 		"--verify-bind-address=" + verifyAddr,
 		"--verify-grpc-bind-address=" + grpcAddr,
@@ -267,7 +270,7 @@ func (p *procs) start(ctx context.Context, root, bin string, managerArgs []strin
 		}
 		logln("the manager is not ready after 2 minutes; carrying on (see its log above)")
 	}
-	printUsage(root, bin, cfg.Host, time.Since(begin))
+	printUsage(root, bin, cfg.Host, time.Since(begin), managerArgs)
 
 	select {
 	case <-ctx.Done():
@@ -430,7 +433,30 @@ func rel(root, path string) string {
 	return path
 }
 
-func printUsage(root, bin, host string, took time.Duration) {
+// metricsWhere says where the manager's metrics are, given the arguments
+// the user added after make local's own (the last occurrence of a flag wins).
+func metricsWhere(managerArgs []string) string {
+	addr, secure := metricsAddr, false
+	for _, a := range managerArgs {
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch name {
+		case "metrics-bind-address":
+			addr = value
+		case "metrics-secure":
+			secure = !hasValue || value == "true"
+		}
+	}
+	switch {
+	case addr == "0":
+		return "off (--metrics-bind-address=0)"
+	case secure:
+		return "https://" + addr + "/metrics (a bearer token of a user or ServiceAccount bound to keyward-metrics-reader)"
+	default:
+		return "http://" + addr + "/metrics (plain HTTP, --metrics-secure=false)"
+	}
+}
+
+func printUsage(root, bin, host string, took time.Duration, managerArgs []string) {
 	kubectl := rel(root, filepath.Join(bin, "kubectl"))
 	fmt.Fprintf(os.Stderr, `
 ================================================================================
@@ -444,10 +470,11 @@ func printUsage(root, bin, host string, took time.Duration) {
  %s is the kubectl matching this API server (%s).
  API server:  %s        etcd data: bin/local/etcd (kept across runs;
               delete bin/local to start afresh)
- Manager:     metrics http://%s/metrics, probes http://%s/healthz and /readyz
+ Manager:     metrics %s
+              probes http://%s/healthz and /readyz
  Logs:        bin/local/{etcd,kube-apiserver,kube-controller-manager}.log
  Ctrl-C stops the manager, kube-controller-manager, kube-apiserver and etcd.
 ================================================================================
 
-`, took.Seconds(), root, kubectl, filepath.Base(filepath.Dir(filepath.Join(bin, "kubectl"))), host, metricsAddr, probeAddr)
+`, took.Seconds(), root, kubectl, filepath.Base(filepath.Dir(filepath.Join(bin, "kubectl"))), host, metricsWhere(managerArgs), probeAddr)
 }

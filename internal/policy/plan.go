@@ -324,14 +324,10 @@ func build(o Observation, d decision) Plan {
 		st.Rotation = &keyward.RotationStatus{LastRequest: d.rotationRequest}
 	}
 
-	ready := metav1.ConditionFalse
-	if d.phase == keyward.PhaseActive {
-		ready = metav1.ConditionTrue
-	}
-	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-		Type: keyward.ConditionReady, Status: ready, Reason: d.reason, Message: BoundMessage(d.message),
-		ObservedGeneration: k.Generation, LastTransitionTime: metav1.NewTime(o.Now.Truncate(time.Second)),
-	})
+	// Ready (True once the key is where its spec asks: Active, Inactive,
+	// Expired, Revoked), plus Reconciling or Stalled while it is not, as
+	// kstatus reads them (conditions.go).
+	SetConditions(&st.Conditions, k.Generation, KeyOutcome(d.phase, d.reason), d.reason, BoundMessage(d.message), o.Now)
 
 	p := Plan{Material: d.material, Status: st}
 	if reason := transitionEvent(k.Status.Phase, d); reason != "" {
@@ -411,9 +407,11 @@ func MinimalStatus(p Plan, k *keyward.AccessKey) keyward.AccessKeyStatus {
 		Rotation: p.Status.Rotation, LastRotatedAt: p.Status.LastRotatedAt,
 	}
 	if c != nil {
-		cc := *c
-		cc.Message = BoundMessage("the full status could not be written; " + c.Message)
-		st.Conditions = []metav1.Condition{cc}
+		// Ready, and Reconciling or Stalled, as planned.
+		for _, pc := range p.Status.Conditions {
+			pc.Message = BoundMessage("the full status could not be written; " + pc.Message)
+			st.Conditions = append(st.Conditions, pc)
+		}
 	}
 	return st
 }

@@ -79,6 +79,7 @@ func (c *cluster) startManager(ctx context.Context, managerBin, logPath string, 
 	all := append([]string{
 		"--kubeconfig=" + kubeconfig,
 		"--metrics-bind-address=" + metricsAddr,
+		"--metrics-secure=false", // plain HTTP on loopback: the harness scrapes without a token
 		"--health-probe-bind-address=" + probeAddr,
 	}, args...)
 	c.manager = exec.Command(managerBin, all...)

@@ -50,6 +50,7 @@ var _ = Describe("A manager that cannot watch says so and still stops on SIGTERM
 		cmd := exec.Command(managerBin,
 			"--kubeconfig="+blindKubeconfig,
 			"--metrics-bind-address="+metrics,
+			"--metrics-secure=false",
 			"--health-probe-bind-address="+probe,
 			"--graceful-shutdown-timeout=2s",
 		)

@@ -237,8 +237,7 @@ spec: {application: hygiene}
 		for _, kind := range []string{"accesskeys", "applications", "tenantsettings", "events", "events.events.k8s.io"} {
 			record(kind, kubectl("get", kind, "-A", "-o", "json"))
 		}
-		code, metrics := httpGet("http://" + metricsAddr + "/metrics")
-		Expect(code).To(Equal(http.StatusOK))
+		metrics := scrapeAsMetricsReader()
 		Expect(metrics).To(ContainSubstring("keyward_verify_requests_total"))
 		record("metrics", metrics)
 		record("manager output", string(manager.Out.Contents())+string(manager.Err.Contents()))

@@ -40,9 +40,11 @@ var (
 	manager *gexec.Session
 	// managerBin is the manager built from main.go.
 	managerBin string
-	// verifyAddr and metricsAddr are the manager's verification API and
-	// metrics endpoint (plain HTTP on loopback).
-	verifyAddr, metricsAddr string
+	// verifyAddr is the manager's verification API (plain HTTP on loopback).
+	verifyAddr string
+	// metricsAddr is where the manager serves metrics: HTTPS, for
+	// keyward-metrics-reader only, as a cluster runs it.
+	metricsAddr string
 )
 
 const (
@@ -95,7 +97,7 @@ var _ = BeforeSuite(func() {
 		"--kubeconfig="+managerKubeconfig,
 		"--leader-elect",
 		"--leader-election-namespace=keyward-system",
-		"--metrics-bind-address="+metricsAddr,
+		"--metrics-bind-address="+metricsAddr, // HTTPS, authenticated: the default
 		"--health-probe-bind-address="+probe,
 		"--verify-bind-address="+verifyAddr,
 		"--verify-grpc-bind-address="+freeAddr(),

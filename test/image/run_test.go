@@ -5,6 +5,7 @@ package image
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -134,6 +135,28 @@ func podmanEnv(t *testing.T, d *appsv1.Deployment, c corev1.Container, podName s
 		flags = append(flags, "--env="+e.Name+"="+v)
 	}
 	return flags
+}
+
+// metricsGet GETs /metrics over HTTPS (the manager's certificate is
+// self-signed) with a bearer token unless token is empty.
+func metricsGet(addr, token string) (int, string, error) {
+	c := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed
+	}}
+	req, err := http.NewRequest(http.MethodGet, "https://"+addr+"/metrics", nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, string(body), err
 }
 
 func httpStatus(url string) (int, string, error) {
@@ -406,9 +429,17 @@ spec: {application: image-test}
 				}
 			}
 		}
-		code, body, err := httpStatus("http://" + metrics + "/metrics")
+		// Metrics are HTTPS for keyward-metrics-reader only, as the
+		// Deployment serves them.
+		if code, _, err := metricsGet(metrics, ""); err != nil || code != http.StatusUnauthorized {
+			t.Errorf("GET https://%s/metrics without a token: %d %v, want 401", metrics, code, err)
+		}
+		kubectl("-n", "keyward-system", "create", "serviceaccount", "image-test-scraper")
+		kubectl("create", "clusterrolebinding", "image-test-scraper", "--clusterrole=keyward-metrics-reader",
+			"--serviceaccount=keyward-system:image-test-scraper")
+		code, body, err := metricsGet(metrics, kubectl("-n", "keyward-system", "create", "token", "image-test-scraper"))
 		if err != nil || code != http.StatusOK {
-			t.Fatalf("GET http://%s/metrics: %d %v", metrics, code, err)
+			t.Fatalf("GET https://%s/metrics as keyward-metrics-reader: %d %v", metrics, code, err)
 		}
 		var info string
 		for line := range strings.Lines(body) {

@@ -45,7 +45,6 @@ var (
 	issuer string
 	// signingNS holds the token signing Secrets.
 	signingNS string
-	probeURL  string
 
 	managerLog = &syncBuffer{}
 )

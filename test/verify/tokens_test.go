@@ -303,7 +303,7 @@ var _ = Describe("Access tokens (SPEC §7)", func() {
 			cc := clientcredentials.Config{ClientID: keyIDOf(key), ClientSecret: key, TokenURL: base + verify.PathToken, AuthStyle: oauth2.AuthStyleInHeader}
 			tok, err := cc.Token(context.WithValue(rctx, oauth2.HTTPClient, &http.Client{Timeout: 5 * time.Second}))
 			Expect(err).NotTo(HaveOccurred())
-			raw, err := jose.ParseSigned(tok.AccessToken, []jose.SignatureAlgorithm{jose.ES256})
+			raw, err := jose.ParseSignedCompact(tok.AccessToken, []jose.SignatureAlgorithm{jose.ES256})
 			Expect(err).NotTo(HaveOccurred())
 			return held{tok.AccessToken, raw.Signatures[0].Header.KeyID, tok.Expiry}
 		}

@@ -327,7 +327,7 @@ var _ = Describe("Usage made visible", Ordered, func() {
 		var managers []string
 		for _, mf := range cur.ManagedFields {
 			if mf.Manager == verify.LastUsedFieldManager {
-				managers = append(managers, string(mf.FieldsV1.Raw))
+				managers = append(managers, mf.FieldsV1.GetRawString())
 			}
 		}
 		Expect(managers).To(HaveLen(1))

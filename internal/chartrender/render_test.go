@@ -1,0 +1,264 @@
+package chartrender
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"keyward.dev/keyward/internal/controlplane"
+)
+
+func chartDir(t *testing.T) string {
+	t.Helper()
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Dir(root)
+}
+
+func objects(t *testing.T, stream string) []*unstructured.Unstructured {
+	t.Helper()
+	var out []*unstructured.Unstructured
+	for _, doc := range strings.Split(stream, "\n---\n") {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatalf("rendering is not YAML: %v\n%s", err, doc)
+		}
+		if len(u.Object) != 0 {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	for _, o := range objs {
+		if o.GetKind() == kind && (name == "" || o.GetName() == name) {
+			return o
+		}
+	}
+	return nil
+}
+
+func deployment(t *testing.T, objs []*unstructured.Unstructured) *appsv1.Deployment {
+	t.Helper()
+	u := find(objs, "Deployment", "")
+	if u == nil {
+		t.Fatal("no Deployment rendered")
+	}
+	var d appsv1.Deployment
+	data, _ := yaml.Marshal(u.Object)
+	if err := yaml.UnmarshalStrict(data, &d); err != nil {
+		t.Fatalf("the Deployment does not decode strictly: %v", err)
+	}
+	return &d
+}
+
+// normalize collapses the white space in every string: kustomize refolds
+// the CEL expressions' YAML block scalars, which changes only white space.
+func normalize(v any) any {
+	switch v := v.(type) {
+	case string:
+		return strings.Join(strings.Fields(v), " ")
+	case map[string]any:
+		out := map[string]any{}
+		for k, e := range v {
+			out[k] = normalize(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = normalize(e)
+		}
+		return out
+	}
+	return v
+}
+
+func TestLint(t *testing.T) {
+	for name, values := range map[string]map[string]any{
+		"defaults":                         nil,
+		"one replica, no metrics, no CRDs": {"replicaCount": 1, "metrics": map[string]any{"enabled": false}, "crds": map[string]any{"install": false}},
+		"service monitor":                  {"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			for _, m := range Lint(chartDir(t), "keyward-system", values) {
+				t.Errorf("helm lint: %s", m)
+			}
+		})
+	}
+}
+
+// With its defaults, the chart installs what config/default installs: the
+// same kinds with the same names (release keyward in keyward-system), the
+// same CRDs, roles and policies, and a Deployment run the same way.
+func TestDefaultsMatchConfigDefault(t *testing.T) {
+	out, err := Render(chartDir(t), "keyward", "keyward-system", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := objects(t, out)
+	root, _ := controlplane.RepoRoot()
+	installer, err := os.ReadFile(filepath.Join(root, "dist", "install.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got []string
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(string(installer)), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			break
+		}
+		if u.GetKind() == "Namespace" || len(u.Object) == 0 { // helm install --create-namespace
+			continue
+		}
+		want = append(want, u.GetKind()+"/"+u.GetName())
+		if g := find(objs, u.GetKind(), u.GetName()); g != nil {
+			// CRDs, rules and policies are the same objects.
+			for _, field := range []string{"spec", "rules", "roleRef"} {
+				if w, ok := u.Object[field]; ok {
+					gw, _ := yaml.Marshal(normalize(g.Object[field]))
+					ww, _ := yaml.Marshal(normalize(w))
+					if u.GetKind() != "Deployment" && u.GetKind() != "Service" && string(gw) != string(ww) {
+						t.Errorf("%s %s: %s differs from config/default", u.GetKind(), u.GetName(), field)
+					}
+				}
+			}
+		}
+	}
+	for _, o := range objs {
+		got = append(got, o.GetKind()+"/"+o.GetName())
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	extra := []string{"PodDisruptionBudget/keyward-controller-manager"}
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("config/default installs %s; the chart does not", w)
+		}
+	}
+	for _, g := range got {
+		if !slices.Contains(want, g) && !slices.Contains(extra, g) {
+			t.Errorf("the chart installs %s; config/default does not", g)
+		}
+	}
+
+	d := deployment(t, objs)
+	if *d.Spec.Replicas != 2 {
+		t.Errorf("replicas %d, want 2", *d.Spec.Replicas)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	if c.Image != "keyward/manager:dev" {
+		t.Errorf("image %q, want the Makefile's keyward/manager:dev", c.Image)
+	}
+	for _, a := range []string{"--leader-elect", "--leader-election-namespace=keyward-system", "--metrics-bind-address=:8443",
+		"--metrics-secure=true", "--api-keys-enabled-by-default=false", "--health-probe-bind-address=:8081",
+		"--verify-bind-address=:8082", "--verify-grpc-bind-address=:8083",
+		"--tokens=true", "--token-issuer=https://keyward-verifier.keyward-system.svc:8082"} {
+		if !slices.Contains(c.Args, a) {
+			t.Errorf("args %q lack %s", c.Args, a)
+		}
+	}
+	ps, sc := d.Spec.Template.Spec.SecurityContext, c.SecurityContext
+	switch {
+	case ps == nil || ps.RunAsNonRoot == nil || !*ps.RunAsNonRoot:
+		t.Error("pod does not run as non-root")
+	case ps.SeccompProfile == nil || ps.SeccompProfile.Type != "RuntimeDefault":
+		t.Error("pod seccomp profile is not RuntimeDefault")
+	case sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+		t.Error("root filesystem is not read-only")
+	case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+		t.Error("privilege escalation is allowed")
+	case sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL"):
+		t.Error("capabilities are not dropped")
+	}
+	if crd := find(objs, "CustomResourceDefinition", "accesskeys.keyward.dev"); crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+		t.Error("the CRDs are not kept on helm uninstall by default")
+	}
+	if find(objs, "ServiceMonitor", "") != nil {
+		t.Error("a ServiceMonitor by default (its CRD may be missing)")
+	}
+}
+
+func TestValues(t *testing.T) {
+	out, err := Render(chartDir(t), "acme", "platform", map[string]any{
+		"replicaCount":            1,
+		"image":                   map[string]any{"repository": "registry.example/keyward", "tag": "v1.2.3"},
+		"apiKeysEnabledByDefault": true,
+		"extraArgs":               []any{"--max-requeue=10m"},
+		"resources":               map[string]any{"limits": map[string]any{"memory": "1Gi"}},
+		"metrics":                 map[string]any{"serviceMonitor": map[string]any{"enabled": true, "labels": map[string]any{"release": "prom"}}},
+		"crds":                    map[string]any{"keep": false},
+		"rbac":                    map[string]any{"userRoles": false},
+		"admissionPolicies":       map[string]any{"enabled": false},
+		"verifier":                map[string]any{"grpcPort": 0, "trustedProxies": "10.0.0.0/8", "tlsSecretName": "verify-tls"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := objects(t, out)
+	d := deployment(t, objs)
+	c := d.Spec.Template.Spec.Containers[0]
+	if d.Name != "acme-keyward-controller-manager" || d.Namespace != "platform" {
+		t.Errorf("Deployment %s/%s", d.Namespace, d.Name)
+	}
+	if c.Image != "registry.example/keyward:v1.2.3" || *d.Spec.Replicas != 1 {
+		t.Errorf("image %s, replicas %d", c.Image, *d.Spec.Replicas)
+	}
+	for _, a := range []string{"--api-keys-enabled-by-default=true", "--max-requeue=10m", "--leader-election-namespace=platform",
+		"--verify-grpc-bind-address=0", "--trusted-proxies=10.0.0.0/8", "--verify-cert-dir=/etc/keyward/verify-tls",
+		"--token-issuer=https://acme-keyward-verifier.platform.svc:8082"} {
+		if !slices.Contains(c.Args, a) {
+			t.Errorf("args %q lack %s", c.Args, a)
+		}
+	}
+	if c.Resources.Limits.Memory().String() != "1Gi" {
+		t.Errorf("memory limit %s", c.Resources.Limits.Memory())
+	}
+	if len(c.VolumeMounts) != 1 || len(d.Spec.Template.Spec.Volumes) != 1 || d.Spec.Template.Spec.Volumes[0].Secret.SecretName != "verify-tls" {
+		t.Errorf("the verifier's TLS Secret is not mounted: %v %v", c.VolumeMounts, d.Spec.Template.Spec.Volumes)
+	}
+	if svc := find(objs, "Service", "acme-keyward-verifier"); svc == nil {
+		t.Error("no verifier Service")
+	} else if ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports"); len(ports) != 1 {
+		t.Errorf("verifier Service ports %v, want only http with grpcPort 0", ports)
+	}
+	if find(objs, "PodDisruptionBudget", "") != nil {
+		t.Error("a PodDisruptionBudget with one replica would block every drain")
+	}
+	sm := find(objs, "ServiceMonitor", "acme-keyward-controller-manager-metrics")
+	if sm == nil || sm.GetLabels()["release"] != "prom" {
+		t.Errorf("ServiceMonitor %v", sm)
+	}
+	for _, gone := range []string{"keyward-developer", "keyward-stamp-owner"} {
+		for _, o := range objs {
+			if o.GetName() == gone {
+				t.Errorf("%s %s rendered although switched off", o.GetKind(), gone)
+			}
+		}
+	}
+	if crd := find(objs, "CustomResourceDefinition", "accesskeys.keyward.dev"); crd == nil || crd.GetAnnotations()["helm.sh/resource-policy"] != "" {
+		t.Error("crds.keep=false still keeps the CRDs")
+	}
+	crb := find(objs, "ClusterRoleBinding", "acme-keyward-manager")
+	if crb == nil {
+		t.Fatal("no ClusterRoleBinding acme-keyward-manager: a second release would take over the first one's")
+	}
+	subjects, _, _ := unstructured.NestedSlice(crb.Object, "subjects")
+	if sa := subjects[0].(map[string]any); sa["name"] != "acme-keyward-controller-manager" || sa["namespace"] != "platform" {
+		t.Errorf("binding subject %v", sa)
+	}
+	if find(objs, "ClusterRole", "acme-keyward-manager") == nil {
+		t.Error("no ClusterRole acme-keyward-manager")
+	}
+}
