@@ -16,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -40,6 +41,7 @@ func main() {
 		enableLeaderElection bool
 		leaderElectionNS     string
 		shutdownTimeout      time.Duration
+		admissionInterval    time.Duration
 		maxConcurrent        int
 		kubeAPIQPS           float64
 		kubeAPIBurst         int
@@ -55,6 +57,8 @@ func main() {
 	flag.DurationVar(&opts.MaxRequeue, "max-requeue", opts.MaxRequeue, "Upper bound of every reconcile timer, so a lost timer heals (at least 1s).")
 	flag.DurationVar(&shutdownTimeout, "graceful-shutdown-timeout", 15*time.Second,
 		"How long the manager waits for its work to stop after SIGTERM; it exits 5s later whatever state it is in.")
+	flag.DurationVar(&admissionInterval, "admission-check-interval", health.DefaultAdmissionCheckInterval,
+		"How often every replica looks for Keyward's admission policies (reported on every TenantSettings and as keyward_admission_policies_installed).")
 	verifyOpts.BindFlags(flag.CommandLine)
 	flag.IntVar(&maxConcurrent, "max-concurrent-reconciles", 4, "Reconciles each controller runs at once.")
 	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 50, "Client-side limit of requests per second to the API server (a negative value switches client-side limiting off).")
@@ -100,7 +104,15 @@ func main() {
 	if pod := thisPod(); pod != nil {
 		watches.Recorder, watches.Pod = mgr.GetEventRecorder("keyward"), pod
 	}
-	admission := &health.AdmissionPolicies{Reader: mgr.GetAPIReader(), Log: ctrl.Log.WithName("admission")}
+	admissionChanged := make(chan event.GenericEvent, 1)
+	admission := &health.AdmissionPolicies{Reader: mgr.GetAPIReader(), Log: ctrl.Log.WithName("admission"), Interval: admissionInterval,
+		OnChange: func(bool) {
+			select { // one pending event is enough: it re-reports every TenantSettings
+			case admissionChanged <- event.GenericEvent{Object: &keywardv1alpha1.TenantSettings{}}:
+			default:
+			}
+		}}
+	opts.AdmissionPolicies, opts.AdmissionChanged = admission, admissionChanged
 	metrics.Registry.MustRegister(append(watches.Collectors(), admission.Collectors()...)...)
 	if err := mgr.Add(admission); err != nil {
 		log.Error(err, "unable to set up the admission policy check")

@@ -71,7 +71,7 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("application-status").
 		For(&keyward.Application{}).
-		Watches(&keyward.AccessKey{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []ctrl.Request {
+		Watches(&keyward.AccessKey{}, enqueueCountsOf(func(obj client.Object) []ctrl.Request {
 			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: obj.(*keyward.AccessKey).Spec.Application}}}
 		}), builder.WithPredicates(countsChanged)).
 		Watches(&keyward.TenantSettings{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []ctrl.Request {

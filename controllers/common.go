@@ -8,11 +8,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/policy"
@@ -105,6 +108,37 @@ func (r *countsReporter) patchStatus(ctx context.Context, obj, orig client.Objec
 		return nil
 	}
 	return client.IgnoreNotFound(r.Status().Patch(ctx, obj, client.MergeFrom(orig)))
+}
+
+// CountsDelay is how late a change of a key reaches the key counts of its
+// Application and TenantSettings: every change within it is written in one
+// status update, so a burst of N issues costs about one write a second per
+// object instead of N.
+const CountsDelay = time.Second
+
+// enqueueCountsOf queues the objects whose counts obj's change affects,
+// after CountsDelay; the work queue keeps one pending entry per object, so
+// the changes of that second are counted together.
+func enqueueCountsOf(targets func(client.Object) []reconcile.Request) handler.EventHandler {
+	add := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object) {
+		for _, req := range targets(obj) {
+			q.AddAfter(req, CountsDelay)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.ObjectNew)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object)
+		},
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object)
+		},
+	}
 }
 
 // countsChanged passes the AccessKey events that can change key counts:

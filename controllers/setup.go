@@ -11,6 +11,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/secrets"
@@ -27,6 +28,19 @@ type Options struct {
 	// owner-reference controllers each reconcile at once. Limits stay exact whatever the number: slots are decided one
 	// namespace at a time (see docs/limits.md).
 	MaxConcurrentReconciles int
+	// AdmissionPolicies, when set, tells whether the shipped admission
+	// policies are installed; every TenantSettings reports it.
+	AdmissionPolicies AdmissionPolicies
+	// AdmissionChanged, when set, delivers an event whenever that changes,
+	// so every TenantSettings is reported again.
+	AdmissionChanged <-chan event.GenericEvent
+}
+
+// AdmissionPolicies is what the manager knows of its admission policies
+// (internal/health.AdmissionPolicies).
+type AdmissionPolicies interface {
+	Installed() (installed, known bool)
+	Missing() []string
 }
 
 // DefaultOptions returns the defaults used by the manager's flags.

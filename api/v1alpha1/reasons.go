@@ -51,3 +51,12 @@ const (
 	EventLimitExceeded   = "LimitExceeded"
 	EventSecretRecreated = "SecretRecreated"
 )
+
+// The TenantSettings condition that says whether Keyward's admission
+// policies are installed (without them owners are not stamped, and anyone
+// who may update or delete a key may revoke, reassign or delete it).
+const (
+	ConditionAdmissionPolicies = "AdmissionPoliciesInstalled"
+	ReasonPoliciesInstalled    = "Installed"
+	ReasonPoliciesMissing      = "Missing"
+)

@@ -82,3 +82,29 @@ var _ = Describe("A manager that cannot watch says so and still stops on SIGTERM
 		Expect(strings.Contains(string(stalled.Err.Contents()), "kw_")).To(BeFalse())
 	})
 })
+
+var _ = Describe("Every TenantSettings says whether Keyward's admission policies are installed", Serial, func() {
+	It("is True with the shipped policies, False naming what is missing, and True again once restored", func() {
+		ns := newNamespace()
+		_, _, err := kubectlIn(`apiVersion: keyward.dev/v1alpha1
+kind: TenantSettings
+metadata: {name: default, namespace: `+ns+`}
+spec: {apiKeysEnabled: true}
+`, "apply", "-f", "-")
+		Expect(err).NotTo(HaveOccurred())
+		condition := func() string {
+			return kubectl("-n", ns, "get", "tenantsettings", "default", "-o",
+				`jsonpath={.status.conditions[?(@.type=="AdmissionPoliciesInstalled")].status}/{.status.conditions[?(@.type=="AdmissionPoliciesInstalled")].message}`)
+		}
+		Eventually(condition, timeout, interval).Should(HavePrefix("True/"))
+
+		kubectl("delete", "validatingadmissionpolicybinding", "keyward-accesskey-delete")
+		DeferCleanup(func() {
+			kubectl("apply", "--server-side", "--force-conflicts", "-f", filepath.Join(root, "config", "admission", "policies.yaml"))
+		})
+		Eventually(condition, timeout, interval).Should(And(HavePrefix("False/"), ContainSubstring("ValidatingAdmissionPolicyBinding keyward-accesskey-delete")))
+
+		kubectl("apply", "--server-side", "--force-conflicts", "-f", filepath.Join(root, "config", "admission", "policies.yaml"))
+		Eventually(condition, timeout, interval).Should(HavePrefix("True/"))
+	})
+})

@@ -99,6 +99,7 @@ var _ = BeforeSuite(func() {
 		"--leader-election-namespace=keyward-system",
 		"--metrics-bind-address="+metricsAddr, // HTTPS, authenticated: the default
 		"--health-probe-bind-address="+probe,
+		"--admission-check-interval=1s",
 		"--verify-bind-address="+verifyAddr,
 		"--verify-grpc-bind-address="+freeAddr(),
 		// The highest verbosity, so the secret-hygiene spec sees every
