@@ -18,7 +18,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"keyward.dev/keyward/controllers"
-	"keyward.dev/keyward/internal/testenv"
+	"keyward.dev/keyward/test/harness/testenv"
 )
 
 // The suite runs the real manager against a real kube-apiserver, etcd and

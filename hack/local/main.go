@@ -30,7 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"keyward.dev/keyward/internal/controlplane"
+	"keyward.dev/keyward/test/harness/controlplane"
 )
 
 const (

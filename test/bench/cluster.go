@@ -16,12 +16,12 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
-	"keyward.dev/keyward/internal/controlplane"
-	"keyward.dev/keyward/internal/testenv"
+	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/test/harness/testenv"
 )
 
 // cluster is one fresh control plane (etcd, kube-apiserver,
-// kube-controller-manager through internal/testenv) and, optionally, the
+// kube-controller-manager through test/harness/testenv) and, optionally, the
 // manager binary running against it as a subprocess.
 type cluster struct {
 	env     *testenv.Env

@@ -1,5 +1,5 @@
 // Command bench measures issuance at scale (issue 7): it starts its own real
-// control plane (internal/testenv: etcd, kube-apiserver,
+// control plane (test/harness/testenv: etcd, kube-apiserver,
 // kube-controller-manager), runs the manager binary built from this
 // repository (bin/manager) as a subprocess, and measures issuance of many
 // keys against a floor measured in the same run, the latency of one key,
@@ -31,7 +31,7 @@ import (
 	"github.com/go-logr/logr"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"keyward.dev/keyward/internal/controlplane"
+	"keyward.dev/keyward/test/harness/controlplane"
 )
 
 // plan is what one mode measures.

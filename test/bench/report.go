@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"keyward.dev/keyward/internal/controlplane"
+	"keyward.dev/keyward/test/harness/controlplane"
 )
 
 // Markers of the section this harness owns in docs/benchmarks.md.

@@ -11,8 +11,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"keyward.dev/keyward/internal/controlplane"
-	"keyward.dev/keyward/internal/testenv"
+	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/test/harness/testenv"
 )
 
 // apiserverPID finds this test process's own kube-apiserver (envtest starts

@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
-	"keyward.dev/keyward/internal/argocd"
+	"keyward.dev/keyward/test/harness/argocd"
 )
 
 // object reads one object (kind/name, e.g. accesskey/api) from the API

@@ -25,8 +25,8 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"keyward.dev/keyward/internal/controlplane"
-	"keyward.dev/keyward/internal/testenv"
+	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/test/harness/testenv"
 )
 
 var (

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"keyward.dev/keyward/internal/testenv"
+	"keyward.dev/keyward/test/harness/testenv"
 )
 
 var (

@@ -24,8 +24,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"keyward.dev/keyward/internal/controlplane"
-	"keyward.dev/keyward/internal/testenv"
+	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/test/harness/testenv"
 )
 
 const (

@@ -26,9 +26,9 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 
-	"keyward.dev/keyward/internal/chartrender"
-	"keyward.dev/keyward/internal/controlplane"
-	"keyward.dev/keyward/internal/testenv"
+	"keyward.dev/keyward/test/harness/chartrender"
+	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/test/harness/testenv"
 )
 
 var (

@@ -19,7 +19,7 @@ import (
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
-	"keyward.dev/keyward/internal/testenv"
+	"keyward.dev/keyward/test/harness/testenv"
 	"keyward.dev/keyward/internal/verify"
 )
 

@@ -25,7 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"keyward.dev/keyward/controllers"
-	"keyward.dev/keyward/internal/testenv"
+	"keyward.dev/keyward/test/harness/testenv"
 	"keyward.dev/keyward/internal/verify"
 )
 

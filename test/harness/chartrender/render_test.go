@@ -12,7 +12,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
-	"keyward.dev/keyward/internal/controlplane"
+	"keyward.dev/keyward/test/harness/controlplane"
 )
 
 func chartDir(t *testing.T) string {

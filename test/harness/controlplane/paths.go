@@ -1,4 +1,4 @@
-// Package controlplane holds what the test harness (internal/testenv) and
+// Package controlplane holds what the test harness (test/harness/testenv) and
 // `make local` (hack/local) share about running a real Kubernetes control
 // plane: where the repository and the control-plane binaries are, which
 // manifests get applied, the kube-controller-manager process, and a watchdog

@@ -9,7 +9,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"keyward.dev/keyward/internal/controlplane"
+	"keyward.dev/keyward/test/harness/controlplane"
 )
 
 // The tests follow Argo CD's layout for resource customizations
