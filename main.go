@@ -61,8 +61,8 @@ func main() {
 		"How often every replica looks for Keyward's admission policies (reported on every TenantSettings and as keyward_admission_policies_installed).")
 	verifyOpts.BindFlags(flag.CommandLine)
 	flag.IntVar(&maxConcurrent, "max-concurrent-reconciles", 4, "Reconciles each controller runs at once.")
-	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 50, "Client-side limit of requests per second to the API server (a negative value switches client-side limiting off).")
-	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 100, "Requests allowed above --kube-api-qps in a burst.")
+	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 400, "Client-side limit of requests per second to the API server, per resource (a negative value switches client-side limiting off); docs/benchmarks.md shows why 400.")
+	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 800, "Requests allowed above --kube-api-qps in a burst.")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()

@@ -149,7 +149,7 @@ func TestAbuseFloodFromManyAddresses(t *testing.T) {
 func TestAbuseOversizedRequests(t *testing.T) {
 	f := newFixture(t, "", nil)
 	h := f.srv.Config.Handler
-	srv := &Server{Addr: "127.0.0.1:0", Handler: h, Log: logr.Discard()}
+	srv := &Server{endpoint: endpoint{Addr: "127.0.0.1:0", Log: logr.Discard()}, Handler: h}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Start(ctx) }()

@@ -2,17 +2,14 @@ package verify
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"github.com/go-logr/logr"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -157,49 +154,16 @@ func keyAndHeader(h http.Header, extra string) (string, string) {
 
 // GRPCServer serves ExtAuthz on every replica.
 type GRPCServer struct {
-	Addr    string
-	CertDir string
-	Auth    *ExtAuthz
-	Log     logr.Logger
-	gate    *syncGate
-
-	listening atomic.Pointer[net.Addr]
-}
-
-// NeedLeaderElection is false: every replica verifies.
-func (s *GRPCServer) NeedLeaderElection() bool { return false }
-
-// ListenAddr is the address the server listens on once it does.
-func (s *GRPCServer) ListenAddr() net.Addr {
-	if a := s.listening.Load(); a != nil {
-		return *a
-	}
-	return nil
+	endpoint
+	Auth *ExtAuthz
 }
 
 // Start listens once the caches are synced and serves until ctx ends.
 func (s *GRPCServer) Start(ctx context.Context) error {
-	if s.gate != nil {
-		if err := s.gate.wait(ctx); err != nil {
-			return nil
-		}
-	}
-	ln, err := listen(ctx, s.Addr, s.CertDir, []string{"h2"})
-	if err != nil {
-		return err
-	}
-	a := ln.Addr()
-	s.listening.Store(&a)
 	srv := grpc.NewServer()
 	authv3.RegisterAuthorizationServer(srv, s.Auth)
-	s.Log.Info("serving Envoy ext_authz (gRPC)", "address", a.String(), "tls", s.CertDir != "")
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	return s.serve(ctx, "Envoy ext_authz (gRPC)", []string{"h2"}, srv.Serve, func() error {
 		srv.GracefulStop()
 		return nil
-	}
+	})
 }

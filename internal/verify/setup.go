@@ -219,13 +219,14 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ver
 	}
 	out.Ready = synced.Check
 	if opts.BindAddress != Off && opts.BindAddress != "" {
-		out.HTTP = &Server{Addr: opts.BindAddress, CertDir: opts.CertDir, Handler: h.Mux(), Log: log, gate: synced}
+		out.HTTP = &Server{endpoint: endpoint{Addr: opts.BindAddress, CertDir: opts.CertDir, Log: log, gate: synced}, Handler: h.Mux()}
 		if err := mgr.Add(out.HTTP); err != nil {
 			return nil, err
 		}
 	}
 	if opts.GRPCBindAddress != Off && opts.GRPCBindAddress != "" {
-		out.GRPC = &GRPCServer{Addr: opts.GRPCBindAddress, CertDir: opts.CertDir, Auth: &ExtAuthz{Verifier: v, Trusted: trusted, KeyHeader: opts.KeyHeader}, Log: log, gate: synced}
+		out.GRPC = &GRPCServer{endpoint: endpoint{Addr: opts.GRPCBindAddress, CertDir: opts.CertDir, Log: log, gate: synced},
+			Auth: &ExtAuthz{Verifier: v, Trusted: trusted, KeyHeader: opts.KeyHeader}}
 		if err := mgr.Add(out.GRPC); err != nil {
 			return nil, err
 		}
@@ -285,11 +286,12 @@ func (g *syncGate) wait(ctx context.Context) error {
 	return nil
 }
 
-// Server serves the HTTP verification API on every replica.
-type Server struct {
+// endpoint is what the HTTP and the gRPC server share: an address, optional
+// TLS, and a listener opened only once the caches are synced, on every
+// replica (no leader election).
+type endpoint struct {
 	Addr    string
 	CertDir string
-	Handler http.Handler
 	Log     logr.Logger
 	gate    *syncGate
 
@@ -297,48 +299,62 @@ type Server struct {
 }
 
 // NeedLeaderElection is false: every replica verifies.
-func (s *Server) NeedLeaderElection() bool { return false }
+func (e *endpoint) NeedLeaderElection() bool { return false }
 
 // ListenAddr is the address the server listens on once it does (for ":0").
-func (s *Server) ListenAddr() net.Addr {
-	if a := s.listening.Load(); a != nil {
+func (e *endpoint) ListenAddr() net.Addr {
+	if a := e.listening.Load(); a != nil {
 		return *a
 	}
 	return nil
 }
 
-// Start listens once the caches are synced and serves until ctx ends.
-func (s *Server) Start(ctx context.Context) error {
-	if s.gate != nil {
-		if err := s.gate.wait(ctx); err != nil {
+// serve waits for the caches, listens, runs serve on the listener and
+// calls stop when ctx ends. A ctx that ends before the caches sync is a
+// clean stop.
+func (e *endpoint) serve(ctx context.Context, what string, protos []string, serve func(net.Listener) error, stop func() error) error {
+	if e.gate != nil {
+		if err := e.gate.wait(ctx); err != nil {
 			return nil
 		}
 	}
-	ln, err := listen(ctx, s.Addr, s.CertDir, []string{"http/1.1", "h2"})
+	ln, err := listen(ctx, e.Addr, e.CertDir, protos)
 	if err != nil {
 		return err
 	}
 	a := ln.Addr()
-	s.listening.Store(&a)
+	e.listening.Store(&a)
+	e.Log.Info("serving "+what, "address", a.String(), "tls", e.CertDir != "")
+	errc := make(chan error, 1)
+	go func() { errc <- serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return stop()
+	}
+}
+
+// Server serves the HTTP verification API on every replica.
+type Server struct {
+	endpoint
+	Handler http.Handler
+}
+
+// Start listens once the caches are synced and serves until ctx ends.
+func (s *Server) Start(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           s.Handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          nil,
 	}
-	s.Log.Info("serving the verification API", "address", a.String(), "tls", s.CertDir != "")
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	return s.serve(ctx, "the verification API", []string{"http/1.1", "h2"}, srv.Serve, func() error {
 		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return srv.Shutdown(shutdown)
-	}
+	})
 }
 
 // listen opens a TCP listener, with TLS from certDir (tls.crt, tls.key,

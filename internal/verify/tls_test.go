@@ -41,7 +41,7 @@ func TestServerTLS(t *testing.T) {
 	}
 	f := newFixture(t, "", nil)
 	h := &Handler{Verifier: &Verifier{Store: f.store, Now: func() time.Time { return f.now }}, Log: logr.Discard()}
-	s := &Server{Addr: "127.0.0.1:0", CertDir: dir, Handler: h.Mux(), Log: logr.Discard()}
+	s := &Server{endpoint: endpoint{Addr: "127.0.0.1:0", CertDir: dir, Log: logr.Discard()}, Handler: h.Mux()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Start(ctx) }()

@@ -81,8 +81,8 @@ func logln(format string, args ...any) {
 func run() int {
 	mode := flag.String("mode", "quick", "quick or full")
 	out := flag.String("out", "", "file whose Issuance section is (re)written (default: docs/benchmarks.md in full mode, bin/bench/benchmarks-quick.md in quick mode)")
-	qps := flag.Float64("kube-api-qps", 50, "client QPS of the manager and of the floor (passed to the manager as --kube-api-qps)")
-	burst := flag.Int("kube-api-burst", 100, "client burst of the manager and of the floor")
+	qps := flag.Float64("kube-api-qps", 400, "client QPS of the manager and of the floor (passed to the manager as --kube-api-qps)")
+	burst := flag.Int("kube-api-burst", 800, "client burst of the manager and of the floor")
 	conc := flag.Int("max-concurrent-reconciles", 4, "workers of each manager controller and of the floor")
 	managerArgs := flag.String("manager-args", "", "further manager flags, space-separated (e.g. --settle-delay=0)")
 	runs := flag.Int("runs", 0, "runs (default: 3 in full mode, 1 in quick mode)")
