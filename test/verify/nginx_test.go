@@ -19,8 +19,8 @@ import (
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
-	"keyward.dev/keyward/test/harness/testenv"
 	"keyward.dev/keyward/internal/verify"
+	"keyward.dev/keyward/test/harness/testenv"
 )
 
 // The names docs/gateways.md uses, which the test replaces with loopback addresses.

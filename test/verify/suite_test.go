@@ -25,8 +25,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"keyward.dev/keyward/controllers"
-	"keyward.dev/keyward/test/harness/testenv"
 	"keyward.dev/keyward/internal/verify"
+	"keyward.dev/keyward/test/harness/testenv"
 )
 
 var (
