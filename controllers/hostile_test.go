@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/controllers"
 )
 
 // The hostile table: manifests a tenant can send, each either refused by the
@@ -241,6 +242,15 @@ var _ = Describe("Tenant isolation: hostile manifests", Ordered, ContinueOnFailu
 		Expect(managerLog.String()).NotTo(ContainSubstring("panic"))
 		// Every hostile object has its answer; nothing may keep the
 		// workers busy (a key requeued every 100 ms would add ~30 here).
+		// First let the last canary's delayed work finish (key counts are
+		// written controllers.CountsDelay after a change).
+		last := -1.0
+		Eventually(func() bool {
+			now := reconcileTotal()
+			settled := now == last
+			last = now
+			return settled
+		}, timeout, 3*controllers.CountsDelay/2).Should(BeTrue())
 		start := reconcileTotal()
 		Consistently(func() float64 { return reconcileTotal() - start }, 3*time.Second, 200*time.Millisecond).
 			Should(BeNumerically("<", 15))

@@ -284,6 +284,15 @@ var _ = Describe("Access tokens (SPEC §7)", func() {
 
 		var p *oidc.Provider
 		Eventually(func() (err error) { p, err = oidc.NewProvider(rctx, rissuer); return err }, timeout, interval).Should(Succeed())
+		// Replica B listens only once its caches are synced, too.
+		Eventually(func() (int, error) {
+			resp, err := http.Get(urlB + verify.PathJWKS)
+			if err != nil {
+				return 0, err
+			}
+			_ = resp.Body.Close()
+			return resp.StatusCode, nil
+		}, timeout, interval).Should(Equal(http.StatusOK))
 		cfg := &oidc.Config{ClientID: rissuer}
 		verifiers := []*oidc.IDTokenVerifier{
 			p.Verifier(cfg), // replica A's JWKS, from discovery
