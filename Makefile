@@ -60,7 +60,7 @@ test: manifests generate vet test-unit test-fuzz test-integration ## Everything:
 .PHONY: test-unit
 test-unit: ## Unit tests of pure logic (no cluster).
 	@mkdir -p bin
-	set +e; go test ./internal/... ./api/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
+	set +e; go test ./internal/... ./api/... ./test/harness/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
 	  echo "test-unit: $$(grep -c -- '--- PASS' bin/test-unit.log) passed, $$(grep -c -- '--- FAIL' bin/test-unit.log) failed (full log: bin/test-unit.log)"; exit $$status
 
 .PHONY: test-fuzz
@@ -85,7 +85,7 @@ bench-token: ## Benchmark access-token issuance (1, 8, 64 clients vs no-op) and 
 .PHONY: test-integration
 test-integration: controlplane ## Integration tests: envtest with the real kube-apiserver, etcd and garbage collector.
 	@mkdir -p bin
-	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test ./controllers/... ./test/... -count=1 -timeout 30m -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-integration.log \
+	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test ./controllers/... $$(go list ./test/... | grep -v /test/harness/) -count=1 -timeout 30m -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-integration.log \
 	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|no test files' ; status=$${PIPESTATUS[0]}; \
 	  echo "test-integration: exit $$status (full log: bin/test-integration.log; control-plane logs: bin/testenv/)"; exit $$status
 
