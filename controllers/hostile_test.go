@@ -288,10 +288,9 @@ func ensureTenantOn(ns string) {
 	Expect(err).NotTo(HaveOccurred())
 }
 
-// loosenCRD removes the validation of one schema property of a Keyward CRD,
-// as an older CRD (or a hand-edited one) would lack it, and restores the
-// CRD when the spec ends. path runs from the version's spec property down.
-func loosenCRD(plural string, path ...string) {
+// editCRDSchema changes the live openAPIV3Schema of a Keyward CRD (its
+// first version) with edit, and restores the CRD when the spec ends.
+func editCRDSchema(plural string, edit func(schema map[string]any)) {
 	GinkgoHelper()
 	crd := &unstructured.Unstructured{}
 	crd.SetAPIVersion("apiextensions.k8s.io/v1")
@@ -299,15 +298,7 @@ func loosenCRD(plural string, path ...string) {
 	Expect(k8s.Get(ctx, client.ObjectKey{Name: plural + "." + keyward.GroupVersion.Group}, crd)).To(Succeed())
 	original := crd.DeepCopy()
 	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
-	schema := versions[0].(map[string]any)["schema"].(map[string]any)["openAPIV3Schema"].(map[string]any)
-	node := schema["properties"].(map[string]any)["spec"].(map[string]any)
-	delete(node, "x-kubernetes-validations")
-	for _, p := range path {
-		node = node["properties"].(map[string]any)[p].(map[string]any)
-	}
-	for _, rule := range []string{"pattern", "format", "x-kubernetes-validations", "maxLength"} {
-		delete(node, rule)
-	}
+	edit(versions[0].(map[string]any)["schema"].(map[string]any)["openAPIV3Schema"].(map[string]any))
 	Expect(unstructured.SetNestedSlice(crd.Object, versions, "spec", "versions")).To(Succeed())
 	Expect(k8s.Update(ctx, crd)).To(Succeed())
 	DeferCleanup(func() {
@@ -321,6 +312,23 @@ func loosenCRD(plural string, path ...string) {
 			restored.SetResourceVersion(current.GetResourceVersion())
 			return k8s.Update(ctx, restored)
 		}, timeout, interval).Should(Succeed())
+	})
+}
+
+// loosenCRD removes the validation of one schema property of a Keyward CRD,
+// as an older CRD (or a hand-edited one) would lack it, and restores the
+// CRD when the spec ends. path runs from the version's spec property down.
+func loosenCRD(plural string, path ...string) {
+	GinkgoHelper()
+	editCRDSchema(plural, func(schema map[string]any) {
+		node := schema["properties"].(map[string]any)["spec"].(map[string]any)
+		delete(node, "x-kubernetes-validations")
+		for _, p := range path {
+			node = node["properties"].(map[string]any)[p].(map[string]any)
+		}
+		for _, rule := range []string{"pattern", "format", "x-kubernetes-validations", "maxLength"} {
+			delete(node, rule)
+		}
 	})
 }
 

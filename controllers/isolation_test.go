@@ -316,27 +316,7 @@ var _ = Describe("Issue 14: a status the API server refuses", Serial, func() {
 // given status field (until the spec ends).
 func tightenAccessKeyStatus(field string) {
 	GinkgoHelper()
-	crd := &unstructured.Unstructured{}
-	crd.SetAPIVersion("apiextensions.k8s.io/v1")
-	crd.SetKind("CustomResourceDefinition")
-	Expect(k8s.Get(ctx, client.ObjectKey{Name: "accesskeys." + keyward.GroupVersion.Group}, crd)).To(Succeed())
-	original := crd.DeepCopy()
-	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
-	schema := versions[0].(map[string]any)["schema"].(map[string]any)["openAPIV3Schema"].(map[string]any)
-	node := schema["properties"].(map[string]any)["status"].(map[string]any)["properties"].(map[string]any)[field].(map[string]any)
-	node["maxLength"] = int64(1)
-	Expect(unstructured.SetNestedSlice(crd.Object, versions, "spec", "versions")).To(Succeed())
-	Expect(k8s.Update(ctx, crd)).To(Succeed())
-	DeferCleanup(func() {
-		Eventually(func() error {
-			current := &unstructured.Unstructured{}
-			current.SetGroupVersionKind(crd.GroupVersionKind())
-			if err := k8s.Get(ctx, client.ObjectKeyFromObject(crd), current); err != nil {
-				return err
-			}
-			restored := original.DeepCopy()
-			restored.SetResourceVersion(current.GetResourceVersion())
-			return k8s.Update(ctx, restored)
-		}, timeout, interval).Should(Succeed())
+	editCRDSchema("accesskeys", func(schema map[string]any) {
+		schema["properties"].(map[string]any)["status"].(map[string]any)["properties"].(map[string]any)[field].(map[string]any)["maxLength"] = int64(1)
 	})
 }
