@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -20,8 +19,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/hack/loadgen"
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/verify"
 )
@@ -66,16 +64,16 @@ func main() {
 	h := &verify.Handler{Verifier: v, Tokens: tokens, Log: logr.Discard()}
 
 	// One server: the real mux and a no-op under /noop, each timed.
-	tokenTimes, noopTimes := newRecorder(*maxReq), newRecorder(*maxReq)
+	tokenTimes, noopTimes := loadgen.NewRecorder(*maxReq), loadgen.NewRecorder(*maxReq)
 	real := h.Mux()
 	mux := http.NewServeMux()
-	mux.Handle("/", timed(real, tokenTimes))
-	mux.Handle("/noop", timed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/", loadgen.Timed(real, tokenTimes))
+	mux.Handle("/noop", loadgen.Timed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"access_token":"x","token_type":"Bearer","expires_in":900,"scope":""}`)
 	}), noopTimes))
-	base := serveHTTP(mux)
+	base := loadgen.ServeHTTP(mux)
 
 	pick := func() (string, string) {
 		p := plains[rand.IntN(len(plains))]
@@ -83,10 +81,10 @@ func main() {
 		return k.ID, p
 	}
 	body := url.Values{"grant_type": {"client_credentials"}}.Encode()
-	phase := func(workers int, path string, rec *recorder, slice time.Duration, max int) result {
+	phase := func(workers int, path string, rec *loadgen.Recorder, slice time.Duration, max int) loadgen.Result {
 		tr := &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers}
 		cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-		return load(workers, slice, max, rec, func() bool {
+		return loadgen.Load(workers, slice, max, rec, func() bool {
 			req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			id, secret := pick()
@@ -104,7 +102,7 @@ func main() {
 	phase(8, verify.PathToken, nil, time.Second, *maxReq)
 	type row struct {
 		workers     int
-		token, noop result
+		token, noop loadgen.Result
 	}
 	var rows []row
 	slice := *duration / time.Duration(*rounds)
@@ -113,12 +111,12 @@ func main() {
 		r.workers = w
 		for i := 0; i < *rounds; i++ {
 			fmt.Fprintf(os.Stderr, "%d clients, round %d/%d\n", w, i+1, *rounds)
-			r.noop = r.noop.merge(phase(w, "/noop", noopTimes, slice, *maxReq / *rounds))
-			r.token = r.token.merge(phase(w, verify.PathToken, tokenTimes, slice, *maxReq / *rounds))
+			r.noop = r.noop.Merge(phase(w, "/noop", noopTimes, slice, *maxReq / *rounds))
+			r.token = r.token.Merge(phase(w, verify.PathToken, tokenTimes, slice, *maxReq / *rounds))
 		}
-		for _, x := range []*result{&r.noop, &r.token} {
-			slices.Sort(x.client)
-			slices.Sort(x.server)
+		for _, x := range []*loadgen.Result{&r.noop, &r.token} {
+			slices.Sort(x.Client)
+			slices.Sort(x.Server)
 		}
 		rows = append(rows, r)
 	}
@@ -165,30 +163,30 @@ func main() {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Tokens\n\n")
 	fmt.Fprintf(&b, "`make bench-token` (`hack/bench-token`), run %s on %d CPUs (%s/%s, %s), shared with other work (load average at the end: %s): %d keys in an in-memory store (`verify.MemStore`), keys drawn at random, HTTP Basic client authentication, ES256 signing; the real handler (`POST /v1/token`: form, client authentication through the verifier, claims, signature) and a no-op handler answering a canned token response on the same server, %s per phase in %d slices alternating with the no-op, loopback.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), loadavg(), *nKeys, *duration, *rounds)
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), loadgen.Loadavg(), *nKeys, *duration, *rounds)
 	fmt.Fprintf(&b, "| clients | endpoint | requests | req/s | client p50 | client p99 | server p50 | server p99 | failed | vs no-op |\n")
 	fmt.Fprintf(&b, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rows {
 		for _, x := range []struct {
 			name string
-			res  result
+			res  loadgen.Result
 		}{{"no-op", r.noop}, {"`POST /v1/token`", r.token}} {
 			ratio := ""
 			if x.name != "no-op" {
-				ratio = fmt.Sprintf("%.2f×", x.res.rps()/r.noop.rps())
+				ratio = fmt.Sprintf("%.2f×", x.res.RPS()/r.noop.RPS())
 			}
-			fmt.Fprintf(&b, "| %d | %s | %d | %.0f | %s | %s | %s | %s | %d | %s |\n", r.workers, x.name, x.res.requests, x.res.rps(),
-				us(pct(x.res.client, .5)), us(pct(x.res.client, .99)), us(pct(x.res.server, .5)), us(pct(x.res.server, .99)), x.res.failures, ratio)
+			fmt.Fprintf(&b, "| %d | %s | %d | %.0f | %s | %s | %s | %s | %d | %s |\n", r.workers, x.name, x.res.Requests, x.res.RPS(),
+				loadgen.US(loadgen.Pct(x.res.Client, .5)), loadgen.US(loadgen.Pct(x.res.Client, .99)), loadgen.US(loadgen.Pct(x.res.Server, .5)), loadgen.US(loadgen.Pct(x.res.Server, .99)), x.res.Failures, ratio)
 		}
 	}
 	fmt.Fprintf(&b, "\n- One local validation of a token with go-oidc (`IDTokenVerifier.Verify`, key set in memory: ES256 signature, iss, aud, exp): **%s** (%d allocs/op), against a `POST /v1/verify` round trip on loopback (one client, keep-alive): p50 **%s**, p99 %s.\n",
-		us(time.Duration(local.NsPerOp())), local.AllocsPerOp(), us(pct(rts, .5)), us(pct(rts, .99)))
+		loadgen.US(time.Duration(local.NsPerOp())), local.AllocsPerOp(), loadgen.US(loadgen.Pct(rts, .5)), loadgen.US(loadgen.Pct(rts, .99)))
 	fmt.Fprintf(&b, "- Goals (issue 11): issuance ≥ 0.5× the no-op's throughput, server-side p99 ≤ 2 ms.\n")
 	fmt.Fprintf(&b, "- Client-side latency includes the load generator, on the same CPUs; server-side is measured around the handler.\n")
 	section := b.String()
 	fmt.Print(section)
 	if *out != "-" {
-		must(writeSection(*out, section))
+		must(loadgen.WriteSection(*out, "## Tokens", section))
 		fmt.Fprintln(os.Stderr, "wrote", *out)
 	}
 }
@@ -213,122 +211,6 @@ func buildStore(n int) (*verify.MemStore, []string) {
 		plains = append(plains, m.Plaintext())
 	}
 	return store, plains
-}
-
-type recorder struct {
-	d []time.Duration
-	n atomic.Int64
-}
-
-func newRecorder(max int) *recorder { return &recorder{d: make([]time.Duration, max+1024)} }
-
-func (r *recorder) add(d time.Duration) {
-	if i := r.n.Add(1) - 1; int(i) < len(r.d) {
-		r.d[i] = d
-	}
-}
-
-func timed(h http.Handler, rec *recorder) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		h.ServeHTTP(w, r)
-		rec.add(time.Since(start))
-	})
-}
-
-func serveHTTP(h http.Handler) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(err)
-	go func() { _ = (&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}).Serve(ln) }()
-	return "http://" + ln.Addr().String()
-}
-
-type result struct {
-	requests, failures int64
-	elapsed            time.Duration
-	client, server     []time.Duration
-}
-
-func (r result) rps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
-
-func (r result) merge(o result) result {
-	return result{requests: r.requests + o.requests, failures: r.failures + o.failures, elapsed: r.elapsed + o.elapsed,
-		client: append(r.client, o.client...), server: append(r.server, o.server...)}
-}
-
-func load(workers int, d time.Duration, max int, rec *recorder, do func() bool) result {
-	if rec != nil {
-		rec.n.Store(0)
-	}
-	var (
-		count, failures atomic.Int64
-		wg              sync.WaitGroup
-		mu              sync.Mutex
-		client          []time.Duration
-	)
-	deadline := time.Now().Add(d)
-	start := time.Now()
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var local []time.Duration
-			for time.Now().Before(deadline) && count.Add(1) <= int64(max) {
-				t := time.Now()
-				if !do() {
-					failures.Add(1)
-				}
-				local = append(local, time.Since(t))
-			}
-			mu.Lock()
-			client = append(client, local...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	r := result{requests: int64(len(client)), failures: failures.Load(), elapsed: time.Since(start), client: client}
-	if rec != nil {
-		n := min(int(rec.n.Load()), len(rec.d))
-		r.server = slices.Clone(rec.d[:n])
-	}
-	return r
-}
-
-func pct(s []time.Duration, p float64) time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	return s[min(len(s)-1, int(float64(len(s))*p))]
-}
-
-func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d.Nanoseconds())/1000) }
-
-// writeSection replaces (or appends) the "## Tokens" section of path.
-func writeSection(path, section string) error {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	doc := string(raw)
-	re := regexp.MustCompile(`(?ms)^## Tokens\n.*?(^## |\z)`)
-	if loc := re.FindStringSubmatchIndex(doc); loc != nil {
-		doc = doc[:loc[0]] + section + "\n" + doc[loc[2]:]
-		if loc[2] == len(raw) {
-			doc = strings.TrimRight(doc, "\n") + "\n"
-		}
-	} else {
-		doc = strings.TrimRight(doc, "\n") + "\n\n" + section
-	}
-	return os.WriteFile(path, []byte(doc), 0o644)
-}
-
-func loadavg() string {
-	raw, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(raw))
-	return strings.Join(f[:3], " ")
 }
 
 func must(err error) {

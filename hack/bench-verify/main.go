@@ -19,13 +19,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"regexp"
 	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,6 +37,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/hack/loadgen"
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/policy"
 	"keyward.dev/keyward/internal/verify"
@@ -70,26 +68,26 @@ func main() {
 	must(v.Metrics.Register(prometheus.NewRegistry()))
 
 	// HTTP: the real handler and a no-op, each with server-side timing.
-	authTimes, noopTimes := newRecorder(*maxRequests), newRecorder(*maxRequests)
+	authTimes, noopTimes := loadgen.NewRecorder(*maxRequests), loadgen.NewRecorder(*maxRequests)
 	h := &verify.Handler{Verifier: v, Log: logr.Discard()}
-	authURL := serveHTTP(timed(h.Mux(), authTimes)) + verify.PathAuth
-	noopURL := serveHTTP(timed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	authURL := loadgen.ServeHTTP(loadgen.Timed(h.Mux(), authTimes)) + verify.PathAuth
+	noopURL := loadgen.ServeHTTP(loadgen.Timed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(verify.HeaderReason, "ok")
 		w.WriteHeader(http.StatusOK)
 	}), noopTimes)) + verify.PathAuth
 
 	// gRPC: the real ExtAuthz and a no-op Authorization server.
-	checkTimes, noopCheckTimes := newRecorder(*maxRequests), newRecorder(*maxRequests)
+	checkTimes, noopCheckTimes := loadgen.NewRecorder(*maxRequests), loadgen.NewRecorder(*maxRequests)
 	checkAddr := serveGRPC(&verify.ExtAuthz{Verifier: v}, checkTimes)
 	noopCheckAddr := serveGRPC(noopAuthz{}, noopCheckTimes)
 
 	pick := func() string { return plains[rand.IntN(len(plains))] }
 	slice := *duration / time.Duration(*rounds)
 	perRound := *maxRequests / *rounds
-	httpPhase := func(url string, rec *recorder) result {
+	httpPhase := func(url string, rec *loadgen.Recorder) loadgen.Result {
 		tr := &http.Transport{MaxIdleConnsPerHost: *workers, MaxConnsPerHost: *workers}
 		c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-		return load(*workers, slice, perRound, rec, func() bool {
+		return loadgen.Load(*workers, slice, perRound, rec, func() bool {
 			req, _ := http.NewRequest(http.MethodGet, url, nil)
 			req.Header.Set("Authorization", "Bearer "+pick())
 			resp, err := c.Do(req)
@@ -101,12 +99,12 @@ func main() {
 			return resp.StatusCode == http.StatusOK
 		})
 	}
-	grpcPhase := func(addr string, rec *recorder) result {
+	grpcPhase := func(addr string, rec *loadgen.Recorder) loadgen.Result {
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		must(err)
 		defer conn.Close()
 		cl := authv3.NewAuthorizationClient(conn)
-		return load(*workers, slice, perRound, rec, func() bool {
+		return loadgen.Load(*workers, slice, perRound, rec, func() bool {
 			resp, err := cl.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 				Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 					Method: "GET", Path: "/api", Headers: map[string]string{"authorization": "Bearer " + pick()}}}}})
@@ -117,24 +115,24 @@ func main() {
 	fmt.Fprintln(os.Stderr, "warming up")
 	httpPhase(authURL, nil)
 	grpcPhase(checkAddr, nil)
-	var noop, auth, noopCheck, check result
+	var noop, auth, noopCheck, check loadgen.Result
 	for r := 0; r < *rounds; r++ {
 		fmt.Fprintf(os.Stderr, "round %d/%d\n", r+1, *rounds)
-		noop = noop.merge(httpPhase(noopURL, noopTimes))
-		auth = auth.merge(httpPhase(authURL, authTimes))
-		noopCheck = noopCheck.merge(grpcPhase(noopCheckAddr, noopCheckTimes))
-		check = check.merge(grpcPhase(checkAddr, checkTimes))
+		noop = noop.Merge(httpPhase(noopURL, noopTimes))
+		auth = auth.Merge(httpPhase(authURL, authTimes))
+		noopCheck = noopCheck.Merge(grpcPhase(noopCheckAddr, noopCheckTimes))
+		check = check.Merge(grpcPhase(checkAddr, checkTimes))
 	}
-	for _, r := range []*result{&noop, &auth, &noopCheck, &check} {
-		slices.Sort(r.client)
-		slices.Sort(r.server)
+	for _, r := range []*loadgen.Result{&noop, &auth, &noopCheck, &check} {
+		slices.Sort(r.Client)
+		slices.Sort(r.Server)
 	}
 
 	decide, verifyPath := allocs(store, plains)
 	section := report(*nKeys, *workers, *rounds, *duration, auth, noop, check, noopCheck, decide, verifyPath)
 	fmt.Print(section)
 	if *out != "-" {
-		must(writeSection(*out, section))
+		must(loadgen.WriteSection(*out, "## Verification", section))
 		fmt.Fprintln(os.Stderr, "wrote", *out)
 	}
 }
@@ -168,40 +166,6 @@ func buildStore(n int) (*verify.MemStore, []string) {
 	return store, plains
 }
 
-// recorder keeps server-side durations.
-type recorder struct {
-	d []time.Duration
-	n atomic.Int64
-}
-
-func newRecorder(max int) *recorder { return &recorder{d: make([]time.Duration, max+1024)} }
-
-func (r *recorder) add(d time.Duration) {
-	if i := r.n.Add(1) - 1; int(i) < len(r.d) {
-		r.d[i] = d
-	}
-}
-
-func (r *recorder) sorted() []time.Duration {
-	n := min(int(r.n.Load()), len(r.d))
-	return slices.Clone(r.d[:n])
-}
-
-func timed(h http.Handler, rec *recorder) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		h.ServeHTTP(w, r)
-		rec.add(time.Since(start))
-	})
-}
-
-func serveHTTP(h http.Handler) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(err)
-	go func() { _ = (&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}).Serve(ln) }()
-	return "http://" + ln.Addr().String()
-}
-
 type noopAuthz struct {
 	authv3.UnimplementedAuthorizationServer
 }
@@ -211,77 +175,18 @@ func (noopAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResp
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}}}, nil
 }
 
-func serveGRPC(srv authv3.AuthorizationServer, rec *recorder) string {
+func serveGRPC(srv authv3.AuthorizationServer, rec *loadgen.Recorder) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(err)
 	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := h(ctx, req)
-		rec.add(time.Since(start))
+		rec.Add(time.Since(start))
 		return resp, err
 	}))
 	authv3.RegisterAuthorizationServer(s, srv)
 	go func() { _ = s.Serve(ln) }()
 	return ln.Addr().String()
-}
-
-type result struct {
-	requests, failures int64
-	elapsed            time.Duration
-	client             []time.Duration
-	server             []time.Duration
-}
-
-func (r result) rps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
-
-func (r result) merge(o result) result {
-	return result{requests: r.requests + o.requests, failures: r.failures + o.failures, elapsed: r.elapsed + o.elapsed,
-		client: append(r.client, o.client...), server: append(r.server, o.server...)}
-}
-
-func load(workers int, d time.Duration, max int, rec *recorder, do func() bool) result {
-	if rec != nil {
-		rec.n.Store(0)
-	}
-	var (
-		count, failures atomic.Int64
-		wg              sync.WaitGroup
-		mu              sync.Mutex
-		client          []time.Duration
-	)
-	deadline := time.Now().Add(d)
-	start := time.Now()
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			local := make([]time.Duration, 0, max/workers+1)
-			for time.Now().Before(deadline) && count.Add(1) <= int64(max) {
-				t := time.Now()
-				if !do() {
-					failures.Add(1)
-				}
-				local = append(local, time.Since(t))
-			}
-			mu.Lock()
-			client = append(client, local...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	r := result{requests: int64(len(client)), failures: failures.Load(), elapsed: elapsed, client: client}
-	if rec != nil {
-		r.server = rec.sorted()
-	}
-	return r
-}
-
-func pct(s []time.Duration, p float64) time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	return s[min(len(s)-1, int(float64(len(s))*p))]
 }
 
 func allocs(store *verify.MemStore, plains []string) (testing.BenchmarkResult, testing.BenchmarkResult) {
@@ -317,52 +222,27 @@ func mustParse(s string) keyformat.Key {
 	return k
 }
 
-func report(nKeys, workers, rounds int, d time.Duration, auth, noop, check, noopCheck result, decide, whole testing.BenchmarkResult) string {
+func report(nKeys, workers, rounds int, d time.Duration, auth, noop, check, noopCheck loadgen.Result, decide, whole testing.BenchmarkResult) string {
 	var b strings.Builder
-	row := func(name string, r result) {
-		fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %s | %s | %s | %d |\n", name, r.requests, r.rps(),
-			us(pct(r.client, .5)), us(pct(r.client, .99)), us(pct(r.server, .5)), us(pct(r.server, .99)), r.failures)
+	row := func(name string, r loadgen.Result) {
+		fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %s | %s | %s | %d |\n", name, r.Requests, r.RPS(),
+			loadgen.US(loadgen.Pct(r.Client, .5)), loadgen.US(loadgen.Pct(r.Client, .99)), loadgen.US(loadgen.Pct(r.Server, .5)), loadgen.US(loadgen.Pct(r.Server, .99)), r.Failures)
 	}
 	fmt.Fprintf(&b, "## Verification\n\n")
 	fmt.Fprintf(&b, "`make bench-verify` (`hack/bench-verify`), run %s on %d CPUs (%s/%s, %s), shared with other work: %d keys in the store, %d concurrent clients on loopback, %s per endpoint in %d slices alternating with its no-op (load average at the start: %s), keys drawn at random; every key restricted to loopback networks and checked for scope `orders:ReadOnly`. The store is an in-memory index (`verify.MemStore`) instead of the informer cache; decision, limiter, usage recording, metrics, HTTP handler and gRPC service are the real ones. Each real endpoint runs next to a no-op served the same way (same server, same client).\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), nKeys, workers, d, rounds, loadavg())
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), nKeys, workers, d, rounds, loadgen.Loadavg())
 	fmt.Fprintf(&b, "| endpoint | requests | req/s | client p50 | client p99 | server p50 | server p99 | failed |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	row("HTTP no-op", noop)
 	row("HTTP `GET /v1/auth`", auth)
 	row("gRPC no-op `Check`", noopCheck)
 	row("gRPC ext_authz `Check`", check)
 	fmt.Fprintf(&b, "\n- `/v1/auth` throughput is **%.2f×** the no-op's (target ≥ 0.7×); server-side p99 **%s** (target ≤ 1 ms).\n",
-		auth.rps()/noop.rps(), us(pct(auth.server, .99)))
-	fmt.Fprintf(&b, "- gRPC `Check` throughput is **%.2f×** the no-op's; server-side p99 **%s**.\n", check.rps()/noopCheck.rps(), us(pct(check.server, .99)))
+		auth.RPS()/noop.RPS(), loadgen.US(loadgen.Pct(auth.Server, .99)))
+	fmt.Fprintf(&b, "- gRPC `Check` throughput is **%.2f×** the no-op's; server-side p99 **%s**.\n", check.RPS()/noopCheck.RPS(), loadgen.US(loadgen.Pct(check.Server, .99)))
 	fmt.Fprintf(&b, "- The decision (`verify.Decide`): %d ns/op, **%d allocs/op** (%d B/op); the whole verification without transport (`Verifier.Verify`: parse, index lookup, Application and tenant reads, decision): %d ns/op, %d allocs/op (%d B/op).\n",
 		decide.NsPerOp(), decide.AllocsPerOp(), decide.AllocedBytesPerOp(), whole.NsPerOp(), whole.AllocsPerOp(), whole.AllocedBytesPerOp())
 	fmt.Fprintf(&b, "- Client-side latency includes the load generator itself, on the same CPUs; server-side is measured around the handler.\n\n")
 	return b.String()
-}
-
-func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d.Nanoseconds())/1000) }
-
-// writeSection replaces (or appends) the "## Verification" section of path.
-func writeSection(path, section string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	doc := string(old)
-	if doc == "" {
-		doc = "# Benchmarks\n\n"
-	}
-	re := regexp.MustCompile(`(?ms)^## Verification\n.*?(^## |\z)`)
-	if loc := re.FindStringSubmatchIndex(doc); loc != nil {
-		next := doc[loc[2]:]
-		doc = doc[:loc[0]] + section + next
-	} else {
-		if !strings.HasSuffix(doc, "\n\n") {
-			doc = strings.TrimRight(doc, "\n") + "\n\n"
-		}
-		doc += section
-	}
-	return os.WriteFile(path, []byte(doc), 0o644)
 }
 
 func must(err error) {
@@ -370,16 +250,4 @@ func must(err error) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
