@@ -267,11 +267,14 @@ func IdentityValues(res Result) []string {
 }
 
 // FormatScopes writes scopes as "name:Access,name:Access".
-func FormatScopes(scopes []keyward.Scope) string {
+func FormatScopes(scopes []keyward.Scope) string { return joinScopes(scopes, ',') }
+
+// joinScopes writes scopes as name:Access joined by sep.
+func joinScopes(scopes []keyward.Scope, sep byte) string {
 	var b strings.Builder
 	for i, s := range scopes {
 		if i > 0 {
-			b.WriteByte(',')
+			b.WriteByte(sep)
 		}
 		b.WriteString(s.Name)
 		b.WriteByte(':')

@@ -208,18 +208,7 @@ func NarrowScopes(granted, requested []keyward.Scope) ([]keyward.Scope, error) {
 }
 
 // FormatScopeParam writes scopes as the scope parameter and claim.
-func FormatScopeParam(scopes []keyward.Scope) string {
-	var b strings.Builder
-	for i, s := range scopes {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(s.Name)
-		b.WriteByte(':')
-		b.WriteString(string(accessOrDefault(s.Access)))
-	}
-	return b.String()
-}
+func FormatScopeParam(scopes []keyward.Scope) string { return joinScopes(scopes, ' ') }
 
 // TokenExpiry is when a token issued at now for the key material keyID of
 // k expires: now+ttl, never past the key's effective expiry (which the
