@@ -5,7 +5,6 @@ package chaos
 import (
 	"fmt"
 	"math/rand/v2"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,15 +13,12 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
-	"keyward.dev/keyward/internal/keyformat"
-	"keyward.dev/keyward/internal/secrets"
 )
 
 const (
@@ -38,55 +34,6 @@ const (
 	// left Pending and every rotation request must have been acted on.
 	pendingBound = 90 * time.Second
 )
-
-// observations made while the manager is being killed.
-type observations struct {
-	mu sync.Mutex
-	// keyIDs seen in status.keyID, per key.
-	keyIDs  map[types.NamespacedName]map[string]bool
-	samples int
-}
-
-// sample reads every AccessKey once (one consistent list) and checks the
-// limits at that moment; it records each key's current key ID.
-func (o *observations) sample() {
-	GinkgoHelper()
-	var keys keyward.AccessKeyList
-	if err := env.Client.List(ctx, &keys, client.MatchingLabels{"chaos": "crash"}); err != nil {
-		return // the API server may be busy; a sample is skipped, not failed
-	}
-	perApp, perOwner := map[string]int{}, map[string]int{}
-	holders := map[string][]string{} // for the failure message: names, phases, creation and issue times
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.samples++
-	for _, k := range keys.Items {
-		if k.Status.IssuedAt != nil { // issued keys hold their slot for good (revoked ones too)
-			perApp[k.Namespace+"/"+k.Spec.Application]++
-			perOwner[k.Namespace+"/"+k.Spec.Owner]++
-			issued := "never"
-			if k.Status.IssuedAt != nil {
-				issued = k.Status.IssuedAt.Format(time.StampMilli)
-			}
-			desc := fmt.Sprintf("%s %s created %s issued %s", k.Name, k.Status.Phase, k.CreationTimestamp.Format(time.StampMilli), issued)
-			holders[k.Namespace+"/"+k.Spec.Application] = append(holders[k.Namespace+"/"+k.Spec.Application], desc)
-			holders[k.Namespace+"/"+k.Spec.Owner] = append(holders[k.Namespace+"/"+k.Spec.Owner], desc)
-		}
-		if k.Status.KeyID != "" {
-			n := types.NamespacedName{Namespace: k.Namespace, Name: k.Name}
-			if o.keyIDs[n] == nil {
-				o.keyIDs[n] = map[string]bool{}
-			}
-			o.keyIDs[n][k.Status.KeyID] = true
-		}
-	}
-	for app, n := range perApp {
-		Expect(n).To(BeNumerically("<=", maxAccessKeys), "application %s holds %d issued keys at a sampled moment:\n%s", app, n, strings.Join(holders[app], "\n"))
-	}
-	for owner, n := range perOwner {
-		Expect(n).To(BeNumerically("<=", maxKeysPerOwner), "owner %s holds %d issued keys at a sampled moment:\n%s", owner, n, strings.Join(holders[owner], "\n"))
-	}
-}
 
 var _ = Describe("Crash anywhere: SIGKILL at random moments during a burst", func() {
 	It("loses nothing, issues nothing twice, overshoots no limit and orphans no Secret", func() {
@@ -173,25 +120,8 @@ var _ = Describe("Crash anywhere: SIGKILL at random moments during a burst", fun
 			}
 		}()
 
-		obs := &observations{keyIDs: map[types.NamespacedName]map[string]bool{}}
-		sampleTick := time.NewTicker(700 * time.Millisecond)
-		defer sampleTick.Stop()
-		for i := 0; i < kills; i++ {
-			// The kill schedule: a random moment 1.5–4.5 s after the last
-			// restart (during start-up, cache sync, issuance or idling).
-			killAt := time.NewTimer(1500*time.Millisecond + time.Duration(rng.IntN(3000))*time.Millisecond)
-		wait:
-			for {
-				select {
-				case <-killAt.C:
-					break wait
-				case <-sampleTick.C:
-					obs.sample()
-				}
-			}
-			m.kill()
-			m.restart()
-		}
+		obs := newObservations(client.MatchingLabels{"chaos": "crash"}, maxAccessKeys, maxKeysPerOwner)
+		killAtRandom(m, rng, func() { obs.sample() }, func(k int) bool { return k < kills })
 		workStop.Store(true)
 		Eventually(workerDone, 3*time.Minute).Should(BeClosed())
 		AddReportEntry("crash: kills survived", fmt.Sprintf("%d kills (%d restarts), %d operations, %d samples of the limits during the kills, %d API errors of the driver",
@@ -229,87 +159,13 @@ var _ = Describe("Crash anywhere: SIGKILL at random moments during a burst", fun
 		obs.sample()
 
 		By("every Active key has exactly one Secret whose key hashes to status.secretHash, and it verifies")
-		var keys keyward.AccessKeyList
-		Expect(env.Client.List(ctx, &keys, client.MatchingLabels{"chaos": "crash"})).To(Succeed())
-		var secretList corev1.SecretList
-		Expect(env.Client.List(ctx, &secretList, client.MatchingLabels(secrets.ManagedLabels()))).To(Succeed())
-		byKey := map[types.NamespacedName][]corev1.Secret{}
-		for _, s := range secretList.Items {
-			if !strings.HasPrefix(s.Namespace, "crash-") {
-				continue // other specs' tenants
-			}
-			n := types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[secrets.LabelAccessKey]}
-			byKey[n] = append(byKey[n], s)
-		}
-		keyByName := map[types.NamespacedName]*keyward.AccessKey{}
-		phases := map[keyward.KeyPhase]int{}
-		var activeMaterial []keyformat.Key
-		for i := range keys.Items {
-			k := &keys.Items[i]
-			n := types.NamespacedName{Namespace: k.Namespace, Name: k.Name}
-			keyByName[n] = k
-			phases[k.Status.Phase]++
-			switch k.Status.Phase {
-			case keyward.PhaseActive:
-				Expect(byKey[n]).To(HaveLen(1), "Secrets of Active key %s", n)
-				mat, ok := secrets.Material(&byKey[n][0])
-				Expect(ok).To(BeTrue(), "the Secret of %s holds a key", n)
-				Expect(mat.ID).To(Equal(k.Status.KeyID), "%s: Secret and status name the same key ID", n)
-				Expect(keyformat.HashSecret(mat.Secret)).To(Equal(k.Status.SecretHash), "%s: the Secret's key hashes to status.secretHash", n)
-				activeMaterial = append(activeMaterial, mat)
-			case keyward.PhaseRevoked:
-				Expect(byKey[n]).To(BeEmpty(), "revoked key %s keeps no Secret", n)
-				Expect(k.Status.SecretHash).To(BeEmpty(), "revoked key %s keeps no hash", n)
-			case keyward.PhaseRejected:
-				Expect(byKey[n]).To(BeEmpty(), "rejected key %s has no Secret", n)
-			}
-		}
-		Expect(activeMaterial).NotTo(BeEmpty())
-		Eventually(func() []string {
-			var bad []string
-			for _, mat := range activeMaterial {
-				if r := verifyKey(m.verify, mat.Plaintext()); r != "ok" {
-					bad = append(bad, mat.ID+":"+r)
-				}
-			}
-			return bad
-		}, 30*time.Second, time.Second).Should(BeEmpty(), "Active keys that do not verify (key ID:reason)")
-
-		By("no Keyward Secret without its AccessKey")
-		for n := range byKey {
-			Expect(keyByName[n]).NotTo(BeNil(), "a Keyward Secret of a missing AccessKey %s", n)
-		}
-
-		By("no re-issue without a rotation request or a SecretRecreated Event")
-		var events eventsv1.EventList
-		Expect(env.Client.List(ctx, &events)).To(Succeed())
-		recreated := map[types.NamespacedName]int{}
-		for _, e := range events.Items {
-			n := types.NamespacedName{Namespace: e.Regarding.Namespace, Name: e.Regarding.Name}
-			if e.Reason == "SecretRecreated" {
-				recreated[n]++
-			}
-		}
-		reissued := 0
-		obs.mu.Lock()
-		for n, ids := range obs.keyIDs {
-			var requested int32
+		out := expectSettled(m.verify, obs, func(ns string) bool { return strings.HasPrefix(ns, "crash-") }, func(n types.NamespacedName) int {
 			if c, ok := rotations.Load(n); ok {
-				requested = c.(*atomic.Int32).Load()
+				return int(c.(*atomic.Int32).Load())
 			}
-			Expect(len(ids)-1).To(BeNumerically("<=", int(requested)+recreated[n]),
-				"%s had %d key IDs with %d rotations requested and %d SecretRecreated Events", n, len(ids), requested, recreated[n])
-			if len(ids) > 1 {
-				reissued++
-			}
-		}
-		obs.mu.Unlock()
-		var phaseList []string
-		for p, c := range phases {
-			phaseList = append(phaseList, fmt.Sprintf("%s %d", p, c))
-		}
-		sort.Strings(phaseList)
-		AddReportEntry("crash: outcome", fmt.Sprintf("%d keys (%v); %d Active keys verified; %d keys rotated; %d SecretRecreated Events",
-			len(keys.Items), phaseList, len(activeMaterial), reissued, len(recreated)))
+			return 0
+		})
+		AddReportEntry("crash: outcome", fmt.Sprintf("%d keys (%v); %d Active keys verified; %d keys rotated or re-issued; %d keys with a SecretRecreated Event",
+			out.keys, out.phases, out.activeVerified, out.reissued, out.recreated))
 	})
 })
