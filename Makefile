@@ -99,7 +99,7 @@ CHAOS_TIMEOUT ?= 5m
 chaos: manifests ## Chaos suite (~3–5 min): the manager binary SIGKILLed at random moments during a burst of key operations, on the control plane in bin/k8s (make controlplane first); log bin/test-chaos.log.
 	@mkdir -p bin
 	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test -tags chaos ./test/chaos/ -count=1 -timeout $(CHAOS_TIMEOUT) -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-chaos.log \
-	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|crash: |handover: |outage: ' ; status=$${PIPESTATUS[0]}; \
+	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|crash: |handover: |outage: |tamper: ' ; status=$${PIPESTATUS[0]}; \
 	  echo "chaos: exit $$status (full log: bin/test-chaos.log)"; exit $$status
 
 ##@ Benchmarks

@@ -120,10 +120,9 @@ func (o *observations) sample() []keyward.AccessKey {
 
 // recreatedEvents counts the SecretRecreated Events per key (an Event
 // series counts each of its occurrences).
-func recreatedEvents() map[types.NamespacedName]int {
-	GinkgoHelper()
+func recreatedEvents(g Gomega) map[types.NamespacedName]int {
 	var events eventsv1.EventList
-	Expect(env.Client.List(ctx, &events)).To(Succeed())
+	g.Expect(env.Client.List(ctx, &events)).To(Succeed())
 	recreated := map[types.NamespacedName]int{}
 	for _, e := range events.Items {
 		if e.Reason != keyward.EventSecretRecreated {
@@ -211,7 +210,7 @@ func expectSettled(verifyAddr string, obs *observations, inSpec func(ns string) 
 	}
 
 	By("no re-issue without a rotation request or a SecretRecreated Event")
-	recreated := recreatedEvents()
+	recreated := recreatedEvents(Default)
 	out := settled{keys: len(keys.Items), activeVerified: len(activeMaterial)}
 	obs.mu.Lock()
 	for n, ids := range obs.keyIDs {
