@@ -366,8 +366,9 @@ func (r *tamperRun) release() {
 	r.released = true
 }
 
-// sampled checks what must hold at every moment, not only in the end; keys
-// is one list of the spec's keys, read before the Secrets. It returns the
+// sampledViolations checks what must hold at every moment, not only in the
+// end. runs are the cases tampered before keys (one list of the spec's
+// keys) was read; the Secrets are read after both. It returns the
 // violations found (names, IDs and reasons only, never material).
 func sampledViolations(keys []keyward.AccessKey, runs []*tamperRun, verifyAddr string) []string {
 	var bad []string
@@ -407,9 +408,6 @@ func sampledViolations(keys []keyward.AccessKey, runs []*tamperRun, verifyAddr s
 		}
 	}
 	for _, r := range runs {
-		if !r.tampered.Load() {
-			continue
-		}
 		k := byName[r.key()]
 		var s *corev1.Secret
 		for i := range secretsByNS[r.ns] {
@@ -506,16 +504,26 @@ var _ = Describe("Tampering while the manager is being killed", func() {
 			runs       []*tamperRun
 			kills      atomic.Int32
 			roundsDone atomic.Bool
+			stopWorker atomic.Bool // set on a violation or when the spec ends
 			rounds     int
 			workerDone = make(chan struct{})
 			violations []string
 		)
 		By(fmt.Sprintf("rounds of %d cases while the manager is killed at random moments (at least %d kills)", len(tamperCases), tamperMinKills))
+		// outcome polls a case's outcome; it gives up at once when the
+		// worker is told to stop.
+		outcome := func(run *tamperRun) func(g Gomega) {
+			return func(g Gomega) {
+				if !stopWorker.Load() {
+					run.outcome(g, m.verify, recreatedEvents(g))
+				}
+			}
+		}
 		go func() {
 			defer GinkgoRecover()
 			defer close(workerDone)
 			defer roundsDone.Store(true)
-			for r := 0; r < tamperMaxRounds && (r < tamperMinRounds || kills.Load() < tamperMinKills); r++ {
+			for r := 0; r < tamperMaxRounds && (r < tamperMinRounds || kills.Load() < tamperMinKills) && !stopWorker.Load(); r++ {
 				var round []*tamperRun
 				for i, kind := range tamperCases {
 					run := &tamperRun{kind: kind, round: r, ns: nss[(r+i)%len(nss)], name: fmt.Sprintf("%s-r%d", kind, r), app: "app"}
@@ -537,33 +545,44 @@ var _ = Describe("Tampering while the manager is being killed", func() {
 					run.tamper(kills.Load(), m.ready())
 				}
 				for _, run := range round {
-					Eventually(func(g Gomega) { run.outcome(g, m.verify, recreatedEvents(g)) }, caseBound, 250*time.Millisecond).Should(Succeed(), "%s (round %d)", run.key(), r)
+					Eventually(outcome(run), caseBound, 250*time.Millisecond).Should(Succeed(), "%s (round %d)", run.key(), r)
 					run.killsAtOutcome = kills.Load()
 					if run.kind == caseFinRevoke || run.kind == caseFinDelete {
 						run.release()
-						Eventually(func(g Gomega) { run.outcome(g, m.verify, recreatedEvents(g)) }, caseBound, 250*time.Millisecond).Should(Succeed(), "%s released (round %d)", run.key(), r)
+						Eventually(outcome(run), caseBound, 250*time.Millisecond).Should(Succeed(), "%s released (round %d)", run.key(), r)
 					}
 				}
 				rounds = r + 1
 				fmt.Fprintf(GinkgoWriter, "tamper: round %d done, %d kills so far\n", r, kills.Load())
 			}
 		}()
+		// Should this spec fail, its worker stops before the next spec.
+		DeferCleanup(func() { stopWorker.Store(true); <-workerDone })
 		sample := func() {
+			// Only cases tampered before anything is read are checked.
+			mu.Lock()
+			var tampered []*tamperRun
+			for _, run := range runs {
+				if run.tampered.Load() {
+					tampered = append(tampered, run)
+				}
+			}
+			mu.Unlock()
 			keys := obs.sample()
 			if keys == nil {
 				return
 			}
-			mu.Lock()
-			current := append([]*tamperRun(nil), runs...)
-			mu.Unlock()
-			violations = append(violations, sampledViolations(keys, current, m.verify)...)
-			Expect(violations).To(BeEmpty(), "at a sampled moment")
+			if bad := sampledViolations(keys, tampered, m.verify); len(bad) > 0 {
+				violations = append(violations, bad...)
+				stopWorker.Store(true)
+			}
 		}
 		total := killAtRandom(m, rng, sample, func(k int) bool {
 			kills.Store(int32(k))
 			return !roundsDone.Load()
 		})
 		Eventually(workerDone, 3*time.Minute).Should(BeClosed())
+		Expect(violations).To(BeEmpty(), "at sampled moments")
 		Expect(total).To(BeNumerically(">=", 5), "kills while the cases ran")
 
 		By(fmt.Sprintf("within %v of the last restart: every case as with one manager, every other key settled", tamperSettleBound))
@@ -577,6 +596,7 @@ var _ = Describe("Tampering while the manager is being killed", func() {
 		}, tamperSettleBound, time.Second).Should(Succeed())
 		AddReportEntry("tamper: settled after the last restart", time.Since(lastRestart).Round(100*time.Millisecond).String())
 		sample()
+		Expect(violations).To(BeEmpty(), "after settling")
 
 		By("every Active key has exactly one Secret whose key hashes to status.secretHash, and it verifies; no Secret without its key; no silent re-issue")
 		out := expectSettled(m.verify, obs, inSpec, func(types.NamespacedName) int { return 0 })
