@@ -37,7 +37,7 @@ import (
 const (
 	tamperNamespaces = 2
 	tamperMinRounds  = 3
-	tamperMaxRounds  = 30 // a cap: rounds go on until the kills are done (about 1 s each)
+	tamperMaxRounds  = 60 // a cap: rounds (about 1 s each) go on until the kills are done
 	tamperMinKills   = 6
 	bystandersPerNS  = 8
 	bystanderSlots   = 6
@@ -464,7 +464,7 @@ var _ = Describe("Tampering while the manager is being killed", func() {
 		for i := 0; i < tamperNamespaces; i++ {
 			ns := fmt.Sprintf("tamper-%d", i)
 			nss = append(nss, ns)
-			tenant(ns, 200)
+			tenant(ns, 1000)
 			Expect(env.Client.Create(ctx, &keyward.Application{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bystanders"},
 				Spec: keyward.ApplicationSpec{MaxAccessKeys: bystanderSlots}})).To(Succeed())
 			for b := 0; b < bystandersPerNS; b++ {
@@ -476,7 +476,7 @@ var _ = Describe("Tampering while the manager is being killed", func() {
 		m := startManager(freeAddr(), freeAddr(), "--verify-failure-rate=0")
 		DeferCleanup(m.stop)
 		Eventually(m.ready, time.Minute, 200*time.Millisecond).Should(BeTrue())
-		obs := newObservations(client.MatchingLabels{tamperCaseLabelK: tamperCaseLabelV}, 200, 1000)
+		obs := newObservations(client.MatchingLabels{tamperCaseLabelK: tamperCaseLabelV}, 1000, 1000)
 		bystandersSettled := func(g Gomega) {
 			var keys keyward.AccessKeyList
 			g.Expect(env.Client.List(ctx, &keys, client.MatchingLabels{tamperCaseLabelK: tamperCaseLabelV})).To(Succeed())
@@ -553,7 +553,7 @@ var _ = Describe("Tampering while the manager is being killed", func() {
 					}
 				}
 				rounds = r + 1
-				fmt.Fprintf(GinkgoWriter, "tamper: round %d done, %d kills so far\n", r, kills.Load())
+				fmt.Fprintf(GinkgoWriter, "tamper round %d done, %d kills so far\n", r, kills.Load())
 			}
 		}()
 		// Should this spec fail, its worker stops before the next spec.
