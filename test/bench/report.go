@@ -619,7 +619,7 @@ func render(e envInfo, s settings, rs []*runResult) string {
 	if s.Curve > 0 {
 		cpuRow(fmt.Sprintf("manager, N = %d", s.Curve), func(r *runResult) batchResult { return r.Curve })
 	}
-	p("\nThe machine has %d cores: a wall time well above the sum of CPU seconds / %d means waiting (timers such as the settle delay, client-side rate limits), not work.\n\n", e.CPUs, e.CPUs)
+	p("\nThe machine has %d cores: a wall time well above the sum of CPU seconds / %d means waiting (API round trips, work queues, client-side rate limits), not work.\n\n", e.CPUs, e.CPUs)
 
 	p("### Reproduce\n\n`make bench` (full mode, %s budget) or `make bench-quick` (%s budget); flags of the harness: `go run ./test/bench -h`. Raw figures of every run: `bin/bench/results-%s.json`; manager logs: `bin/bench/run<N>/`; control-plane logs: `bin/testenv/`. The run(s) took %s in all.\n",
 		plans["full"].Budget, plans["quick"].Budget, s.Mode, totalTook(rs))
