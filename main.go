@@ -38,6 +38,7 @@ func main() {
 	var (
 		metricsOpts          metricsFlags
 		probeAddr            string
+		pprofAddr            string
 		enableLeaderElection bool
 		leaderElectionNS     string
 		shutdownTimeout      time.Duration
@@ -50,6 +51,7 @@ func main() {
 	)
 	metricsOpts.bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address Go's pprof profiles are served on, for profiling (empty: off; keep it on loopback).")
 	flag.BoolVar(&enableLeaderElection, "leader-elect", false, "Enable leader election so that only one replica reconciles.")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader-election lease (default: the pod's namespace).")
 	flag.BoolVar(&opts.APIKeysEnabledByDefault, "api-keys-enabled-by-default", false,
@@ -88,6 +90,7 @@ func main() {
 		Controller:              config.Controller{MaxConcurrentReconciles: maxConcurrent},
 		Metrics:                 metricsOpts.options(),
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          enableLeaderElection,
 		LeaderElectionID:        "keyward.keyward.dev",
 		LeaderElectionNamespace: leaderElectionNS,
