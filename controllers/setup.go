@@ -6,6 +6,7 @@ import (
 	"context"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -74,13 +75,14 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 		return err
 	}
 	now := time.Now
+	countWrites := rate.NewLimiter(CountsWritesPerSecond, CountsWritesPerSecond)
 	for _, c := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&AccessKeyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 			Recorder: mgr.GetEventRecorder("keyward"), Options: opts, Now: now},
 		&AccessKeyOwnerReconciler{Client: mgr.GetClient(), MaxConcurrentReconciles: opts.MaxConcurrentReconciles},
 		&SecretScrubber{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
-		&ApplicationReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now}},
-		&TenantSettingsReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now}},
+		&ApplicationReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now, Writes: countWrites}},
+		&TenantSettingsReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now, Writes: countWrites}},
 	} {
 		if err := c.SetupWithManager(mgr); err != nil {
 			return err
