@@ -533,6 +533,24 @@ func render(e envInfo, s settings, rs []*runResult) string {
 		p(": it was still issuing the keys of the unfinished batch, so part of any growth is that work, not the unrelated Secrets")
 	}
 	p(".\n\n")
+	storage := med(rs, func(r *runResult) float64 {
+		if r.Memory.Skipped || r.Memory.StorageBytes == 0 {
+			return nan()
+		}
+		return r.Memory.StorageBytes / (1 << 20)
+	})
+	cpRSS := func(proc string) float64 {
+		return med(rs, func(r *runResult) float64 {
+			if r.Memory.Skipped || r.Memory.ControlPlaneRSSKiB[proc] == 0 {
+				return nan()
+			}
+			return float64(r.Memory.ControlPlaneRSSKiB[proc]) / 1024
+		})
+	}
+	if !math.IsNaN(storage) {
+		p("The control plane at the same moment (for sizing, see the 100k paragraph in the summary above): etcd's database **%s MiB** (`apiserver_storage_size_bytes`, %s KiB per key with its Secret, Event and history, before compaction), kube-apiserver RSS %s MiB, etcd RSS %s MiB.\n\n",
+			f0(storage), f1(storage*1024/memKeys), f0(cpRSS("kube-apiserver")), f0(cpRSS("etcd")))
+	}
 
 	// The curve.
 	p("### The curve\n\n")
