@@ -58,9 +58,9 @@ controlplane: ## Build kube-apiserver, kube-controller-manager, kubectl and etcd
 test: manifests generate vet test-unit test-fuzz test-integration ## Everything: unit tests, fuzzing briefly, then integration tests on a real API server.
 
 .PHONY: test-unit
-test-unit: ## Unit tests of pure logic (no cluster).
+test-unit: ## Unit tests of pure logic (no cluster): the manager's own package, the plugin, internal/, api/ and the harness.
 	@mkdir -p bin
-	set +e; go test ./internal/... ./api/... ./test/harness/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
+	set +e; go test . ./cmd/... ./internal/... ./api/... ./test/harness/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
 	  echo "test-unit: $$(grep -c -- '--- PASS' bin/test-unit.log) passed, $$(grep -c -- '--- FAIL' bin/test-unit.log) failed (full log: bin/test-unit.log)"; exit $$status
 
 .PHONY: test-fuzz

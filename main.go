@@ -102,6 +102,9 @@ func main() {
 		log.Error(err, "unable to create manager")
 		os.Exit(1)
 	}
+	if limit := setMemoryLimit(); limit > 0 {
+		log.Info("Go memory limit set from the container's", "bytes", limit, "share", memoryLimitShare)
+	}
 	ctx := ctrl.SetupSignalHandler()
 	go exitAfterShutdownTimeout(ctx, shutdownTimeout+5*time.Second)
 	if pod := thisPod(); pod != nil {
