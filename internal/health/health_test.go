@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -111,7 +112,12 @@ func TestUnreachableTellsAnOutageFromAnAnswer(t *testing.T) {
 		{"CRD gone", apierrors.NewNotFound(gr, ""), false},
 		{"internal error", apierrors.NewInternalError(errors.New("boom")), false},
 		{"undecodable object", errors.New("unable to understand list result: json: cannot unmarshal string into Go struct field"), false},
+		{"another failure of the round trip", &url.Error{Op: "Get", URL: "https://api", Err: errors.New("http2: client connection force closed via ClientConn.Close")}, true},
+
 		{"certificate", &url.Error{Op: "Get", URL: "https://api", Err: x509.UnknownAuthorityError{}}, false},
+		{"certificate, as the TLS handshake reports it", &url.Error{Op: "Get", URL: "https://api", Err: &tls.CertificateVerificationError{Err: x509.HostnameError{}}}, false},
+		{"our client certificate refused", &url.Error{Op: "Get", URL: "https://api", Err: &net.OpError{Op: "remote error", Err: errors.New("tls: bad certificate")}}, false},
+		{"a TLS alert", &url.Error{Op: "Get", URL: "https://api", Err: fmt.Errorf("handshake: %w", tls.AlertError(40))}, false},
 		{"a bare string that only names a cause", errors.New("connection refused"), false},
 	} {
 		if got := Unreachable(listErr(c.err)); got != c.want {

@@ -6,11 +6,14 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -98,13 +101,14 @@ func NewWatchMonitor(log logr.Logger) *WatchMonitor {
 		UnreachableGrace: DefaultUnreachableGrace, Now: time.Now}
 }
 
-// Unreachable reports whether a list or watch error only says that the API
-// server could not be reached or did not answer in time: a refused, reset
-// or lost connection, a network or TLS-handshake timeout, a DNS or routing
-// failure, or the API server's own "try later" answers (429, 503, 504 and
-// ServerTimeout). Anything else — Forbidden, Unauthorized, NotFound (a CRD
-// gone), an internal error, an object that does not decode, a certificate
-// that does not verify — is an answer that retrying will not change.
+// Unreachable reports whether a list or watch error only says that no
+// answer came from the API server: a refused, reset or lost connection, a
+// network or TLS-handshake timeout, a DNS or routing failure — any failure
+// of the HTTP round trip itself — or the API server's own "try later"
+// (429, 503, 504, ServerTimeout). Anything else is an answer that
+// retrying will not change: Forbidden, Unauthorized, NotFound (a CRD
+// gone), an internal error, an object that does not decode, or a TLS peer
+// that is not trusted or does not trust us.
 func Unreachable(err error) bool {
 	if err == nil {
 		return false
@@ -116,6 +120,9 @@ func Unreachable(err error) bool {
 	var status apierrors.APIStatus
 	if errors.As(err, &status) {
 		return false // any other answer of the API server
+	}
+	if untrusted(err) {
+		return false
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) {
 		return true
@@ -131,12 +138,29 @@ func Unreachable(err error) bool {
 			return true
 		}
 	}
-	var dns *net.DNSError
-	if errors.As(err, &dns) {
-		return true
-	}
-	var op *net.OpError // dialing, reading or writing the connection failed
-	return errors.As(err, &op)
+	var (
+		dns *net.DNSError
+		op  *net.OpError // dialing, reading or writing the connection failed
+		ue  *url.Error   // the round trip failed: no response at all
+	)
+	return errors.As(err, &dns) || errors.As(err, &op) || errors.As(err, &ue)
+}
+
+// untrusted reports a TLS failure of trust: the API server's certificate
+// does not verify, or it refused ours (an alert). Those are configuration
+// (or an impostor), not an outage.
+func untrusted(err error) bool {
+	var (
+		verify    *tls.CertificateVerificationError
+		alert     tls.AlertError
+		remote    *net.OpError // crypto/tls reports the peer's alerts as "remote error"
+		record    tls.RecordHeaderError
+		authority x509.UnknownAuthorityError
+		invalid   x509.CertificateInvalidError
+		host      x509.HostnameError
+	)
+	return errors.As(err, &verify) || errors.As(err, &alert) || (errors.As(err, &remote) && remote.Op == "remote error") ||
+		errors.As(err, &record) || errors.As(err, &authority) || errors.As(err, &invalid) || errors.As(err, &host)
 }
 
 var (
