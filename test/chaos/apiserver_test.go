@@ -204,7 +204,8 @@ var _ = Describe("API server outages with two managers and leader election", Ord
 			defer close(burstDone)
 			pace := time.NewTicker(100 * time.Millisecond)
 			defer pace.Stop()
-			for i := 0; i < burst; {
+			deadline := time.Now().Add(3 * time.Minute) // the outage and its aftermath
+			for i := 0; i < burst && time.Now().Before(deadline); {
 				<-pace.C
 				err := env.Client.Create(ctx, newKey(nsLong, fmt.Sprintf("b-%02d", i)))
 				if err == nil || apierrors.IsAlreadyExists(err) {
@@ -257,6 +258,7 @@ var _ = Describe("API server outages with two managers and leader election", Ord
 		By("after the resume: the leader's replacement is up, one manager leads, the burst and a key created now are issued")
 		kl.upAndReady(2 * time.Minute)
 		Eventually(burstDone, time.Minute).Should(BeClosed())
+		Expect(created.Load()).To(BeEquivalentTo(burst), "keys of the burst created")
 		newLeader, _ := roles(a, b)
 		takeover := time.Since(resumedAt)
 		for i := 0; i < 5; i++ {
@@ -307,7 +309,8 @@ var _ = Describe("API server outages with two managers and leader election", Ord
 			defer close(burstDone)
 			pace := time.NewTicker(150 * time.Millisecond)
 			defer pace.Stop()
-			for i := 0; i < burst; {
+			deadline := time.Now().Add(3 * time.Minute)
+			for i := 0; i < burst && time.Now().Before(deadline); {
 				<-pace.C
 				err := env.Client.Create(ctx, newKey(nsRestart, fmt.Sprintf("k-%02d", i)))
 				if err == nil || apierrors.IsAlreadyExists(err) {
@@ -370,6 +373,7 @@ var _ = Describe("API server outages with two managers and leader election", Ord
 		By("both managers back, one leads, every key issued, the invariants hold")
 		kl.upAndReady(2 * time.Minute)
 		Eventually(burstDone, time.Minute).Should(BeClosed())
+		Expect(created.Load()).To(BeEquivalentTo(burst), "keys of the burst created")
 		roles(a, b)
 		st := expectInvariants(nsRestart, limit, issuedBefore, 90*time.Second)
 		var want []string
