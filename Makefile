@@ -92,11 +92,13 @@ test-integration: controlplane ## Integration tests: envtest with the real kube-
 ##@ Chaos (faults against the manager binary; docs/security.md)
 
 # The whole chaos suite must finish within CHAOS_TIMEOUT (go test's -timeout,
-# which fails the run when exceeded); .ci/run runs it under the same budget.
-CHAOS_TIMEOUT ?= 5m
+# which fails the run when exceeded; measured 250 s on 2 cores, of which 125 s
+# are the API server outages); .ci/run bounds the whole step, compilation
+# included, with `timeout 480`.
+CHAOS_TIMEOUT ?= 7m
 
 .PHONY: chaos
-chaos: manifests ## Chaos suite (~3–5 min): the manager binary SIGKILLed at random moments during a burst of key operations, on the control plane in bin/k8s (make controlplane first); log bin/test-chaos.log.
+chaos: manifests ## Chaos suite (~4–5 min): the manager binary SIGKILLed at random moments, handed over, and cut off from kube-apiserver (SIGSTOP, stop/start) during bursts of key operations, on the control plane in bin/k8s (make controlplane first); log bin/test-chaos.log.
 	@mkdir -p bin
 	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test -tags chaos ./test/chaos/ -count=1 -timeout $(CHAOS_TIMEOUT) -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-chaos.log \
 	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|crash: |handover: |outage: ' ; status=$${PIPESTATUS[0]}; \

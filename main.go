@@ -43,6 +43,7 @@ func main() {
 		leaderElectionNS     string
 		shutdownTimeout      time.Duration
 		admissionInterval    time.Duration
+		unreachableGrace     time.Duration
 		maxConcurrent        int
 		kubeAPIQPS           float64
 		kubeAPIBurst         int
@@ -61,6 +62,8 @@ func main() {
 		"How long the manager waits for its work to stop after SIGTERM; it exits 5s later whatever state it is in.")
 	flag.DurationVar(&admissionInterval, "admission-check-interval", health.DefaultAdmissionCheckInterval,
 		"How often every replica looks for Keyward's admission policies (reported on every TenantSettings and as keyward_admission_policies_installed).")
+	flag.DurationVar(&unreachableGrace, "api-unreachable-grace", health.DefaultUnreachableGrace,
+		"How long a replica whose informers cannot reach the API server (refused, timed out, 429/503/504) stays ready, answering verifications from its cache; 0: not ready after 3 such failures, like any other watch failure.")
 	verifyOpts.BindFlags(flag.CommandLine)
 	flag.IntVar(&maxConcurrent, "max-concurrent-reconciles", 4, "Reconciles each controller runs at once.")
 	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 400, "Client-side limit of requests per second to the API server, per resource (a negative value switches client-side limiting off); docs/benchmarks.md shows why 400.")
@@ -80,6 +83,7 @@ func main() {
 	// A stalled informer must show: readiness fails, and a log line, a
 	// metric and an Event on this Pod say why.
 	watches := health.NewWatchMonitor(ctrl.Log.WithName("watch"))
+	watches.UnreachableGrace = unreachableGrace
 	cacheOpts := controllers.CacheOptions()
 	cacheOpts.DefaultWatchErrorHandler = watches.Handle
 
