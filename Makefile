@@ -58,9 +58,9 @@ controlplane: ## Build kube-apiserver, kube-controller-manager, kubectl and etcd
 test: manifests generate vet test-unit test-fuzz test-integration ## Everything: unit tests, fuzzing briefly, then integration tests on a real API server.
 
 .PHONY: test-unit
-test-unit: ## Unit tests of pure logic (no cluster).
+test-unit: ## Unit tests of pure logic (no cluster): the manager's own package, the plugin, internal/, api/ and the harness.
 	@mkdir -p bin
-	set +e; go test ./internal/... ./api/... ./test/harness/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
+	set +e; go test . ./cmd/... ./internal/... ./api/... ./test/harness/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
 	  echo "test-unit: $$(grep -c -- '--- PASS' bin/test-unit.log) passed, $$(grep -c -- '--- FAIL' bin/test-unit.log) failed (full log: bin/test-unit.log)"; exit $$status
 
 .PHONY: test-fuzz
@@ -92,11 +92,13 @@ test-integration: controlplane ## Integration tests: envtest with the real kube-
 ##@ Chaos (faults against the manager binary; docs/security.md)
 
 # The whole chaos suite must finish within CHAOS_TIMEOUT (go test's -timeout,
-# which fails the run when exceeded); .ci/run runs it under the same budget.
-CHAOS_TIMEOUT ?= 5m
+# which fails the run when exceeded; measured 250 s on 2 cores, of which 125 s
+# are the API server outages); .ci/run bounds the whole step, compilation
+# included, with `timeout 480`.
+CHAOS_TIMEOUT ?= 7m
 
 .PHONY: chaos
-chaos: manifests ## Chaos suite (~3–5 min): the manager binary SIGKILLed at random moments during a burst of key operations, on the control plane in bin/k8s (make controlplane first); log bin/test-chaos.log.
+chaos: manifests ## Chaos suite (~4–5 min): the manager binary SIGKILLed at random moments, handed over, and cut off from kube-apiserver (SIGSTOP, stop/start) during bursts of key operations, on the control plane in bin/k8s (make controlplane first); log bin/test-chaos.log.
 	@mkdir -p bin
 	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test -tags chaos ./test/chaos/ -count=1 -timeout $(CHAOS_TIMEOUT) -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-chaos.log \
 	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|crash: |handover: |outage: |tamper: ' ; status=$${PIPESTATUS[0]}; \

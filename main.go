@@ -38,10 +38,12 @@ func main() {
 	var (
 		metricsOpts          metricsFlags
 		probeAddr            string
+		pprofAddr            string
 		enableLeaderElection bool
 		leaderElectionNS     string
 		shutdownTimeout      time.Duration
 		admissionInterval    time.Duration
+		unreachableGrace     time.Duration
 		maxConcurrent        int
 		kubeAPIQPS           float64
 		kubeAPIBurst         int
@@ -50,6 +52,7 @@ func main() {
 	)
 	metricsOpts.bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address Go's pprof profiles are served on, for profiling (empty: off; keep it on loopback).")
 	flag.BoolVar(&enableLeaderElection, "leader-elect", false, "Enable leader election so that only one replica reconciles.")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader-election lease (default: the pod's namespace).")
 	flag.BoolVar(&opts.APIKeysEnabledByDefault, "api-keys-enabled-by-default", false,
@@ -59,6 +62,8 @@ func main() {
 		"How long the manager waits for its work to stop after SIGTERM; it exits 5s later whatever state it is in.")
 	flag.DurationVar(&admissionInterval, "admission-check-interval", health.DefaultAdmissionCheckInterval,
 		"How often every replica looks for Keyward's admission policies (reported on every TenantSettings and as keyward_admission_policies_installed).")
+	flag.DurationVar(&unreachableGrace, "api-unreachable-grace", health.DefaultUnreachableGrace,
+		"How long a replica whose informers cannot reach the API server (refused, timed out, 429/503/504) stays ready, answering verifications from its cache; 0: not ready after 3 such failures, like any other watch failure.")
 	verifyOpts.BindFlags(flag.CommandLine)
 	flag.IntVar(&maxConcurrent, "max-concurrent-reconciles", 4, "Reconciles each controller runs at once.")
 	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 400, "Client-side limit of requests per second to the API server, per resource (a negative value switches client-side limiting off); docs/benchmarks.md shows why 400.")
@@ -78,6 +83,7 @@ func main() {
 	// A stalled informer must show: readiness fails, and a log line, a
 	// metric and an Event on this Pod say why.
 	watches := health.NewWatchMonitor(ctrl.Log.WithName("watch"))
+	watches.UnreachableGrace = unreachableGrace
 	cacheOpts := controllers.CacheOptions()
 	cacheOpts.DefaultWatchErrorHandler = watches.Handle
 
@@ -88,6 +94,7 @@ func main() {
 		Controller:              config.Controller{MaxConcurrentReconciles: maxConcurrent},
 		Metrics:                 metricsOpts.options(),
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          enableLeaderElection,
 		LeaderElectionID:        "keyward.keyward.dev",
 		LeaderElectionNamespace: leaderElectionNS,
@@ -98,6 +105,9 @@ func main() {
 	if err != nil {
 		log.Error(err, "unable to create manager")
 		os.Exit(1)
+	}
+	if limit := setMemoryLimit(); limit > 0 {
+		log.Info("Go memory limit set from the container's", "bytes", limit, "share", memoryLimitShare)
 	}
 	ctx := ctrl.SetupSignalHandler()
 	go exitAfterShutdownTimeout(ctx, shutdownTimeout+5*time.Second)

@@ -70,7 +70,9 @@ func slotsHeld(c keyward.KeyCounts) int32 { return c.Total - c.Pending - c.Rejec
 func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("application-status").
-		For(&keyward.Application{}).
+		// Its own status writes must not wake it: during a burst each
+		// write would trigger the next, past CountsDelay's coalescing.
+		For(&keyward.Application{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&keyward.AccessKey{}, enqueueCountsOf(func(obj client.Object) []ctrl.Request {
 			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: obj.(*keyward.AccessKey).Spec.Application}}}
 		}), builder.WithPredicates(countsChanged)).

@@ -6,6 +6,7 @@ import (
 	"context"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -56,9 +57,14 @@ const FieldOwner = "keyward"
 // Secrets, only those it generates, so unrelated Secrets cost no memory and
 // are never read.
 func CacheOptions() cache.Options {
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}: {Label: labels.SelectorFromSet(secrets.ManagedLabels())},
-	}}
+	return cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(secrets.ManagedLabels())},
+		},
+		// Nothing reads managedFields from the cache; without them every
+		// cached AccessKey and Secret costs a fraction of the memory.
+		DefaultTransform: cache.TransformStripManagedFields(),
+	}
 }
 
 // SetupWithManager registers the field index and every Keyward controller with mgr.
@@ -69,13 +75,14 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 		return err
 	}
 	now := time.Now
+	countWrites := rate.NewLimiter(CountsWritesPerSecond, CountsWritesPerSecond)
 	for _, c := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&AccessKeyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 			Recorder: mgr.GetEventRecorder("keyward"), Options: opts, Now: now},
 		&AccessKeyOwnerReconciler{Client: mgr.GetClient(), MaxConcurrentReconciles: opts.MaxConcurrentReconciles},
 		&SecretScrubber{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
-		&ApplicationReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now}},
-		&TenantSettingsReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now}},
+		&ApplicationReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now, Writes: countWrites}},
+		&TenantSettingsReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now, Writes: countWrites}},
 	} {
 		if err := c.SetupWithManager(mgr); err != nil {
 			return err

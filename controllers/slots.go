@@ -60,11 +60,11 @@ func (l *slotLedger) decide(ctx context.Context, key *keyward.AccessKey, tenant 
 	n := l.namespace(key.Namespace)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	decisions, err := l.allocate(ctx, n, key.Namespace, tenant, key.Name)
+	slots, err := l.slots(ctx, n, key.Namespace, tenant, key.Name)
 	if err != nil {
 		return policy.SlotDecision{}, false, err
 	}
-	d, ok := decisions[key.Name]
+	d, ok := policy.DecideSlot(slots)
 	if ok && (d.Outcome == policy.SlotGranted || d.Outcome == policy.SlotHeld) {
 		d.Outcome = policy.SlotGranted
 		n.granted[key.Name] = key.UID
@@ -101,10 +101,11 @@ func (l *slotLedger) waking(ctx context.Context, ns string, tenant policy.Tenant
 	n := l.namespace(ns)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	decisions, err := l.allocate(ctx, n, ns, tenant, "")
+	slots, err := l.slots(ctx, n, ns, tenant, "")
 	if err != nil {
 		return nil, err
 	}
+	decisions := policy.AllocateSlots(slots)
 	var wake []types.NamespacedName
 	var keys keyward.AccessKeyList
 	if err := l.reader.List(ctx, &keys, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
@@ -122,23 +123,23 @@ func (l *slotLedger) waking(ctx context.Context, ns string, tenant policy.Tenant
 	return wake, nil
 }
 
-// allocate runs policy.AllocateSlots over the cache and the ledger; n must
-// be locked. Grants the cache now shows as issued, or whose key is gone,
-// are dropped from the ledger.
-func (l *slotLedger) allocate(ctx context.Context, n *namespaceSlots, ns string, tenant policy.Tenant, self string) (map[string]policy.SlotDecision, error) {
+// slots gathers what the limits of ns are decided over, from the cache and
+// the ledger; n must be locked. Grants the cache now shows as issued, or
+// whose key is gone, are dropped from the ledger.
+func (l *slotLedger) slots(ctx context.Context, n *namespaceSlots, ns string, tenant policy.Tenant, self string) (policy.Slots, error) {
 	// Read-only views of the cache: no copies, so a decision costs
 	// O(keys of the namespace) pointer reads, not object copies.
 	var keys keyward.AccessKeyList
 	if err := l.reader.List(ctx, &keys, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
+		return policy.Slots{}, err
 	}
 	var apps keyward.ApplicationList
 	if err := l.reader.List(ctx, &apps, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
+		return policy.Slots{}, err
 	}
 	var secretList corev1.SecretList
 	if err := l.reader.List(ctx, &secretList, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
+		return policy.Slots{}, err
 	}
 	withSecret := map[string]bool{}
 	for i := range secretList.Items {
@@ -167,10 +168,10 @@ func (l *slotLedger) allocate(ctx context.Context, n *namespaceSlots, ns string,
 	for i := range apps.Items {
 		byName[apps.Items[i].Name] = &apps.Items[i]
 	}
-	return policy.AllocateSlots(policy.Slots{
+	return policy.Slots{
 		Keys: all, Apps: byName, Tenant: tenant, Self: self,
 		Holds: func(k *keyward.AccessKey) bool { return n.granted[k.Name] == k.UID || withSecret[string(k.UID)] },
-	}), nil
+	}, nil
 }
 
 // materialExpectations remembers, per key, the key ID of the material this

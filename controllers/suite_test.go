@@ -1,21 +1,17 @@
 package controllers_test
 
 import (
-	"bytes"
 	"context"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"go.uber.org/zap/zapcore"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/test/harness/testenv"
@@ -31,7 +27,7 @@ var (
 
 	// managerLog captures everything the manager logs, so the suite can
 	// prove no key material ever reaches a log line.
-	managerLog = &syncBuffer{}
+	managerLog *testenv.LogBuffer
 
 	// mgr is the manager under test, with main.go's cache options.
 	mgr ctrl.Manager
@@ -52,7 +48,8 @@ func TestControllers(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	log := zap.New(zap.WriteTo(&teeWriter{managerLog, GinkgoWriter}), zap.UseDevMode(true), zap.Level(zapcore.Level(-1)))
+	var log logr.Logger
+	log, managerLog = testenv.CaptureLogs(GinkgoWriter)
 	ctrl.SetLogger(log)
 	ctx, cancel = context.WithCancel(context.Background())
 
@@ -69,16 +66,10 @@ var _ = BeforeSuite(func() {
 // until it has stopped (as a restart or a leader change would).
 func startManager() (ctrl.Manager, func()) {
 	GinkgoHelper()
-	m, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 env.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Logger:                 ctrl.Log,
-		Cache:                  controllers.CacheOptions(),
-		Client:                 client.Options{FieldOwner: controllers.FieldOwner},
-		// Several managers run in this process, one after the other.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
+	o := env.ManagerOptions(ctrl.Log)
+	// Several managers run in this process, one after the other.
+	o.Controller = config.Controller{SkipNameValidation: ptr.To(true)}
+	m, err := ctrl.NewManager(env.Config, o)
 	Expect(err).NotTo(HaveOccurred())
 	mctx, mcancel := context.WithCancel(ctx)
 	// The manager's defaults: the periodic look at every key (--max-requeue)
@@ -108,30 +99,3 @@ var _ = AfterSuite(func() {
 		Expect(env.Stop()).To(Succeed())
 	}
 })
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-type teeWriter struct {
-	a *syncBuffer
-	b GinkgoWriterInterface
-}
-
-func (t *teeWriter) Write(p []byte) (int, error) {
-	t.a.Write(p)
-	return t.b.Write(p)
-}

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
@@ -100,7 +101,9 @@ func (r *TenantSettingsReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return b.
 		Named("tenantsettings-status").
-		For(&keyward.TenantSettings{}).
+		// Its own status writes must not wake it: during a burst each
+		// write would trigger the next, past CountsDelay's coalescing.
+		For(&keyward.TenantSettings{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&keyward.AccessKey{}, enqueueCountsOf(func(obj client.Object) []ctrl.Request {
 			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: keyward.TenantSettingsName}}}
 		}), builder.WithPredicates(countsChanged)).

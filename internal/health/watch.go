@@ -6,17 +6,25 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -36,13 +44,27 @@ const (
 const (
 	DefaultFailureThreshold = 3
 	DefaultFailureWindow    = 90 * time.Second
+	// DefaultUnreachableGrace is how long informers that cannot reach the
+	// API server at all leave readiness alone (docs/decisions.md): while
+	// nobody can reach the API server nobody can revoke a key either, so
+	// the cache is the best answer there is, and if every replica went
+	// unready a Service would drop every verifier endpoint at once. The
+	// bound is how stale the answers of a replica cut off on its own (a
+	// network partition) may get before it steps out of its Service.
+	DefaultUnreachableGrace = 5 * time.Minute
 )
 
 // WatchMonitor follows the informers' list and watch failures. A single
-// undecodable object, an RBAC gap or an unreachable API server make an
-// informer fail again and again while the manager looks alive; the
-// monitor turns that into a failing readiness check, an error log line,
-// the metric keyward_watch_failing and a Warning Event on the manager's Pod.
+// undecodable object, an RBAC gap or a missing CRD make an informer fail
+// again and again while the manager looks alive; the monitor turns that
+// into a failing readiness check, an error log line, the metric
+// keyward_watch_failing and a Warning Event on the manager's Pod.
+//
+// Failures that only say the API server cannot be reached (Unreachable:
+// connection refused or reset, timeouts, 429, 503, 504) are counted apart:
+// they fail readiness only once they have lasted UnreachableGrace, and
+// meanwhile show as keyward_watch_unreachable and a log line. The caches
+// keep what they had, and the verifier answers from them.
 type WatchMonitor struct {
 	Log logr.Logger
 	// Recorder and Pod, when set, receive an Event when a watch starts or
@@ -52,6 +74,9 @@ type WatchMonitor struct {
 	// Threshold and Window: see DefaultFailureThreshold and DefaultFailureWindow.
 	Threshold int
 	Window    time.Duration
+	// UnreachableGrace: see DefaultUnreachableGrace; 0 counts Unreachable
+	// failures like any other.
+	UnreachableGrace time.Duration
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 
@@ -59,15 +84,83 @@ type WatchMonitor struct {
 	failures map[string]*failureRun
 }
 
+// failureRun is one informer's failures, each within Window of the last.
 type failureRun struct {
-	count    int
-	last     time.Time
-	reported bool
+	count            int       // failures other than Unreachable ones
+	unreachable      int       // Unreachable failures
+	unreachableSince time.Time // the first Unreachable failure of the run
+	last             time.Time // the last failure of either kind
+	reported         bool      // readiness failed for it (logged, Event recorded)
+	reportedOutage   bool      // the Unreachable run was logged
 }
 
-// NewWatchMonitor returns a monitor with the default threshold and window.
+// NewWatchMonitor returns a monitor with the default threshold, window and
+// grace.
 func NewWatchMonitor(log logr.Logger) *WatchMonitor {
-	return &WatchMonitor{Log: log, Threshold: DefaultFailureThreshold, Window: DefaultFailureWindow, Now: time.Now}
+	return &WatchMonitor{Log: log, Threshold: DefaultFailureThreshold, Window: DefaultFailureWindow,
+		UnreachableGrace: DefaultUnreachableGrace, Now: time.Now}
+}
+
+// Unreachable reports whether a list or watch error only says that no
+// answer came from the API server: a refused, reset or lost connection, a
+// network or TLS-handshake timeout, a DNS or routing failure — any failure
+// of the HTTP round trip itself — or the API server's own "try later"
+// (429, 503, 504, ServerTimeout). Anything else is an answer that
+// retrying will not change: Forbidden, Unauthorized, NotFound (a CRD
+// gone), an internal error, an object that does not decode, or a TLS peer
+// that is not trusted or does not trust us.
+func Unreachable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if apierrors.IsTooManyRequests(err) || apierrors.IsServiceUnavailable(err) ||
+		apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) {
+		return true
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return false // any other answer of the API server
+	}
+	if untrusted(err) {
+		return false
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	if utilnet.IsConnectionRefused(err) || utilnet.IsConnectionReset(err) || utilnet.IsTimeout(err) ||
+		utilnet.IsProbableEOF(err) || utilnet.IsHTTP2ConnectionLost(err) {
+		return true
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		switch errno {
+		case syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.ECONNABORTED, syscall.ETIMEDOUT, syscall.EPIPE:
+			return true
+		}
+	}
+	var (
+		dns *net.DNSError
+		op  *net.OpError // dialing, reading or writing the connection failed
+		ue  *url.Error   // the round trip failed: no response at all
+	)
+	return errors.As(err, &dns) || errors.As(err, &op) || errors.As(err, &ue)
+}
+
+// untrusted reports a TLS failure of trust: the API server's certificate
+// does not verify, or it refused ours (an alert). Those are configuration
+// (or an impostor), not an outage.
+func untrusted(err error) bool {
+	var (
+		verify    *tls.CertificateVerificationError
+		alert     tls.AlertError
+		remote    *net.OpError // crypto/tls reports the peer's alerts as "remote error"
+		record    tls.RecordHeaderError
+		authority x509.UnknownAuthorityError
+		invalid   x509.CertificateInvalidError
+		host      x509.HostnameError
+	)
+	return errors.As(err, &verify) || errors.As(err, &alert) || (errors.As(err, &remote) && remote.Op == "remote error") ||
+		errors.As(err, &record) || errors.As(err, &authority) || errors.As(err, &invalid) || errors.As(err, &host)
 }
 
 var (
@@ -84,7 +177,11 @@ func (m *WatchMonitor) Collectors() []prometheus.Collector {
 		Name: "keyward_watch_failing",
 		Help: "Number of the manager's informers whose list or watch keeps failing (0 when healthy).",
 	}, func() float64 { return float64(len(m.Failing())) })
-	return []prometheus.Collector{watchErrors, failing}
+	unreachable := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keyward_watch_unreachable",
+		Help: "Number of the manager's informers that could not reach the API server within the last failure window; they answer from the cache meanwhile (0 when healthy).",
+	}, func() float64 { return float64(len(m.Unreachable())) })
+	return []prometheus.Collector{watchErrors, failing, unreachable}
 }
 
 // Handle is a cache.Options.DefaultWatchErrorHandler: it keeps client-go's
@@ -108,9 +205,21 @@ func (m *WatchMonitor) Record(resource string, err error) {
 		run = &failureRun{}
 		m.failures[resource] = run
 	}
-	run.count++
 	run.last = now
-	if run.count == m.Threshold {
+	if m.UnreachableGrace > 0 && Unreachable(err) {
+		if run.unreachable == 0 {
+			run.unreachableSince = now
+		}
+		run.unreachable++
+		if run.unreachable == m.Threshold && !run.reportedOutage {
+			run.reportedOutage = true
+			m.Log.Info("the API server cannot be reached: answering from the cache, as it was when the informer last heard from the API server; the manager stays ready for the grace period",
+				"resource", resource, "failures", run.unreachable, "since", run.unreachableSince, "grace", m.UnreachableGrace, "error", err.Error())
+		}
+		return
+	}
+	run.count++
+	if run.count == m.Threshold && !run.reported {
 		run.reported = true
 		m.Log.Error(err, "the informer's list or watch keeps failing: no object of this kind is seen in any namespace until it recovers; the manager reports not ready",
 			"resource", resource, "failures", run.count)
@@ -135,12 +244,38 @@ func (m *WatchMonitor) Failing() []string {
 			delete(m.failures, resource)
 			continue
 		}
-		if run.count >= m.Threshold {
+		switch {
+		case run.count >= m.Threshold:
+			failing = append(failing, resource)
+		case run.unreachable >= m.Threshold && now.Sub(run.unreachableSince) >= m.UnreachableGrace:
+			if !run.reported {
+				run.reported = true
+				m.Log.Error(nil, "the API server has been unreachable for longer than the grace period: the cache may be stale; the manager reports not ready",
+					"resource", resource, "since", run.unreachableSince, "grace", m.UnreachableGrace)
+				m.event(corev1.EventTypeWarning, EventWatchFailing,
+					fmt.Sprintf("list or watch of %s could not reach the API server for %s; the manager is not ready", resource, now.Sub(run.unreachableSince).Round(time.Second)))
+			}
 			failing = append(failing, resource)
 		}
 	}
 	sort.Strings(failing)
 	return failing
+}
+
+// Unreachable lists the resources whose informer could not reach the API
+// server within the window (failing readiness or not yet).
+func (m *WatchMonitor) Unreachable() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.Now()
+	var out []string
+	for resource, run := range m.failures {
+		if run.unreachable > 0 && now.Sub(run.last) <= m.Window {
+			out = append(out, resource)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Check is a readiness check: it fails while any informer keeps failing.

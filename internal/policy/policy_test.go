@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -542,5 +543,56 @@ func TestCheckScopes(t *testing.T) {
 	k.Spec.Scopes = nil
 	if got := EffectiveScopes(&k, a); len(got) != 2 {
 		t.Fatalf("an unscoped key gets the application's scopes, got %v", got)
+	}
+}
+
+// DecideSlot must answer exactly what the full allocation answers for the
+// key asking, over many generated namespaces: issued, waiting, refused,
+// revoked and deleted keys, several Applications and owners, shared
+// creation seconds, tight limits.
+func TestDecideSlotAgreesWithAllocateSlots(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	for round := 0; round < 500; round++ {
+		apps := map[string]*keyward.Application{}
+		for _, a := range []string{"a", "b", "c"} {
+			apps[a] = app(a, int32(1+rng.IntN(4)))
+		}
+		tenant := enabled
+		tenant.MaxKeysPerOwner = int32(1 + rng.IntN(5))
+		tenant.MaxKeys = int32(2 + rng.IntN(12))
+		var keys []*keyward.AccessKey
+		for i := 0; i < 1+rng.IntN(25); i++ {
+			k := key(fmt.Sprintf("k%02d", i), []string{"a", "b", "c", "gone"}[rng.IntN(4)],
+				-time.Duration(rng.IntN(6))*time.Second, owner([]string{"alice", "bob", ""}[rng.IntN(3)]))
+			switch rng.IntN(8) {
+			case 0, 1:
+				issued(keyward.PhaseActive)(&k)
+			case 2:
+				k.Spec.Revoked = true
+			case 3:
+				k.DeletionTimestamp = at(0)
+			case 4:
+				k.Status.Phase = keyward.PhaseRejected
+				k.Status.Conditions = []metav1.Condition{{Type: keyward.ConditionReady, Status: metav1.ConditionFalse,
+					Reason: keyward.ReasonSecretNameConflict}}
+			}
+			keys = append(keys, &k)
+		}
+		held := map[string]bool{}
+		for _, k := range keys {
+			held[k.Name] = rng.IntN(10) == 0
+		}
+		for _, self := range keys {
+			s := Slots{Keys: keys, Apps: apps, Tenant: tenant, Self: self.Name,
+				Holds: func(k *keyward.AccessKey) bool { return held[k.Name] }}
+			want, wantOK := AllocateSlots(s)[self.Name]
+			got, ok := DecideSlot(s)
+			if got != want || ok != wantOK {
+				t.Fatalf("round %d, key %s: DecideSlot = %+v, %v; AllocateSlots = %+v, %v", round, self.Name, got, ok, want, wantOK)
+			}
+		}
+		if _, ok := DecideSlot(Slots{Keys: keys, Apps: apps, Tenant: tenant, Self: "not-there"}); ok {
+			t.Fatalf("round %d: a decision for a key that is not there", round)
+		}
 	}
 }

@@ -61,6 +61,33 @@ type Slots struct {
 // policy is not installed) share one owner's limit, so that leaving the
 // owner out is no way around maxKeysPerOwner.
 func AllocateSlots(s Slots) map[string]SlotDecision {
+	return allocate(s, nil)
+}
+
+// DecideSlot is AllocateSlots for s.Self alone, the question every first
+// issue asks. Keys that rank after Self cannot take its slot, so they are
+// neither checked nor sorted: in a burst, where the key asking is usually
+// the oldest waiting one, a decision costs one pass over the namespace
+// instead of sorting every waiting key. ok is false when Self is not among
+// s.Keys.
+func DecideSlot(s Slots) (d SlotDecision, ok bool) {
+	var self *keyward.AccessKey
+	for _, k := range s.Keys {
+		if k.Name == s.Self {
+			self = k
+			break
+		}
+	}
+	if self == nil {
+		return SlotDecision{}, false
+	}
+	d, ok = allocate(s, self)[s.Self]
+	return d, ok
+}
+
+// allocate decides for every key, or, when only is set, for the keys that
+// rank before it and for it (enough to decide only; the rest are left out).
+func allocate(s Slots, only *keyward.AccessKey) map[string]SlotDecision {
 	out := make(map[string]SlotDecision, len(s.Keys))
 	usedByApp := map[string]int32{}
 	usedByOwner := map[string]int32{}
@@ -76,6 +103,8 @@ func AllocateSlots(s Slots) map[string]SlotDecision {
 			usedByApp[k.Spec.Application]++
 			usedByOwner[k.Spec.Owner]++
 			usedByTenant++
+		case only != nil && k != only && !olderThan(k, only):
+			// Ranks after the key asking: it cannot take that key's slot.
 		case !competes(k, s.Apps[k.Spec.Application], s.Self):
 			out[k.Name] = SlotDecision{Outcome: SlotNotCandidate}
 		default:

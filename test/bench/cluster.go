@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"keyward.dev/keyward/test/harness/controlplane"
@@ -73,6 +76,13 @@ func (c *cluster) startManager(ctx context.Context, managerBin, logPath string, 
 		return err
 	}
 	c.metricsAddr = metricsAddr
+	// The namespace an install runs the manager in: without it the manager
+	// keeps retrying to create its token signing Secret there, and those
+	// failed writes would be counted as the manager's (idle) writes.
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: controlplane.InstallNamespace}}
+	if err := c.env.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
 	if c.managerLog, err = os.Create(logPath); err != nil {
 		return err
 	}
@@ -167,19 +177,50 @@ func freeAddr() (string, error) {
 // requestCounts is apiserver_request_total, keyed by "VERB group/resource[/subresource] code".
 type requestCounts map[string]float64
 
-func (c *cluster) apiserverRequests(ctx context.Context) (requestCounts, error) {
+// apiserverMetrics reads the API server's /metrics.
+func (c *cluster) apiserverMetrics(ctx context.Context) (string, error) {
 	cs, err := kubernetes.NewForConfig(c.env.Config)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	raw, err := cs.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading the API server's /metrics: %w", err)
+		return "", fmt.Errorf("reading the API server's /metrics: %w", err)
+	}
+	return string(raw), nil
+}
+
+// storageBytes is the size of etcd's database as the API server reports it.
+func (c *cluster) storageBytes(ctx context.Context) (float64, error) {
+	text, err := c.apiserverMetrics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	for _, s := range parseMetrics(text, "apiserver_storage_size_bytes") {
+		total += s.value
+	}
+	return total, nil
+}
+
+// controlPlaneRSSKiB is the resident memory of etcd and kube-apiserver.
+func (c *cluster) controlPlaneRSSKiB() map[string]int64 {
+	out := map[string]int64{}
+	for _, pid := range controlplane.ChildProcesses(filepath.Join(c.bin, "etcd"), filepath.Join(c.bin, "kube-apiserver")) {
+		out[filepath.Base(controlplane.ProcessExe(pid))] += procStatusKiB(pid, "VmRSS")
+	}
+	return out
+}
+
+func (c *cluster) apiserverRequests(ctx context.Context) (requestCounts, error) {
+	raw, err := c.apiserverMetrics(ctx)
+	if err != nil {
+		return nil, err
 	}
 	out := requestCounts{}
-	for _, s := range parseMetrics(string(raw), "apiserver_request_total") {
+	for _, s := range parseMetrics(raw, "apiserver_request_total") {
 		res := s.labels["resource"]
 		if g := s.labels["group"]; g != "" {
 			res = g + "/" + res

@@ -84,7 +84,7 @@ func run() int {
 	qps := flag.Float64("kube-api-qps", 400, "client QPS of the manager and of the floor (passed to the manager as --kube-api-qps)")
 	burst := flag.Int("kube-api-burst", 800, "client burst of the manager and of the floor")
 	conc := flag.Int("max-concurrent-reconciles", 4, "workers of each manager controller and of the floor")
-	managerArgs := flag.String("manager-args", "", "further manager flags, space-separated (e.g. --settle-delay=0)")
+	managerArgs := flag.String("manager-args", "", "further manager flags, space-separated (e.g. --max-requeue=5m)")
 	runs := flag.Int("runs", 0, "runs (default: 3 in full mode, 1 in quick mode)")
 	budget := flag.Duration("budget", 0, "time budget of the whole benchmark (default: 30m full, 6m quick); no run starts that would not fit")
 	writers := flag.Int("writers", 8, "concurrent client writers creating the keys")

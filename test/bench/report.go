@@ -533,6 +533,24 @@ func render(e envInfo, s settings, rs []*runResult) string {
 		p(": it was still issuing the keys of the unfinished batch, so part of any growth is that work, not the unrelated Secrets")
 	}
 	p(".\n\n")
+	storage := med(rs, func(r *runResult) float64 {
+		if r.Memory.Skipped || r.Memory.StorageBytes == 0 {
+			return nan()
+		}
+		return r.Memory.StorageBytes / (1 << 20)
+	})
+	cpRSS := func(proc string) float64 {
+		return med(rs, func(r *runResult) float64 {
+			if r.Memory.Skipped || r.Memory.ControlPlaneRSSKiB[proc] == 0 {
+				return nan()
+			}
+			return float64(r.Memory.ControlPlaneRSSKiB[proc]) / 1024
+		})
+	}
+	if !math.IsNaN(storage) {
+		p("The control plane at the same moment (for sizing, see the 100k paragraph in the summary above): etcd's database **%s MiB** (`apiserver_storage_size_bytes`, %s KiB per key with its Secret, Event and history, before compaction), kube-apiserver RSS %s MiB, etcd RSS %s MiB.\n\n",
+			f0(storage), f1(storage*1024/memKeys), f0(cpRSS("kube-apiserver")), f0(cpRSS("etcd")))
+	}
 
 	// The curve.
 	p("### The curve\n\n")
@@ -619,7 +637,7 @@ func render(e envInfo, s settings, rs []*runResult) string {
 	if s.Curve > 0 {
 		cpuRow(fmt.Sprintf("manager, N = %d", s.Curve), func(r *runResult) batchResult { return r.Curve })
 	}
-	p("\nThe machine has %d cores: a wall time well above the sum of CPU seconds / %d means waiting (timers such as the settle delay, client-side rate limits), not work.\n\n", e.CPUs, e.CPUs)
+	p("\nThe machine has %d cores: a wall time well above the sum of CPU seconds / %d means waiting (API round trips, work queues, client-side rate limits), not work.\n\n", e.CPUs, e.CPUs)
 
 	p("### Reproduce\n\n`make bench` (full mode, %s budget) or `make bench-quick` (%s budget); flags of the harness: `go run ./test/bench -h`. Raw figures of every run: `bin/bench/results-%s.json`; manager logs: `bin/bench/run<N>/`; control-plane logs: `bin/testenv/`. The run(s) took %s in all.\n",
 		plans["full"].Budget, plans["quick"].Budget, s.Mode, totalTook(rs))

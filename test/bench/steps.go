@@ -80,6 +80,10 @@ type memoryResult struct {
 	CreateTook    time.Duration
 	UnrelatedMiB  float64
 	ManagerWrites map[string]float64
+	// The control plane at Keys keys, before the unrelated Secrets: etcd's
+	// database size and the resident memory of etcd and kube-apiserver.
+	StorageBytes       float64
+	ControlPlaneRSSKiB map[string]int64
 }
 
 type runResult struct {
@@ -398,6 +402,10 @@ func (b *bench) unrelated(ctx context.Context, cl *cluster, keys int) (memoryRes
 	}
 	pid := cl.managerPid()
 	res.HWMBeforeKiB, res.RSSBeforeKiB = procStatusKiB(pid, "VmHWM"), procStatusKiB(pid, "VmRSS")
+	res.ControlPlaneRSSKiB = cl.controlPlaneRSSKiB()
+	if sz, err := cl.storageBytes(ctx); err == nil {
+		res.StorageBytes = sz
+	}
 	c := cl.clients.admin
 	if err := retry(ctx, func() error {
 		return c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "unrelated"}})

@@ -6,23 +6,19 @@
 package verify_test
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/internal/verify"
@@ -46,7 +42,7 @@ var (
 	// signingNS holds the token signing Secrets.
 	signingNS string
 
-	managerLog = &syncBuffer{}
+	managerLog *testenv.LogBuffer
 )
 
 const (
@@ -64,7 +60,8 @@ func TestVerify(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	log := zap.New(zap.WriteTo(&teeWriter{managerLog, GinkgoWriter}), zap.UseDevMode(true), zap.Level(zapcore.Level(-1)))
+	var log logr.Logger
+	log, managerLog = testenv.CaptureLogs(GinkgoWriter)
 	ctrl.SetLogger(log)
 	ctx, cancel = context.WithCancel(context.Background())
 
@@ -73,14 +70,9 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	k8s = env.Client
 
-	mgr, err = ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 env.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "127.0.0.1:0",
-		Logger:                 log,
-		Cache:                  controllers.CacheOptions(),
-		Client:                 client.Options{FieldOwner: controllers.FieldOwner},
-	})
+	o := env.ManagerOptions(log)
+	o.HealthProbeBindAddress = "127.0.0.1:0"
+	mgr, err = ctrl.NewManager(env.Config, o)
 	Expect(err).NotTo(HaveOccurred())
 	opts := controllers.DefaultOptions()
 	opts.MaxRequeue = 30 * time.Second
@@ -128,33 +120,6 @@ var _ = AfterSuite(func() {
 		Expect(env.Stop()).To(Succeed())
 	}
 })
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-type teeWriter struct {
-	a *syncBuffer
-	b GinkgoWriterInterface
-}
-
-func (t *teeWriter) Write(p []byte) (int, error) {
-	t.a.Write(p)
-	return t.b.Write(p)
-}
 
 // freeLoopbackAddr is a loopback address with a port free now, for a
 // listener whose URL must be known before it starts (the token issuer).

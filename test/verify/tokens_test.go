@@ -22,10 +22,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
-	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/verify"
 )
@@ -264,8 +262,7 @@ var _ = Describe("Access tokens (SPEC §7)", func() {
 			Expect(vf.Metrics.Register(metrics.Registry)).To(Succeed())
 		})
 		replica := func(addr string) string {
-			m, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-				Cache: controllers.CacheOptions(), Logger: mgr.GetLogger()})
+			m, err := ctrl.NewManager(env.Config, env.ManagerOptions(mgr.GetLogger()))
 			Expect(err).NotTo(HaveOccurred())
 			o := verify.DefaultOptions()
 			o.BindAddress, o.GRPCBindAddress = addr, verify.Off

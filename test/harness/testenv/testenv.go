@@ -43,6 +43,7 @@ type Env struct {
 	Scheme *runtime.Scheme
 
 	env      *envtest.Environment
+	bin      string
 	kcm      *controlplane.ControllerManager
 	watchdog *controlplane.Watchdog
 	tmpDir   string
@@ -80,7 +81,7 @@ func Start() (_ *Env, retErr error) {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(keywardv1alpha1.AddToScheme(scheme))
 
-	e := &Env{Scheme: scheme}
+	e := &Env{Scheme: scheme, bin: bin}
 	defer func() {
 		if retErr != nil {
 			_ = e.Stop()
@@ -104,14 +105,25 @@ func Start() (_ *Env, retErr error) {
 		return nil, err
 	}
 
+	// kube-apiserver's certificates (serving, client CA, service-account
+	// keys) live in a directory of ours rather than one envtest creates and
+	// deletes on stop, so StopAPIServer and StartAPIServer keep them.
+	certDir := filepath.Join(e.tmpDir, "kube-apiserver")
+	if err := os.Mkdir(certDir, 0o700); err != nil {
+		return nil, err
+	}
+	apiServer := &envtest.APIServer{Out: apiLog, Err: apiLog, CertDir: certDir}
+	// On SIGTERM, end open watches (their clients watch again) instead of
+	// waiting out --request-timeout (60 s) for their connections to close,
+	// so that StopAPIServer takes about a second even with managers
+	// watching.
+	apiServer.Configure().Set("shutdown-watch-termination-grace-period", "5s")
 	e.env = &envtest.Environment{
 		Scheme:                scheme,
 		BinaryAssetsDirectory: bin,
 		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
-		ControlPlane: envtest.ControlPlane{
-			APIServer: &envtest.APIServer{Out: apiLog, Err: apiLog},
-		},
+		ControlPlane:          envtest.ControlPlane{APIServer: apiServer},
 	}
 	if os.Getenv("KUBEBUILDER_CONTROLPLANE_START_TIMEOUT") == "" {
 		// Two cores running several suites at once can be slow.
@@ -206,6 +218,24 @@ func (e *Env) Stop() error {
 		e.stopErr = errors.Join(errs...)
 	})
 	return e.stopErr
+}
+
+// StopAPIServer stops kube-apiserver as a real shutdown does (SIGTERM, then
+// waits for it to exit); etcd and kube-controller-manager keep running.
+func (e *Env) StopAPIServer() error {
+	return e.env.ControlPlane.APIServer.Stop()
+}
+
+// StartAPIServer starts kube-apiserver again after StopAPIServer: a new
+// process on the same address, with the same etcd, certificates and flags,
+// so every client and kubeconfig made before keeps working. It returns once
+// the new process answers /healthz.
+func (e *Env) StartAPIServer() error {
+	if err := e.env.ControlPlane.APIServer.Start(); err != nil {
+		return fmt.Errorf("starting kube-apiserver again: %w", err)
+	}
+	_ = e.watchdog.Add(controlplane.ChildProcesses(filepath.Join(e.bin, "kube-apiserver"))...)
+	return nil
 }
 
 // ClientAs returns a client impersonating user (with groups) — for admission
