@@ -79,6 +79,9 @@ var _ = Describe("Crash anywhere: SIGKILL at random moments during a burst", fun
 			defer close(workerDone)
 			wr := rand.New(rand.NewPCG(uint64(GinkgoRandomSeed()), 34))
 			for i, n := range all {
+				if workStop.Load() {
+					return
+				}
 				var a, k int
 				_, _ = fmt.Sscanf(n.Name, "app-%d-key-%d", &a, &k)
 				key := &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: n.Namespace, Name: n.Name, Labels: map[string]string{"chaos": "crash"}},
@@ -120,6 +123,12 @@ var _ = Describe("Crash anywhere: SIGKILL at random moments during a burst", fun
 			}
 		}()
 
+		// Should the spec fail while the manager is being killed, the driver
+		// must stop with it rather than patch keys under the next spec.
+		DeferCleanup(func() {
+			workStop.Store(true)
+			Eventually(workerDone, 3*time.Minute).Should(BeClosed())
+		})
 		obs := newObservations(client.MatchingLabels{"chaos": "crash"}, maxAccessKeys, maxKeysPerOwner)
 		killAtRandom(m, rng, func() { obs.sample() }, func(k int) bool { return k < kills })
 		workStop.Store(true)
