@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The issuance table of issue 7, as a user would measure it: against the
+# embedded local control plane of `make local` (bin/keyward-local, manager
+# defaults), create N AccessKeys in one namespace with one `kubectl create
+# -f`, and time until `kubectl wait` sees every one Active (a key turns
+# Active only after its Secret is written). One Application with room for
+# all, the tenant switched on. Prints one Markdown row per N and run.
+#
+#   hack/issuance-table.sh [runs] [N...]   (default: 3 runs of 100, 300, 1000)
+#
+# It uses bin/local like `make local` (namespaces table-<time>-N-run, deleted
+# at the end), so stop a running `make local` first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+runs=${1:-3}
+shift || true
+sizes=("${@:-100 300 1000}")
+read -r -a sizes <<<"${sizes[*]}"
+
+kubectl=$(ls -d bin/k8s/*/kubectl | tail -1)
+k() { "$kubectl" --kubeconfig bin/local/kubeconfig "$@"; }
+go build -o bin/keyward-local ./hack/local
+stamp=$(date +%s)
+log=bin/issuance-table.log
+bin/keyward-local >"$log" 2>&1 &
+local_pid=$!
+cleanup() {
+  k delete namespace -l keyward.dev/issuance-table="$stamp" --wait=false >/dev/null 2>&1 || true
+  kill $local_pid 2>/dev/null
+  wait $local_pid 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 1 600); do
+  curl -fs http://127.0.0.1:8081/readyz >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fs http://127.0.0.1:8081/readyz >/dev/null || { echo "the manager did not get ready (see $log)"; exit 1; }
+
+echo "| N keys | run | kubectl create -f | all Active (from the create) | keys/s |"
+echo "|---|---|---|---|---|"
+for n in "${sizes[@]}"; do
+  for run in $(seq 1 "$runs"); do
+    ns="table-$stamp-$n-$run"
+    dir=$(mktemp -d)
+    k create namespace "$ns" >/dev/null
+    k label namespace "$ns" keyward.dev/issuance-table="$stamp" >/dev/null
+    k apply -f - >/dev/null <<YAML
+apiVersion: keyward.dev/v1alpha1
+kind: TenantSettings
+metadata: {name: default, namespace: $ns}
+spec: {apiKeysEnabled: true, maxKeysPerOwner: $n, maxKeys: $n}
+---
+apiVersion: keyward.dev/v1alpha1
+kind: Application
+metadata: {name: billing, namespace: $ns}
+spec: {maxAccessKeys: $n}
+YAML
+    for i in $(seq 1 "$n"); do
+      printf 'apiVersion: keyward.dev/v1alpha1\nkind: AccessKey\nmetadata: {name: key-%05d, namespace: %s}\nspec: {application: billing}\n---\n' "$i" "$ns"
+    done >"$dir/keys.yaml"
+    # The clock starts once the manager has taken in the tenant and Application.
+    k wait application/billing -n "$ns" --for=condition=Ready --timeout=1m >/dev/null
+    t0=$(date +%s.%N)
+    k create -f "$dir/keys.yaml" >/dev/null
+    t1=$(date +%s.%N)
+    k wait accesskeys --all -n "$ns" --for=jsonpath='{.status.phase}'=Active --timeout=10m >/dev/null
+    t2=$(date +%s.%N)
+    awk -v n="$n" -v r="$run" -v a="$t0" -v b="$t1" -v c="$t2" \
+      'BEGIN { printf "| %d | %d | %.1f s | %.1f s | %.1f |\n", n, r, b-a, c-a, n/(c-a) }'
+    rm -rf "$dir"
+  done
+done
