@@ -72,7 +72,7 @@ func main() {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	ctrl.SetLogger(capVerbosity(zap.New(zap.UseFlagOptions(&zapOpts)), maxLogVerbosity))
 	log := ctrl.Log.WithName("setup")
 	opts.MaxConcurrentReconciles = maxConcurrent
 	if err := opts.Validate(); err != nil {

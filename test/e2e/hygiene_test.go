@@ -31,6 +31,11 @@ import (
 // headers, and the metrics endpoint. No key ever issued, no secret part of
 // one, and no base64 of either may appear in any of it. The keys are
 // compared, never printed; a failure names the place only.
+// secretPiece is the length of the pieces of a secret the hygiene check
+// looks for: long enough never to occur by chance (60 bits), short enough
+// to fit a hex dump's 16-character lines.
+const secretPiece = 12
+
 var _ = Describe("Secret hygiene: no key material anywhere but its Secret", Ordered, func() {
 	var (
 		ns string
@@ -245,11 +250,17 @@ spec: {application: hygiene}
 
 		needles := func(k keyformat.Key) map[string]string {
 			p := k.Plaintext()
-			return map[string]string{
+			n := map[string]string{
 				"the key": p, "its secret": k.Secret,
 				"the key in base64":    base64.StdEncoding.EncodeToString([]byte(p)),
 				"the key in base64url": base64.RawURLEncoding.EncodeToString([]byte(p)),
 			}
+			// Every 12-character piece of the secret: a hex dump (client-go
+			// logs protobuf bodies so) shows it 16 characters to a line.
+			for i := 0; i+secretPiece <= len(k.Secret); i++ {
+				n[fmt.Sprintf("characters %d–%d of its secret", i, i+secretPiece)] = k.Secret[i : i+secretPiece]
+			}
+			return n
 		}
 		By("the detector finds what it looks for: the current keys are in their Secrets' JSON, base64-encoded")
 		secretsJSON := kubectl("get", "secrets", "-n", ns, "-o", "json")
@@ -277,8 +288,8 @@ spec: {application: hygiene}
 		for where, text := range seen {
 			sizes = append(sizes, fmt.Sprintf("%s: %d bytes", where, text.Len()))
 		}
-		AddReportEntry("secret hygiene", fmt.Sprintf("%d keys checked (each as key, secret, base64, base64url) in %d sources (%s); %d leaks",
-			checked, len(seen), strings.Join(sizes, ", "), leaks))
+		AddReportEntry("secret hygiene", fmt.Sprintf("%d keys checked (each as key, secret, base64, base64url and every %d-character piece of the secret) in %d sources (%s); %d leaks",
+			checked, secretPiece, len(seen), strings.Join(sizes, ", "), leaks))
 		Expect(checked).To(BeNumerically(">=", 5), "3 issued, 2 rotated in (one revoked): all collected")
 		Expect(leaks).To(BeZero(), "key material found outside its Secret (see the LEAK report entries)")
 	})
