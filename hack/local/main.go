@@ -4,8 +4,9 @@
 // bin/local/ (etcd's data survives restarts), an admin kubeconfig in
 // bin/local/kubeconfig, Keyward's CRDs, ClusterRoles and admission policies
 // installed, and the manager running in the foreground. Ctrl-C or SIGTERM
-// stops every process it started. `make local` builds and runs it; arguments
-// are passed on to the manager (`make local ARGS=--api-keys-enabled-by-default`).
+// stops every process it started (KEYWARD_LOCAL_DIR moves bin/local
+// elsewhere). `make local` builds and runs it; arguments are passed on to
+// the manager (`make local ARGS=--api-keys-enabled-by-default`).
 package main
 
 import (
@@ -88,7 +89,13 @@ func run() int {
 		logln("%v", err)
 		return 1
 	}
-	p := &procs{dir: filepath.Join(root, "bin", "local")}
+	// KEYWARD_LOCAL_DIR gives a run its own state (hack/issuance-table.sh
+	// uses it to measure on a fresh control plane).
+	dir := filepath.Join(root, "bin", "local")
+	if d := os.Getenv("KEYWARD_LOCAL_DIR"); d != "" {
+		dir, _ = filepath.Abs(d)
+	}
+	p := &procs{dir: dir}
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		logln("%v", err)
 		return 1
