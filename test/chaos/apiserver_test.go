@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -112,6 +111,24 @@ func (k *kubelet) reasons() string {
 
 // prober asks one verifier about known keys and checks every answer, and
 // its readiness at every round. Keys are compared, never printed.
+// superviseUntil acts as the kubelet for kl's manager and probes the
+// verifier four times a second until done delivers.
+func superviseUntil[T any](done <-chan T, kl *kubelet, p *prober) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-kl.exited():
+			kl.tend()
+		case <-tick.C:
+			kl.tend()
+			p.round()
+		}
+	}
+}
+
 type prober struct {
 	addr    string
 	m       *managerProc
@@ -218,33 +235,10 @@ var _ = Describe("API server outages with two managers and leader election", Ord
 		issuedBefore := keyIDs(nsLong)
 
 		By(fmt.Sprintf("kube-apiserver stopped (SIGSTOP) for %v", outage))
-		pid := apiserverPID()
-		Expect(syscall.Kill(pid, syscall.SIGSTOP)).To(Succeed())
+		resume := freezeAPIServer()
 		stoppedAt := time.Now()
-		resumed := false
-		resume := func() {
-			if !resumed {
-				resumed = true
-				Expect(syscall.Kill(pid, syscall.SIGCONT)).To(Succeed())
-			}
-		}
-		DeferCleanup(resume) // never leave the control plane frozen
 		kl := &kubelet{m: leader}
-		end := time.NewTimer(outage)
-		tick := time.NewTicker(250 * time.Millisecond)
-	outageLoop:
-		for {
-			select {
-			case <-end.C:
-				break outageLoop
-			case <-kl.exited():
-				kl.tend()
-			case <-tick.C:
-				kl.tend()
-				p.round()
-			}
-		}
-		tick.Stop()
+		superviseUntil(time.After(outage), kl, p)
 		resume()
 		resumedAt := time.Now()
 		exitsDuringOutage := len(kl.exits)
@@ -350,20 +344,7 @@ var _ = Describe("API server outages with two managers and leader election", Ord
 				Expect(env.StartAPIServer()).To(Succeed())
 			}
 		})
-		tick := time.NewTicker(250 * time.Millisecond)
-	restartLoop:
-		for {
-			select {
-			case <-restarted:
-				break restartLoop
-			case <-kl.exited():
-				kl.tend()
-			case <-tick.C:
-				kl.tend()
-				p.round()
-			}
-		}
-		tick.Stop()
+		superviseUntil(restarted, kl, p)
 		Expect(r.stopErr).NotTo(HaveOccurred())
 		Expect(r.startErr).NotTo(HaveOccurred())
 		Expect(standby.running()).To(BeTrue(), "the non-leader exited while the API server was away")

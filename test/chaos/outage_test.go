@@ -26,6 +26,24 @@ func apiserverPID() int {
 	return pids[0]
 }
 
+// freezeAPIServer stops this suite's kube-apiserver with SIGSTOP and
+// returns the function that resumes it; it also runs at cleanup, so a
+// failing spec never leaves the control plane frozen.
+func freezeAPIServer() (resume func()) {
+	GinkgoHelper()
+	pid := apiserverPID()
+	Expect(syscall.Kill(pid, syscall.SIGSTOP)).To(Succeed())
+	resumed := false
+	resume = func() {
+		if !resumed {
+			resumed = true
+			Expect(syscall.Kill(pid, syscall.SIGCONT)).To(Succeed())
+		}
+	}
+	DeferCleanup(resume)
+	return resume
+}
+
 var _ = Describe("API server outage: kube-apiserver stopped (SIGSTOP) for 8 s mid-run", func() {
 	It("is ridden out by the manager, and its verifier answers from its cache throughout", func() {
 		const (
@@ -40,16 +58,7 @@ var _ = Describe("API server outage: kube-apiserver stopped (SIGSTOP) for 8 s mi
 		before := activeKey(ns, "before", time.Minute)
 
 		By("stopping kube-apiserver")
-		pid := apiserverPID()
-		Expect(syscall.Kill(pid, syscall.SIGSTOP)).To(Succeed())
-		resumed := false
-		resume := func() {
-			if !resumed {
-				resumed = true
-				Expect(syscall.Kill(pid, syscall.SIGCONT)).To(Succeed())
-			}
-		}
-		DeferCleanup(resume) // never leave the control plane frozen
+		resume := freezeAPIServer()
 		end := time.NewTimer(outage)
 		tick := time.NewTicker(200 * time.Millisecond)
 		answers, wrong := 0, 0
