@@ -57,11 +57,7 @@ func releaseFinalizer(key *keyward.AccessKey) {
 
 var _ = Describe("Issue 14: revocation and deletion leave no material behind", func() {
 	It("empties a revoked key's Secret that a foreign finalizer keeps", func() {
-		ns := newTenant()
-		newApp(ns, "held")
-		key := newKey(ns, "k", "held")
-		eventuallyPhase(key, keyward.PhaseActive)
-		materialOf(key)
+		key, _ := issuedKey("held")
 		update(secretOf(key), func(s *corev1.Secret) { controllerutil.AddFinalizer(s, foreignFinalizer) })
 
 		update(key, func(k *keyward.AccessKey) { k.Spec.Revoked = true })
@@ -71,11 +67,7 @@ var _ = Describe("Issue 14: revocation and deletion leave no material behind", f
 	})
 
 	It("empties the Secret of a deleted key that a foreign finalizer keeps (secret-scrubber)", func() {
-		ns := newTenant()
-		newApp(ns, "held")
-		key := newKey(ns, "k", "held")
-		eventuallyPhase(key, keyward.PhaseActive)
-		materialOf(key)
+		key, _ := issuedKey("held")
 		update(secretOf(key), func(s *corev1.Secret) { controllerutil.AddFinalizer(s, foreignFinalizer) })
 
 		Expect(k8s.Delete(ctx, key)).To(Succeed())
@@ -84,11 +76,7 @@ var _ = Describe("Issue 14: revocation and deletion leave no material behind", f
 	})
 
 	It("destroys a revoked key's Secret stripped of its owner reference and a label", func() {
-		ns := newTenant()
-		newApp(ns, "stripped")
-		key := newKey(ns, "k", "stripped")
-		eventuallyPhase(key, keyward.PhaseActive)
-		materialOf(key)
+		key, _ := issuedKey("stripped")
 
 		update(secretOf(key), func(s *corev1.Secret) {
 			s.OwnerReferences = nil
@@ -102,11 +90,7 @@ var _ = Describe("Issue 14: revocation and deletion leave no material behind", f
 
 var _ = Describe("Issue 14: a look-alike Secret is never adopted into use", func() {
 	It("reports a look-alike with Keyward's labels and the key ID as a conflict and leaves it alone", func() {
-		ns := newTenant()
-		newApp(ns, "looks")
-		key := newKey(ns, "k", "looks")
-		active := eventuallyPhase(key, keyward.PhaseActive)
-		materialOf(key)
+		key, active := issuedKey("looks")
 
 		// Someone else's material under the key's name, labels and key ID.
 		planted, err := keyformat.Generate()
@@ -125,11 +109,7 @@ var _ = Describe("Issue 14: a look-alike Secret is never adopted into use", func
 	})
 
 	It("re-issues into a new Secret, not into an edited one with what others added", func() {
-		ns := newTenant()
-		newApp(ns, "fresh")
-		key := newKey(ns, "k", "fresh")
-		active := eventuallyPhase(key, keyward.PhaseActive)
-		materialOf(key)
+		key, active := issuedKey("fresh")
 		old := secretOf(key)
 
 		update(old.DeepCopy(), func(s *corev1.Secret) {
@@ -319,4 +299,17 @@ func tightenAccessKeyStatus(field string) {
 	editCRDSchema("accesskeys", func(schema map[string]any) {
 		schema["properties"].(map[string]any)["status"].(map[string]any)["properties"].(map[string]any)[field].(map[string]any)["maxLength"] = int64(1)
 	})
+}
+
+// issuedKey makes a tenant with an Application named app and one key under
+// it, and returns the key and its Active object once its material has been
+// read (so the leak check looks for it).
+func issuedKey(app string) (key, active *keyward.AccessKey) {
+	GinkgoHelper()
+	ns := newTenant()
+	newApp(ns, app)
+	key = newKey(ns, "k", app)
+	active = eventuallyPhase(key, keyward.PhaseActive)
+	materialOf(key)
+	return key, active
 }

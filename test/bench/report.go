@@ -127,6 +127,18 @@ func med(rs []*runResult, f func(*runResult) float64) float64 {
 
 func nan() float64 { return math.NaN() }
 
+// memoryMedian is the median over the runs of a figure of the memory step;
+// a run that skipped the step or did not record the figure (0) counts as
+// unknown.
+func memoryMedian(rs []*runResult, f func(memoryResult) float64) float64 {
+	return med(rs, func(r *runResult) float64 {
+		if v := f(r.Memory); !r.Memory.Skipped && v != 0 {
+			return v
+		}
+		return nan()
+	})
+}
+
 func secs(d time.Duration) float64 { return d.Seconds() }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -301,24 +313,9 @@ func render(e envInfo, s settings, rs []*runResult) string {
 			expAllExpired = false
 		}
 	}
-	memKeys := med(rs, func(r *runResult) float64 {
-		if r.Memory.Skipped || r.Memory.Keys == 0 {
-			return nan()
-		}
-		return float64(r.Memory.Keys)
-	})
-	hwm := med(rs, func(r *runResult) float64 {
-		if r.Memory.Skipped || r.Memory.HWMBeforeKiB == 0 {
-			return nan()
-		}
-		return float64(r.Memory.HWMBeforeKiB) / 1024
-	})
-	hwmAfter := med(rs, func(r *runResult) float64 {
-		if r.Memory.Skipped || r.Memory.HWMAfterKiB == 0 {
-			return nan()
-		}
-		return float64(r.Memory.HWMAfterKiB) / 1024
-	})
+	memKeys := memoryMedian(rs, func(m memoryResult) float64 { return float64(m.Keys) })
+	hwm := memoryMedian(rs, func(m memoryResult) float64 { return float64(m.HWMBeforeKiB) / 1024 })
+	hwmAfter := memoryMedian(rs, func(m memoryResult) float64 { return float64(m.HWMAfterKiB) / 1024 })
 	growth := med(rs, func(r *runResult) float64 {
 		if r.Memory.Skipped || r.Memory.HWMBeforeKiB == 0 {
 			return nan()
@@ -510,18 +507,8 @@ func render(e envInfo, s settings, rs []*runResult) string {
 	if quick {
 		p("Quick mode measures memory after the N = %d batch on the manager's control plane (%s keys in all).\n\n", s.SpreadNS*s.SpreadPer, f0(memKeys))
 	}
-	rssBefore := med(rs, func(r *runResult) float64 {
-		if r.Memory.Skipped || r.Memory.RSSBeforeKiB == 0 {
-			return nan()
-		}
-		return float64(r.Memory.RSSBeforeKiB) / 1024
-	})
-	rssAfter := med(rs, func(r *runResult) float64 {
-		if r.Memory.Skipped || r.Memory.RSSAfterKiB == 0 {
-			return nan()
-		}
-		return float64(r.Memory.RSSAfterKiB) / 1024
-	})
+	rssBefore := memoryMedian(rs, func(m memoryResult) float64 { return float64(m.RSSBeforeKiB) / 1024 })
+	rssAfter := memoryMedian(rs, func(m memoryResult) float64 { return float64(m.RSSAfterKiB) / 1024 })
 	allWrites := med(rs, func(r *runResult) float64 {
 		if r.Memory.Skipped || r.Memory.ManagerWrites == nil {
 			return nan()
@@ -537,19 +524,9 @@ func render(e envInfo, s settings, rs []*runResult) string {
 		p(": it was still issuing the keys of the unfinished batch, so part of any growth is that work, not the unrelated Secrets")
 	}
 	p(".\n\n")
-	storage := med(rs, func(r *runResult) float64 {
-		if r.Memory.Skipped || r.Memory.StorageBytes == 0 {
-			return nan()
-		}
-		return r.Memory.StorageBytes / (1 << 20)
-	})
+	storage := memoryMedian(rs, func(m memoryResult) float64 { return m.StorageBytes / (1 << 20) })
 	cpRSS := func(proc string) float64 {
-		return med(rs, func(r *runResult) float64 {
-			if r.Memory.Skipped || r.Memory.ControlPlaneRSSKiB[proc] == 0 {
-				return nan()
-			}
-			return float64(r.Memory.ControlPlaneRSSKiB[proc]) / 1024
-		})
+		return memoryMedian(rs, func(m memoryResult) float64 { return float64(m.ControlPlaneRSSKiB[proc]) / 1024 })
 	}
 	if !math.IsNaN(storage) {
 		p("The control plane at the same moment (for sizing, see the 100k paragraph in the summary above): etcd's database **%s MiB** (`apiserver_storage_size_bytes`, %s KiB per key with its Secret, Event and history, before compaction), kube-apiserver RSS %s MiB, etcd RSS %s MiB.\n\n",
