@@ -61,6 +61,7 @@ test: manifests generate vet test-unit test-fuzz test-integration ## Everything:
 test-unit: ## Unit tests of pure logic (no cluster): the manager's own package, the plugin, internal/, api/ and the harness.
 	@mkdir -p bin
 	set +e; go test . ./cmd/... ./internal/... ./api/... ./test/harness/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
+	  [ $$status -eq 0 ] || hack/failures.sh bin/test-unit.log | head -120; \
 	  echo "test-unit: $$(grep -c -- '--- PASS' bin/test-unit.log) passed, $$(grep -c -- '--- FAIL' bin/test-unit.log) failed (full log: bin/test-unit.log)"; exit $$status
 
 .PHONY: test-fuzz
@@ -87,6 +88,7 @@ test-integration: controlplane ## Integration tests: envtest with the real kube-
 	@mkdir -p bin
 	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test ./controllers/... $$(go list ./test/... | grep -v /test/harness/) -count=1 -timeout 30m -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-integration.log \
 	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|no test files' ; status=$${PIPESTATUS[0]}; \
+	  [ $$status -eq 0 ] || hack/failures.sh bin/test-integration.log | head -120; \
 	  echo "test-integration: exit $$status (full log: bin/test-integration.log; control-plane logs: bin/testenv/)"; exit $$status
 
 ##@ Chaos (faults against the manager binary; docs/security.md)
@@ -102,6 +104,7 @@ chaos: manifests ## Chaos suite (~4–5 min): the manager binary SIGKILLed at ra
 	@mkdir -p bin
 	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test -tags chaos ./test/chaos/ -count=1 -timeout $(CHAOS_TIMEOUT) -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-chaos.log \
 	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|crash: |handover: |outage: |tamper: ' ; status=$${PIPESTATUS[0]}; \
+	  [ $$status -eq 0 ] || hack/failures.sh bin/test-chaos.log | head -120; \
 	  echo "chaos: exit $$status (full log: bin/test-chaos.log)"; exit $$status
 
 ##@ Benchmarks

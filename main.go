@@ -112,7 +112,7 @@ func main() {
 	ctx := ctrl.SetupSignalHandler()
 	go exitAfterShutdownTimeout(ctx, shutdownTimeout+5*time.Second)
 	if pod := thisPod(); pod != nil {
-		watches.Recorder, watches.Pod = mgr.GetEventRecorder("keyward"), pod
+		watches.Recorder, watches.Pod = mgr.GetEventRecorder(controllers.EventSource), pod
 	}
 	admissionChanged := make(chan event.GenericEvent, 1)
 	admission := &health.AdmissionPolicies{Reader: mgr.GetAPIReader(), Log: ctrl.Log.WithName("admission"), Interval: admissionInterval,

@@ -152,6 +152,17 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 	}
 
+	// An Event that nothing else would record is written before the status
+	// (should that fail, it is queued after the status like any other).
+	eventRecorded := false
+	if plan.Event != nil && plan.Event.BeforeStatus && wrote {
+		err := recordNow(ctx, r.Client, &key, plan.Event.Type, plan.Event.Reason, plan.EventNote())
+		if err != nil {
+			logf.FromContext(ctx).Error(err, "recording an Event before the status write; it is queued instead", "reason", plan.Event.Reason)
+		}
+		eventRecorded = err == nil
+	}
+
 	// Write status once, then record the Event.
 	if err := r.writeStatus(ctx, &key, plan, wrote); err != nil {
 		if apierrors.IsConflict(err) {
@@ -162,7 +173,7 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if wrote {
 		r.expected.expect(&key, plan.Status.KeyID, now)
 	}
-	if plan.Event != nil {
+	if plan.Event != nil && !eventRecorded {
 		r.Recorder.Eventf(&key, nil, plan.Event.Type, plan.Event.Reason, plan.Event.Reason, "%s", plan.EventNote())
 	}
 	return ctrl.Result{RequeueAfter: plan.RequeueAfter}, nil
@@ -313,6 +324,15 @@ func (r *AccessKeyReconciler) destroy(ctx context.Context, key *keyward.AccessKe
 	}
 	if !secrets.HoldsMaterialOf(&s, key) {
 		return nil // someone else's Secret: not ours to touch
+	}
+	if metav1.GetControllerOf(&s) == nil {
+		// Its owner reference was stripped: the write that empties it
+		// takes it back, so that a manager stopped before the delete
+		// still knows the emptied Secret as the key's (and the garbage
+		// collector takes it with the key).
+		if err := controllerutil.SetControllerReference(key, &s, r.Scheme()); err != nil {
+			return err
+		}
 	}
 	return r.scrubAndDelete(ctx, &s)
 }

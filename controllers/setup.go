@@ -78,7 +78,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 	countWrites := rate.NewLimiter(CountsWritesPerSecond, CountsWritesPerSecond)
 	for _, c := range []interface{ SetupWithManager(ctrl.Manager) error }{
 		&AccessKeyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-			Recorder: mgr.GetEventRecorder("keyward"), Options: opts, Now: now},
+			Recorder: mgr.GetEventRecorder(EventSource), Options: opts, Now: now},
 		&AccessKeyOwnerReconciler{Client: mgr.GetClient(), MaxConcurrentReconciles: opts.MaxConcurrentReconciles},
 		&SecretScrubber{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
 		&ApplicationReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now, Writes: countWrites}},

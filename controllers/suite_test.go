@@ -8,6 +8,7 @@ import (
 	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -63,12 +64,22 @@ var _ = BeforeSuite(func() {
 
 // startManager starts a manager with main.go's cache options and the
 // suite's options, and returns it with a function that stops it and waits
-// until it has stopped (as a restart or a leader change would).
-func startManager() (ctrl.Manager, func()) {
+// until it has stopped (as a restart or a leader change would). Its
+// client goes through wrap, when one is given.
+func startManager(wrap ...func(client.Client) client.Client) (ctrl.Manager, func()) {
 	GinkgoHelper()
 	o := env.ManagerOptions(ctrl.Log)
 	// Several managers run in this process, one after the other.
 	o.Controller = config.Controller{SkipNameValidation: ptr.To(true)}
+	for _, w := range wrap {
+		o.NewClient = func(cfg *rest.Config, opts client.Options) (client.Client, error) {
+			c, err := client.New(cfg, opts)
+			if err != nil {
+				return nil, err
+			}
+			return w(c), nil
+		}
+	}
 	m, err := ctrl.NewManager(env.Config, o)
 	Expect(err).NotTo(HaveOccurred())
 	mctx, mcancel := context.WithCancel(ctx)

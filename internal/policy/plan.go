@@ -92,6 +92,12 @@ type Refusal struct {
 type Event struct {
 	Type   string // Normal or Warning
 	Reason string // an Event* constant
+	// BeforeStatus asks for the Event to be written, at once, before the
+	// status that records the transition: nothing else in the API records
+	// it, so a manager stopped between the status write and a queued Event
+	// must not lose it. A retry after such a stop re-plans the same
+	// transition and writes the Event again.
+	BeforeStatus bool
 }
 
 // Plan is everything one reconcile of a key does: the material action, the
@@ -335,6 +341,9 @@ func build(o Observation, d decision) Plan {
 		if d.phase == keyward.PhaseRejected || reason == keyward.EventSecretRecreated {
 			p.Event.Type = corev1.EventTypeWarning
 		}
+		// A re-issue nobody asked for leaves no trace in status (a
+		// rotation leaves status.rotation, an issue status.issuedAt).
+		p.Event.BeforeStatus = reason == keyward.EventSecretRecreated
 	}
 	wake := d.wakeAt
 	if d.phase == keyward.PhasePending && d.reason == keyward.ReasonSecretNameConflict {

@@ -345,3 +345,36 @@ func TestPlanStandingInvalidSecretIsNotTriedAgain(t *testing.T) {
 		t.Fatal("a changed spec is not tried again")
 	}
 }
+
+// Only a re-issue nobody asked for is written before the status that
+// records it: nothing else in the API would show it after a crash.
+func TestPlanWritesOnlyTheReissueEventBeforeStatus(t *testing.T) {
+	rotate := func(k *keyward.AccessKey) {
+		k.Annotations = map[string]string{keyward.RotateAnnotation: "2"}
+		k.Status.Rotation = &keyward.RotationStatus{LastRequest: "1"}
+	}
+	cases := []struct {
+		name   string
+		k      keyward.AccessKey
+		secret SecretState
+		reason string
+		before bool
+	}{
+		{"first issue", key("k", "a", -time.Hour), SecretMissing, keyward.EventIssued, false},
+		{"Secret deleted", key("k", "a", -time.Hour, issued(keyward.PhaseActive)), SecretMissing, keyward.EventSecretRecreated, true},
+		{"Secret edited", key("k", "a", -time.Hour, issued(keyward.PhaseActive)), SecretTampered, keyward.EventSecretRecreated, true},
+		{"rotation", key("k", "a", -time.Hour, issued(keyward.PhaseActive), rotate), SecretIntact, keyward.EventRotated, false},
+		{"revocation", key("k", "a", -time.Hour, issued(keyward.PhaseActive), func(k *keyward.AccessKey) { k.Spec.Revoked = true }), SecretIntact, keyward.EventRevoked, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := plan(c.k, func(o *Observation) { o.Secret = c.secret })
+			if p.Event == nil || p.Event.Reason != c.reason {
+				t.Fatalf("event %+v, want %s", p.Event, c.reason)
+			}
+			if p.Event.BeforeStatus != c.before {
+				t.Fatalf("%s: before status %v, want %v", c.reason, p.Event.BeforeStatus, c.before)
+			}
+		})
+	}
+}
