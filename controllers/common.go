@@ -25,6 +25,10 @@ import (
 // IndexKeyApplication indexes AccessKeys by spec.application.
 const IndexKeyApplication = "spec.application"
 
+// IndexSecretController indexes Keyward Secrets by the UID of the
+// AccessKey that controls them.
+const IndexSecretController = "metadata.controllerUID"
+
 // tenantPolicy reads the namespace's TenantSettings "default" (if any) and
 // returns the policy in force.
 func tenantPolicy(ctx context.Context, c client.Client, ns string, enabledByDefault bool) (policy.Tenant, error) {
@@ -117,7 +121,15 @@ func (r *countsReporter) patchStatus(ctx context.Context, obj, orig client.Objec
 			return err
 		}
 	}
-	return client.IgnoreNotFound(r.Status().Patch(ctx, obj, client.MergeFrom(orig)))
+	err := r.Status().Patch(ctx, obj, client.MergeFrom(orig))
+	if apierrors.IsInvalid(err) {
+		// The spec no longer validates (it slipped past an older CRD), and
+		// the API server validates it with every status write: retrying
+		// cannot help until the spec changes, which wakes the object again.
+		logf.FromContext(ctx).Info("the API server refuses any status for this object until its spec is fixed", "error", err.Error())
+		return nil
+	}
+	return client.IgnoreNotFound(err)
 }
 
 // CountsDelay is how late a change of a key reaches the key counts of its

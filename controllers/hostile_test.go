@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -275,6 +276,28 @@ func reconcileTotal() float64 {
 	return total
 }
 
+// reconcileErrors is controller-runtime's reconcile error counter of one
+// controller, summed over every manager the suite started.
+func reconcileErrors(controller string) float64 {
+	GinkgoHelper()
+	families, err := metrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_errors_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == controller {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
+}
+
 // ensureTenantOn creates or switches on the namespace's TenantSettings.
 func ensureTenantOn(ns string) {
 	GinkgoHelper()
@@ -290,7 +313,7 @@ func ensureTenantOn(ns string) {
 
 // editCRDSchema changes the live openAPIV3Schema of a Keyward CRD (its
 // first version) with edit, and restores the CRD when the spec ends.
-func editCRDSchema(plural string, edit func(schema map[string]any)) {
+func editCRDSchema(plural string, edit func(schema map[string]any)) (restore func()) {
 	GinkgoHelper()
 	crd := &unstructured.Unstructured{}
 	crd.SetAPIVersion("apiextensions.k8s.io/v1")
@@ -301,26 +324,32 @@ func editCRDSchema(plural string, edit func(schema map[string]any)) {
 	edit(versions[0].(map[string]any)["schema"].(map[string]any)["openAPIV3Schema"].(map[string]any))
 	Expect(unstructured.SetNestedSlice(crd.Object, versions, "spec", "versions")).To(Succeed())
 	Expect(k8s.Update(ctx, crd)).To(Succeed())
-	DeferCleanup(func() {
-		Eventually(func() error {
-			current := &unstructured.Unstructured{}
-			current.SetGroupVersionKind(crd.GroupVersionKind())
-			if err := k8s.Get(ctx, client.ObjectKeyFromObject(crd), current); err != nil {
-				return err
-			}
-			restored := original.DeepCopy()
-			restored.SetResourceVersion(current.GetResourceVersion())
-			return k8s.Update(ctx, restored)
-		}, timeout, interval).Should(Succeed())
-	})
+	var once sync.Once
+	restore = func() {
+		once.Do(func() {
+			Eventually(func() error {
+				current := &unstructured.Unstructured{}
+				current.SetGroupVersionKind(crd.GroupVersionKind())
+				if err := k8s.Get(ctx, client.ObjectKeyFromObject(crd), current); err != nil {
+					return err
+				}
+				restored := original.DeepCopy()
+				restored.SetResourceVersion(current.GetResourceVersion())
+				return k8s.Update(ctx, restored)
+			}, timeout, interval).Should(Succeed())
+		})
+	}
+	DeferCleanup(restore)
+	return restore
 }
 
 // loosenCRD removes the validation of one schema property of a Keyward CRD,
 // as an older CRD (or a hand-edited one) would lack it, and restores the
-// CRD when the spec ends. path runs from the version's spec property down.
-func loosenCRD(plural string, path ...string) {
+// CRD when the spec ends, or earlier through the function it returns. path
+// runs from the version's spec property down.
+func loosenCRD(plural string, path ...string) (restore func()) {
 	GinkgoHelper()
-	editCRDSchema(plural, func(schema map[string]any) {
+	return editCRDSchema(plural, func(schema map[string]any) {
 		node := schema["properties"].(map[string]any)["spec"].(map[string]any)
 		delete(node, "x-kubernetes-validations")
 		for _, p := range path {

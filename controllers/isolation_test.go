@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/secrets"
 )
@@ -265,6 +266,41 @@ var _ = Describe("Issue 14: TenantSettings and Application status tell the truth
 				g.Expect(c.Message).To(ContainSubstring("spec.maxKeyLifetime"))
 			}
 		}, timeout, interval).Should(Succeed())
+	})
+})
+
+var _ = Describe("Tenant isolation: an object whose spec the restored CRD refuses", Serial, func() {
+	It("is not retried while every status write of it is refused, and is reported again once its spec is fixed", func() {
+		restore := loosenCRD("tenantsettings", "maxKeyLifetime")
+		ns := newNamespace()
+		ts := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": keyward.GroupVersion.String(), "kind": "TenantSettings",
+			"metadata": map[string]any{"namespace": ns, "name": keyward.TenantSettingsName},
+			"spec":     map[string]any{"apiKeysEnabled": true, "maxKeyLifetime": "30d"},
+		}}
+		Eventually(func() error { return k8s.Create(ctx, ts) }, timeout, interval).Should(Succeed())
+		newApp(ns, "app")
+		settings := &keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: keyward.TenantSettingsName}}
+		readyReasonOfSettings := func() string {
+			if c := meta.FindStatusCondition(get(settings.DeepCopy()).Status.Conditions, keyward.ConditionReady); c != nil {
+				return c.Reason
+			}
+			return ""
+		}
+		Eventually(readyReasonOfSettings, timeout, interval).Should(Equal(keyward.ReasonInvalidTenantSettings))
+
+		By("the CRD restored: the API server now refuses every status write of the TenantSettings")
+		restore()
+		errorsBefore := reconcileErrors("tenantsettings-status")
+		eventuallyPhase(newKey(ns, "k", "app"), keyward.PhasePending, keyward.ReasonInvalidTenantSettings)
+		// The new key changes the tenant's counts: one refused write, then
+		// nothing until the spec changes (no retries with back-off).
+		Consistently(func() float64 { return reconcileErrors("tenantsettings-status") - errorsBefore }, 4*controllers.CountsDelay, 200*time.Millisecond).
+			Should(BeZero())
+
+		By("the spec fixed: the TenantSettings is reported again")
+		update(settings.DeepCopy(), func(t *keyward.TenantSettings) { t.Spec.MaxKeyLifetime = keyward.NewDuration(720 * time.Hour) })
+		Eventually(readyReasonOfSettings, timeout, interval).ShouldNot(Equal(keyward.ReasonInvalidTenantSettings))
 	})
 })
 
