@@ -2,16 +2,18 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/policy"
-	"keyward.dev/keyward/internal/secrets"
 )
 
 // slotLedger decides limits from the informer cache alone, with no API
@@ -25,7 +27,7 @@ import (
 // between the Secret write and the status write) — so nothing can
 // overshoot or lose a slot.
 type slotLedger struct {
-	reader client.Reader // the manager's cache
+	cache cache.Cache // the manager's
 
 	mu         sync.Mutex
 	namespaces map[string]*namespaceSlots
@@ -38,8 +40,8 @@ type namespaceSlots struct {
 	granted map[string]types.UID
 }
 
-func newSlotLedger(reader client.Reader) *slotLedger {
-	return &slotLedger{reader: reader, namespaces: map[string]*namespaceSlots{}}
+func newSlotLedger(c cache.Cache) *slotLedger {
+	return &slotLedger{cache: c, namespaces: map[string]*namespaceSlots{}}
 }
 
 func (l *slotLedger) namespace(ns string) *namespaceSlots {
@@ -107,12 +109,7 @@ func (l *slotLedger) waking(ctx context.Context, ns string, tenant policy.Tenant
 	}
 	decisions := policy.AllocateSlots(slots)
 	var wake []types.NamespacedName
-	var keys keyward.AccessKeyList
-	if err := l.reader.List(ctx, &keys, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
-	}
-	for i := range keys.Items {
-		k := &keys.Items[i]
+	for _, k := range slots.Keys {
 		d := decisions[k.Name]
 		switch {
 		case d.Outcome == policy.SlotGranted,
@@ -126,52 +123,118 @@ func (l *slotLedger) waking(ctx context.Context, ns string, tenant policy.Tenant
 // slots gathers what the limits of ns are decided over, from the cache and
 // the ledger; n must be locked. Grants the cache now shows as issued, or
 // whose key is gone, are dropped from the ledger.
+//
+// A decision reads pointers into the cache (namespaceView): nothing is
+// copied, and beyond one pass over the namespace's keys it costs only
+// lookups for the ledger's grants and for the keys not yet issued.
 func (l *slotLedger) slots(ctx context.Context, n *namespaceSlots, ns string, tenant policy.Tenant, self string) (policy.Slots, error) {
-	// Read-only views of the cache: no copies, so a decision costs
-	// O(keys of the namespace) pointer reads, not object copies.
-	var keys keyward.AccessKeyList
-	if err := l.reader.List(ctx, &keys, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+	view, err := l.view(ctx, ns)
+	if err != nil {
 		return policy.Slots{}, err
-	}
-	var apps keyward.ApplicationList
-	if err := l.reader.List(ctx, &apps, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-		return policy.Slots{}, err
-	}
-	var secretList corev1.SecretList
-	if err := l.reader.List(ctx, &secretList, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-		return policy.Slots{}, err
-	}
-	withSecret := map[string]bool{}
-	for i := range secretList.Items {
-		s := &secretList.Items[i]
-		if uid, ok := secrets.ControllerUID(s); ok && s.DeletionTimestamp.IsZero() {
-			withSecret[uid] = true
-		}
-	}
-
-	all := make([]*keyward.AccessKey, len(keys.Items))
-	seen := make(map[string]types.UID, len(keys.Items))
-	for i := range keys.Items {
-		k := &keys.Items[i]
-		all[i] = k
-		seen[k.Name] = k.UID
-		if policy.IsIssued(k) {
-			delete(n.granted, k.Name)
-		}
 	}
 	for name, uid := range n.granted {
-		if seen[name] != uid {
+		if k := view.key(name); k == nil || k.UID != uid || policy.IsIssued(k) {
 			delete(n.granted, name)
 		}
 	}
-	byName := make(map[string]*keyward.Application, len(apps.Items))
-	for i := range apps.Items {
-		byName[apps.Items[i].Name] = &apps.Items[i]
+	// A key whose issue was never recorded holds a slot while it controls
+	// a Secret (a crash between the Secret write and the status write).
+	withSecret := map[types.UID]bool{}
+	for _, k := range view.keys {
+		if policy.IsIssued(k) || !k.DeletionTimestamp.IsZero() || n.granted[k.Name] == k.UID {
+			continue
+		}
+		if ok, err := view.controlsSecret(ctx, k.UID); err != nil {
+			return policy.Slots{}, err
+		} else if ok {
+			withSecret[k.UID] = true
+		}
 	}
 	return policy.Slots{
-		Keys: all, Apps: byName, Tenant: tenant, Self: self,
-		Holds: func(k *keyward.AccessKey) bool { return n.granted[k.Name] == k.UID || withSecret[string(k.UID)] },
+		Keys: view.keys, Apps: view.apps, Tenant: tenant, Self: self,
+		Holds: func(k *keyward.AccessKey) bool { return n.granted[k.Name] == k.UID || withSecret[k.UID] },
 	}, nil
+}
+
+// namespaceView is one namespace's AccessKeys and Applications as the
+// informer cache holds them: pointers into the cache, to be read only.
+type namespaceView struct {
+	ns     string
+	keys   []*keyward.AccessKey
+	apps   map[string]*keyward.Application
+	byName toolscache.Indexer // AccessKeys
+	reader client.Reader      // the cache, for Secrets by controller
+}
+
+// view reads ns's objects from the informers' indexers.
+func (l *slotLedger) view(ctx context.Context, ns string) (*namespaceView, error) {
+	keys, err := indexerOf(ctx, l.cache, &keyward.AccessKey{})
+	if err != nil {
+		return nil, err
+	}
+	apps, err := indexerOf(ctx, l.cache, &keyward.Application{})
+	if err != nil {
+		return nil, err
+	}
+	v := &namespaceView{ns: ns, byName: keys, reader: l.cache, apps: map[string]*keyward.Application{}}
+	objs, err := keys.ByIndex(toolscache.NamespaceIndex, ns)
+	if err != nil {
+		return nil, err
+	}
+	v.keys = make([]*keyward.AccessKey, 0, len(objs))
+	for _, o := range objs {
+		if k, ok := o.(*keyward.AccessKey); ok {
+			v.keys = append(v.keys, k)
+		}
+	}
+	if objs, err = apps.ByIndex(toolscache.NamespaceIndex, ns); err != nil {
+		return nil, err
+	}
+	for _, o := range objs {
+		if a, ok := o.(*keyward.Application); ok {
+			v.apps[a.Name] = a
+		}
+	}
+	return v, nil
+}
+
+// key returns the cached AccessKey name of the namespace, nil if none.
+func (v *namespaceView) key(name string) *keyward.AccessKey {
+	o, ok, err := v.byName.GetByKey(v.ns + "/" + name)
+	if err != nil || !ok {
+		return nil
+	}
+	k, _ := o.(*keyward.AccessKey)
+	return k
+}
+
+// controlsSecret reports whether a Keyward Secret of the namespace that is
+// not being deleted is controlled by the key with uid.
+func (v *namespaceView) controlsSecret(ctx context.Context, uid types.UID) (bool, error) {
+	var list corev1.SecretList
+	if err := v.reader.List(ctx, &list, client.InNamespace(v.ns), client.MatchingFields{IndexSecretController: string(uid)},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return false, err
+	}
+	for i := range list.Items {
+		if list.Items[i].DeletionTimestamp.IsZero() {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// indexerOf returns the indexer of the cache's informer for obj's kind.
+func indexerOf(ctx context.Context, c cache.Cache, obj client.Object) (toolscache.Indexer, error) {
+	inf, err := c.GetInformer(ctx, obj)
+	if err != nil {
+		return nil, err
+	}
+	ix, ok := inf.(interface{ GetIndexer() toolscache.Indexer })
+	if !ok {
+		return nil, fmt.Errorf("the cache's informer for %T has no indexer", obj)
+	}
+	return ix.GetIndexer(), nil
 }
 
 // materialExpectations remembers, per key, the key ID of the material this
