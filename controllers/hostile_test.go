@@ -2,12 +2,14 @@ package controllers_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -262,40 +264,52 @@ var _ = Describe("Tenant isolation: hostile manifests", Ordered, ContinueOnFailu
 // controller of the manager under test.
 func reconcileTotal() float64 {
 	GinkgoHelper()
-	families, err := metrics.Registry.Gather()
-	Expect(err).NotTo(HaveOccurred())
-	total := 0.0
-	for _, f := range families {
-		if f.GetName() != "controller_runtime_reconcile_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			total += m.GetCounter().GetValue()
-		}
-	}
-	return total
+	return counterSum("controller_runtime_reconcile_total", "")
 }
 
 // reconcileErrors is controller-runtime's reconcile error counter of one
 // controller, summed over every manager the suite started.
 func reconcileErrors(controller string) float64 {
 	GinkgoHelper()
+	return counterSum("controller_runtime_reconcile_errors_total", controller)
+}
+
+// counterSum sums a counter of the metrics registry over the controllers
+// that report it, or over the one named.
+func counterSum(name, controller string) float64 {
+	GinkgoHelper()
 	families, err := metrics.Registry.Gather()
 	Expect(err).NotTo(HaveOccurred())
 	total := 0.0
 	for _, f := range families {
-		if f.GetName() != "controller_runtime_reconcile_errors_total" {
+		if f.GetName() != name {
 			continue
 		}
 		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "controller" && l.GetValue() == controller {
-					total += m.GetCounter().GetValue()
-				}
+			if controller == "" || slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+				return l.GetName() == "controller" && l.GetValue() == controller
+			}) {
+				total += m.GetCounter().GetValue()
 			}
 		}
 	}
 	return total
+}
+
+// unreadableLifetimeTenant loosens the TenantSettings CRD (restored when the
+// spec ends, or earlier through restore) and creates a namespace whose
+// TenantSettings has a maxKeyLifetime Go cannot read ("30d").
+func unreadableLifetimeTenant() (ns string, ts *unstructured.Unstructured, restore func()) {
+	GinkgoHelper()
+	restore = loosenCRD("tenantsettings", "maxKeyLifetime")
+	ns = newNamespace()
+	ts = &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": keyward.GroupVersion.String(), "kind": "TenantSettings",
+		"metadata": map[string]any{"namespace": ns, "name": keyward.TenantSettingsName},
+		"spec":     map[string]any{"apiKeysEnabled": true, "maxKeyLifetime": "30d"},
+	}}
+	Eventually(func() error { return k8s.Create(ctx, ts) }, timeout, interval).Should(Succeed())
+	return ns, ts, restore
 }
 
 // ensureTenantOn creates or switches on the namespace's TenantSettings.
@@ -393,14 +407,7 @@ var _ = Describe("Tenant isolation: a value that slips past an older CRD", Seria
 	})
 
 	It("stops issuing in a tenant whose lifetime limit cannot be read, and only there", func() {
-		loosenCRD("tenantsettings", "maxKeyLifetime")
-		ns := newNamespace()
-		ts := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": keyward.GroupVersion.String(), "kind": "TenantSettings",
-			"metadata": map[string]any{"namespace": ns, "name": keyward.TenantSettingsName},
-			"spec":     map[string]any{"apiKeysEnabled": true, "maxKeyLifetime": "30d"},
-		}}
-		Eventually(func() error { return k8s.Create(ctx, ts) }, timeout, interval).Should(Succeed())
+		ns, ts, _ := unreadableLifetimeTenant()
 		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ts), &keyward.TenantSettings{})).To(Succeed(), "it decodes in Go")
 		newApp(ns, "app")
 		key := newKey(ns, "bounded", "app")

@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -247,14 +246,7 @@ func sha256Of(s string) string {
 
 var _ = Describe("Issue 14: TenantSettings and Application status tell the truth about unusable settings", Serial, func() {
 	It("reports Ready=False with InvalidTenantSettings on both", func() {
-		loosenCRD("tenantsettings", "maxKeyLifetime")
-		ns := newNamespace()
-		ts := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": keyward.GroupVersion.String(), "kind": "TenantSettings",
-			"metadata": map[string]any{"namespace": ns, "name": keyward.TenantSettingsName},
-			"spec":     map[string]any{"apiKeysEnabled": true, "maxKeyLifetime": "30d"},
-		}}
-		Eventually(func() error { return k8s.Create(ctx, ts) }, timeout, interval).Should(Succeed())
+		ns, _, _ := unreadableLifetimeTenant()
 		app := newApp(ns, "app")
 		settings := &keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: keyward.TenantSettingsName}}
 		Eventually(func(g Gomega) {
@@ -271,14 +263,7 @@ var _ = Describe("Issue 14: TenantSettings and Application status tell the truth
 
 var _ = Describe("Tenant isolation: an object whose spec the restored CRD refuses", Serial, func() {
 	It("is not retried while every status write of it is refused, and is reported again once its spec is fixed", func() {
-		restore := loosenCRD("tenantsettings", "maxKeyLifetime")
-		ns := newNamespace()
-		ts := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": keyward.GroupVersion.String(), "kind": "TenantSettings",
-			"metadata": map[string]any{"namespace": ns, "name": keyward.TenantSettingsName},
-			"spec":     map[string]any{"apiKeysEnabled": true, "maxKeyLifetime": "30d"},
-		}}
-		Eventually(func() error { return k8s.Create(ctx, ts) }, timeout, interval).Should(Succeed())
+		ns, _, restore := unreadableLifetimeTenant()
 		newApp(ns, "app")
 		settings := &keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: keyward.TenantSettingsName}}
 		readyReasonOfSettings := func() string {
