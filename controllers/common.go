@@ -25,10 +25,6 @@ import (
 // IndexKeyApplication indexes AccessKeys by spec.application.
 const IndexKeyApplication = "spec.application"
 
-// IndexSecretController indexes Keyward Secrets by the UID of the
-// AccessKey that controls them.
-const IndexSecretController = "metadata.controllerUID"
-
 // tenantPolicy reads the namespace's TenantSettings "default" (if any) and
 // returns the policy in force.
 func tenantPolicy(ctx context.Context, c client.Client, ns string, enabledByDefault bool) (policy.Tenant, error) {

@@ -74,14 +74,6 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 	}); err != nil {
 		return err
 	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Secret{}, IndexSecretController, func(o client.Object) []string {
-		if uid, ok := secrets.ControllerUID(o.(*corev1.Secret)); ok {
-			return []string{uid}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
 	now := time.Now
 	countWrites := rate.NewLimiter(CountsWritesPerSecond, CountsWritesPerSecond)
 	for _, c := range []interface{ SetupWithManager(ctrl.Manager) error }{

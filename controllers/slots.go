@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -125,8 +126,8 @@ func (l *slotLedger) waking(ctx context.Context, ns string, tenant policy.Tenant
 // whose key is gone, are dropped from the ledger.
 //
 // A decision reads pointers into the cache (namespaceView): nothing is
-// copied, and beyond one pass over the namespace's keys it costs only
-// lookups for the ledger's grants and for the keys not yet issued.
+// copied, and beyond one pass over the namespace's keys it costs one map
+// lookup per grant of the ledger and per key not yet issued.
 func (l *slotLedger) slots(ctx context.Context, n *namespaceSlots, ns string, tenant policy.Tenant, self string) (policy.Slots, error) {
 	view, err := l.view(ctx, ns)
 	if err != nil {
@@ -144,9 +145,7 @@ func (l *slotLedger) slots(ctx context.Context, n *namespaceSlots, ns string, te
 		if policy.IsIssued(k) || !k.DeletionTimestamp.IsZero() || n.granted[k.Name] == k.UID {
 			continue
 		}
-		if ok, err := view.controlsSecret(ctx, k.UID); err != nil {
-			return policy.Slots{}, err
-		} else if ok {
+		if view.controlsSecret(k) {
 			withSecret[k.UID] = true
 		}
 	}
@@ -159,11 +158,11 @@ func (l *slotLedger) slots(ctx context.Context, n *namespaceSlots, ns string, te
 // namespaceView is one namespace's AccessKeys and Applications as the
 // informer cache holds them: pointers into the cache, to be read only.
 type namespaceView struct {
-	ns     string
-	keys   []*keyward.AccessKey
-	apps   map[string]*keyward.Application
-	byName toolscache.Indexer // AccessKeys
-	reader client.Reader      // the cache, for Secrets by controller
+	ns      string
+	keys    []*keyward.AccessKey
+	apps    map[string]*keyward.Application
+	byName  toolscache.Indexer // AccessKeys
+	secrets toolscache.Indexer // Keyward Secrets
 }
 
 // view reads ns's objects from the informers' indexers.
@@ -176,7 +175,11 @@ func (l *slotLedger) view(ctx context.Context, ns string) (*namespaceView, error
 	if err != nil {
 		return nil, err
 	}
-	v := &namespaceView{ns: ns, byName: keys, reader: l.cache, apps: map[string]*keyward.Application{}}
+	secretIndex, err := indexerOf(ctx, l.cache, &corev1.Secret{})
+	if err != nil {
+		return nil, err
+	}
+	v := &namespaceView{ns: ns, byName: keys, secrets: secretIndex, apps: map[string]*keyward.Application{}}
 	objs, err := keys.ByIndex(toolscache.NamespaceIndex, ns)
 	if err != nil {
 		return nil, err
@@ -208,20 +211,16 @@ func (v *namespaceView) key(name string) *keyward.AccessKey {
 	return k
 }
 
-// controlsSecret reports whether a Keyward Secret of the namespace that is
-// not being deleted is controlled by the key with uid.
-func (v *namespaceView) controlsSecret(ctx context.Context, uid types.UID) (bool, error) {
-	var list corev1.SecretList
-	if err := v.reader.List(ctx, &list, client.InNamespace(v.ns), client.MatchingFields{IndexSecretController: string(uid)},
-		client.UnsafeDisableDeepCopy); err != nil {
-		return false, err
+// controlsSecret reports whether k controls the Keyward Secret at its
+// Secret name (the only name the manager writes k's material to; it is
+// immutable), and that Secret is not being deleted.
+func (v *namespaceView) controlsSecret(k *keyward.AccessKey) bool {
+	o, ok, err := v.secrets.GetByKey(v.ns + "/" + k.SecretName())
+	if err != nil || !ok {
+		return false
 	}
-	for i := range list.Items {
-		if list.Items[i].DeletionTimestamp.IsZero() {
-			return true, nil
-		}
-	}
-	return false, nil
+	s, ok := o.(*corev1.Secret)
+	return ok && s.DeletionTimestamp.IsZero() && metav1.IsControlledBy(s, k)
 }
 
 // indexerOf returns the indexer of the cache's informer for obj's kind.
