@@ -318,23 +318,11 @@ func (r *tamperRun) outcome(g Gomega, verifyAddr string, recreated map[types.Nam
 		g.Expect(k.Status.Phase).To(Equal(keyward.PhaseRevoked))
 		g.Expect(k.Status.SecretHash).To(BeEmpty())
 		g.Expect(k.Status.PreviousKey).To(BeNil())
-		if r.kind == caseStripRevoke || r.released {
-			g.Expect(s).To(BeNil(), "the Secret is gone")
-		} else {
-			g.Expect(s).NotTo(BeNil())
-			g.Expect(s.DeletionTimestamp.IsZero()).To(BeFalse(), "the Secret is being deleted")
-			g.Expect(s.Data).To(BeEmpty(), "the Terminating Secret keeps no data")
-		}
+		expectSecretDestroyed(g, s, r.kind == caseStripRevoke || r.released)
 		g.Expect(verifyKey(verifyAddr, r.before.Plaintext())).To(Equal("revoked"))
 	case caseFinDelete:
 		g.Expect(k).To(BeNil(), "the key is deleted")
-		if r.released {
-			g.Expect(s).To(BeNil(), "the Secret is gone")
-		} else {
-			g.Expect(s).NotTo(BeNil())
-			g.Expect(s.DeletionTimestamp.IsZero()).To(BeFalse(), "the Secret is being deleted")
-			g.Expect(s.Data).To(BeEmpty(), "the Terminating Secret keeps no data (secret-scrubber)")
-		}
+		expectSecretDestroyed(g, s, r.released) // emptied by the secret-scrubber
 		g.Expect(verifyKey(verifyAddr, r.before.Plaintext())).To(Equal("unknown"))
 	case caseAppReplaced:
 		g.Expect(k).To(BeNil(), "the old key goes with the deleted Application")
@@ -344,6 +332,18 @@ func (r *tamperRun) outcome(g Gomega, verifyAddr string, recreated map[types.Nam
 		g.Expect(fresh.Status.Phase).To(Equal(keyward.PhaseActive), "a key created under the new Application is issued")
 		g.Expect(verifyKey(verifyAddr, r.before.Plaintext())).NotTo(Equal("ok"), "the old key never verifies for the new Application")
 	}
+}
+
+// expectSecretDestroyed checks that s is gone when nothing holds it, and
+// otherwise (a foreign finalizer keeps it) Terminating with no data left.
+func expectSecretDestroyed(g Gomega, s *corev1.Secret, gone bool) {
+	if gone {
+		g.Expect(s).To(BeNil(), "the Secret is gone")
+		return
+	}
+	g.Expect(s).NotTo(BeNil())
+	g.Expect(s.DeletionTimestamp.IsZero()).To(BeFalse(), "the Secret is being deleted")
+	g.Expect(s.Data).To(BeEmpty(), "the Terminating Secret keeps no data")
 }
 
 // release removes the foreign finalizer once the case has shown the
