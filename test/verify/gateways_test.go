@@ -188,19 +188,19 @@ func hostileRows(h hostile) []row {
 		// Tenant: the route is pinned to shop.
 		{name: "a key of another tenant on a route pinned to shop",
 			req:    clientReq{method: "GET", path: orders, bearer: h.foreign},
-			status: 403, reason: reasonNamespaceNotAllowed},
+			status: 403, reason: verify.ReasonNamespaceNotAllowed},
 		{name: "a key of another tenant on the route without a scope",
 			req:    clientReq{method: "GET", path: "/", bearer: h.foreign},
-			status: 403, reason: reasonNamespaceNotAllowed},
+			status: 403, reason: verify.ReasonNamespaceNotAllowed},
 		{name: "a key of another tenant sends X-Keyward-Namespace naming its own tenant",
 			req:    clientReq{method: "GET", path: orders, bearer: h.foreign, hdr: []string{verify.HeaderNamespace, h.other}},
-			status: 403, reason: reasonNamespaceNotAllowed},
+			status: 403, reason: verify.ReasonNamespaceNotAllowed},
 		{name: "a key of another tenant sends ?namespace= naming its own tenant",
 			req:    clientReq{method: "GET", path: orders + "?namespace=" + h.other, bearer: h.foreign},
-			status: 403, reason: reasonNamespaceNotAllowed},
+			status: 403, reason: verify.ReasonNamespaceNotAllowed},
 		{name: "a key of another tenant sends X-Keyward-Namespace listing both tenants",
 			req:    clientReq{method: "GET", path: "/", bearer: h.foreign, hdr: []string{verify.HeaderNamespace, docTenant + "," + h.other}},
-			status: 403, reason: reasonNamespaceNotAllowed},
+			status: 403, reason: verify.ReasonNamespaceNotAllowed},
 
 		// Networks: forwarding headers from the client are not believed.
 		{name: "a key with allowedNetworks from inside them",
@@ -226,7 +226,7 @@ func hostileRows(h hostile) []row {
 			status: 200, reason: verify.ReasonOK, keyID: h.rwID, ns: docTenant},
 		{name: "another tenant's key in Authorization and a valid key in X-API-Key",
 			req:    clientReq{method: "POST", path: orders, bearer: h.foreign, apiKey: h.rw},
-			status: 403, reason: reasonNamespaceNotAllowed},
+			status: 403, reason: verify.ReasonNamespaceNotAllowed},
 		{name: "a ReadOnly key in Authorization and a ReadWrite key in X-API-Key POST",
 			req:    clientReq{method: "POST", path: orders, bearer: h.ro, apiKey: h.rw},
 			status: 403, reason: verify.ReasonScopeNotAllowed},
@@ -466,7 +466,3 @@ func waitListening(addr string) {
 		return err
 	}, timeout, interval).Should(Succeed())
 }
-
-// reasonNamespaceNotAllowed is the verifier's answer for a key of a tenant
-// the gateway did not pin.
-const reasonNamespaceNotAllowed = verify.Reason("namespace_not_allowed")
