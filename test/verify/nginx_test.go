@@ -160,6 +160,8 @@ http {
 		Expect(statuses[401]).To(Equal(failureBurst))
 		Expect(statuses[429]).To(Equal(3))
 		Expect(last.Get("Retry-After")).NotTo(BeEmpty())
+		// Every client behind one NGINX can share an address (a NAT, an
+		// office): the flooding client never locks out a real key.
 		status, _, _ := call("/orders/1", h.rw, src)
 		Expect(status).To(Equal(200), "a key whose secret matches is never rate_limited")
 		// Another client behind the same NGINX is not blocked either.
