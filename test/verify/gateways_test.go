@@ -269,16 +269,24 @@ func checkRow(h hostile, r row, got gatewayAnswer) {
 		return
 	}
 	Expect(got.upstream).NotTo(BeNil())
-	up := got.upstream
-	Expect(up.Values(verify.HeaderAuthorization)).To(BeEmpty(), "the key does not reach the upstream")
-	Expect(up.Values(verify.HeaderAPIKey)).To(BeEmpty(), "no key reaches the upstream")
-	for name, vals := range up {
+	// Failure messages never show a key: any value holding one is redacted
+	// before it is compared, and the leak is reported by header name.
+	up := http.Header{}
+	var leaked []string
+	for name, vals := range got.upstream {
 		for _, v := range vals {
 			for _, key := range keys {
-				Expect(strings.Contains(v, key)).To(BeFalse(), "a key reaches the upstream in %s", name)
+				if strings.Contains(v, key) {
+					leaked = append(leaked, name)
+					v = "<redacted key>"
+				}
 			}
+			up.Add(name, v)
 		}
 	}
+	Expect(leaked).To(BeEmpty(), "a key reaches the upstream in these headers")
+	Expect(up.Values(verify.HeaderAuthorization)).To(BeEmpty(), "Authorization does not reach the upstream")
+	Expect(up.Values(verify.HeaderAPIKey)).To(BeEmpty(), "X-API-Key does not reach the upstream")
 	want := map[string]string{
 		verify.HeaderNamespace:   r.ns,
 		verify.HeaderApplication: "orders-api",
