@@ -265,7 +265,7 @@ var _ = Describe("Access tokens (SPEC §7)", func() {
 			m, err := ctrl.NewManager(env.Config, env.ManagerOptions(mgr.GetLogger()))
 			Expect(err).NotTo(HaveOccurred())
 			o := verify.DefaultOptions()
-			o.BindAddress, o.GRPCBindAddress = addr, verify.Off
+			o.BindAddress, o.GRPCBindAddress, o.TLS = addr, verify.Off, verify.TLSOff
 			o.TokenIssuer, o.TokenTTL, o.TokenSigningRotation = rissuer, ttl, rotation
 			o.TokenSigningNamespace, o.TokenSigningSecret = signingNS, shared
 			o.TokenSigningRefresh, o.TokenJWKSMaxAge = 100*time.Millisecond, 0
