@@ -79,7 +79,7 @@ type Options struct {
 	FlushInterval     time.Duration
 	// Tokens switches the access-token endpoints on (SPEC §7).
 	Tokens bool
-	// TokenIssuer is iss, the default aud and the base URL of the token
+	// TokenIssuer is iss, the base of each tenant's aud and the base URL of the token
 	// endpoints in the discovery document; empty is DefaultIssuer's.
 	TokenIssuer string
 	TokenTTL    time.Duration
@@ -130,7 +130,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.LastUsedGran, "last-used-granularity", o.LastUsedGran, "status.lastUsedAt is written at most once per this duration per key.")
 	fs.IntVar(&o.HeavyUseThreshold, "heavy-use-threshold", o.HeavyUseThreshold, "Verifications per minute of one key, on one replica, above which it is in heavy use (HeavyUse Event, metric); 0 turns it off.")
 	fs.BoolVar(&o.Tokens, "tokens", o.Tokens, "Serve short-lived access tokens on the verification API: POST /v1/token, POST /v1/introspect, /.well-known/openid-configuration and /.well-known/jwks.json.")
-	fs.StringVar(&o.TokenIssuer, "token-issuer", o.TokenIssuer, "The issuer (iss, default aud) of access tokens: the URL clients and gateways reach the verification API at; the discovery document's endpoints are under it. Default: https://<--verify-service-name>.<namespace>.svc:<port of --verify-bind-address> (http:// with --verify-tls=off; the bind address itself when it is a loopback address).")
+	fs.StringVar(&o.TokenIssuer, "token-issuer", o.TokenIssuer, "The issuer (iss; each tenant's aud is <issuer>/namespaces/<namespace>) of access tokens: the URL clients and gateways reach the verification API at; the discovery document's endpoints are under it. Default: https://<--verify-service-name>.<namespace>.svc:<port of --verify-bind-address> (http:// with --verify-tls=off; the bind address itself when it is a loopback address).")
 	fs.DurationVar(&o.TokenTTL, "token-ttl", o.TokenTTL, "Lifetime of an access token (shorter when the key expires or its grace period ends sooner).")
 	fs.StringVar(&o.TokenSigningSecret, "token-signing-secret", o.TokenSigningSecret, "Name of the Secret holding the token signing keys (created on first start).")
 	fs.StringVar(&o.TokenSigningNamespace, "token-signing-namespace", o.TokenSigningNamespace, "Namespace of the token signing Secret (default: $POD_NAMESPACE, else "+DefaultTokenSigningNamespace+").")
