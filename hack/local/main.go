@@ -26,6 +26,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -204,6 +207,12 @@ func (p *procs) start(ctx context.Context, root, bin string, managerArgs []strin
 		return fail(err)
 	}
 	logln("installed %d CRDs and %d ClusterRoles/bindings/admission policies", len(p.env.CRDs), len(installed))
+	// The manager's own namespace, as an install has it: the token signing
+	// Secret lives there (without it every POST /v1/token answers 503).
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: controlplane.InstallNamespace}}
+	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fail(fmt.Errorf("creating namespace %s: %w", controlplane.InstallNamespace, err))
+	}
 
 	// kube-controller-manager, with its own identity. CRDs are already in,
 	// so its garbage collector watches them from the start.
@@ -252,6 +261,10 @@ func (p *procs) start(ctx context.Context, root, bin string, managerArgs []strin
 		"--health-probe-bind-address=" + probeAddr,
 		"--verify-bind-address=" + verifyAddr,
 		"--verify-grpc-bind-address=" + grpcAddr,
+		// Plaintext on loopback: the token issuer (and the discovery
+		// document's URLs) default to http://<verify address>, and
+		// loopback clients may get tokens over plaintext.
+		"--verify-tls=off",
 	}, managerArgs...)
 	p.manager = exec.Command(managerBin, args...)
 	p.manager.Stdout, p.manager.Stderr = os.Stdout, os.Stderr
@@ -463,8 +476,38 @@ func metricsWhere(managerArgs []string) string {
 	}
 }
 
+// verifierWhere says where the verifier and the token service are, given
+// the arguments the user added after make local's own.
+func verifierWhere(managerArgs []string) (api, ext string) {
+	addr, gaddr, scheme := verifyAddr, grpcAddr, "http"
+	for _, a := range managerArgs {
+		name, value, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch name {
+		case "verify-bind-address":
+			addr = value
+		case "verify-grpc-bind-address":
+			gaddr = value
+		case "verify-tls":
+			scheme = "https"
+			if value == "off" {
+				scheme = "http"
+			}
+		}
+	}
+	api, ext = "off (--verify-bind-address=0)", "off (--verify-grpc-bind-address=0)"
+	if addr != "0" {
+		api = fmt.Sprintf("%s://%s  (POST /v1/verify, GET /v1/auth, POST /v1/token,\n"+
+			"              discovery %s://%s/.well-known/openid-configuration)", scheme, addr, scheme, addr)
+	}
+	if gaddr != "0" {
+		ext = gaddr + "  (Envoy ext_authz gRPC)"
+	}
+	return api, ext
+}
+
 func printUsage(root, bin, host string, took time.Duration, managerArgs []string) {
 	kubectl := rel(root, filepath.Join(bin, "kubectl"))
+	httpWhere, grpcWhere := verifierWhere(managerArgs)
 	fmt.Fprintf(os.Stderr, `
 ================================================================================
  Keyward is running on a local control plane (ready in %.1fs).
@@ -479,9 +522,11 @@ func printUsage(root, bin, host string, took time.Duration, managerArgs []string
               delete bin/local to start afresh)
  Manager:     metrics %s
               probes http://%s/healthz and /readyz
+ Verifier:    %s
+              %s
  Logs:        bin/local/{etcd,kube-apiserver,kube-controller-manager}.log
  Ctrl-C stops the manager, kube-controller-manager, kube-apiserver and etcd.
 ================================================================================
 
-`, took.Seconds(), root, kubectl, filepath.Base(filepath.Dir(filepath.Join(bin, "kubectl"))), host, metricsWhere(managerArgs), probeAddr)
+`, took.Seconds(), root, kubectl, filepath.Base(filepath.Dir(filepath.Join(bin, "kubectl"))), host, metricsWhere(managerArgs), probeAddr, httpWhere, grpcWhere)
 }

@@ -33,11 +33,10 @@ const (
 	DefaultLastUsedGran      = time.Hour
 	DefaultHeavyUseThreshold = 6000
 	DefaultFlushInterval     = 10 * time.Second
-	// Access tokens (SPEC §7).
-	DefaultTokenIssuer           = "https://keyward-verifier.keyward-system.svc:8082"
+	// Access tokens (SPEC §7); the default issuer is DefaultIssuer's.
 	DefaultTokenTTL              = 15 * time.Minute
 	DefaultTokenSigningSecret    = "keyward-token-signing-keys"
-	DefaultTokenSigningNamespace = "keyward-system"
+	DefaultTokenSigningNamespace = DefaultManagerNamespace
 	DefaultTokenSigningRotation  = 720 * time.Hour
 	DefaultTokenSigningRefresh   = 30 * time.Second
 	DefaultTokenJWKSMaxAge       = 5 * time.Minute
@@ -53,8 +52,21 @@ const (
 type Options struct {
 	BindAddress     string
 	GRPCBindAddress string
-	// CertDir holds tls.crt and tls.key; empty serves plain HTTP (and gRPC).
+	// TLS is how both listeners are secured: TLSSelfSigned, TLSCertDir or
+	// TLSOff (docs/operations.md, "Transport security").
+	TLS string
+	// CertDir holds tls.crt and tls.key with TLSCertDir (only then).
 	CertDir string
+	// ServiceName is the verifier's Service: the self-signed certificate's
+	// DNS names and the default issuer's host.
+	ServiceName string
+	// TLSSecret and TLSCAConfigMap, in the manager's namespace, hold the
+	// self-signed CA and certificate, and publish the CA.
+	TLSSecret      string
+	TLSCAConfigMap string
+	// TokenAllowPlaintext lets /v1/token and /v1/introspect answer
+	// plaintext from a client that is not on loopback.
+	TokenAllowPlaintext bool
 	// TrustedProxies, comma-separated addresses or CIDRs.
 	TrustedProxies string
 	// KeyHeader is one more header /v1/auth reads a key from.
@@ -67,8 +79,8 @@ type Options struct {
 	FlushInterval     time.Duration
 	// Tokens switches the access-token endpoints on (SPEC §7).
 	Tokens bool
-	// TokenIssuer is iss, the default aud and the base URL of the token
-	// endpoints in the discovery document.
+	// TokenIssuer is iss, the base of each tenant's aud and the base URL of the token
+	// endpoints in the discovery document; empty is DefaultIssuer's.
 	TokenIssuer string
 	TokenTTL    time.Duration
 	// TokenSigningSecret and TokenSigningNamespace name the Secret of the
@@ -93,7 +105,8 @@ func DefaultOptions() Options {
 		BindAddress: DefaultBindAddress, GRPCBindAddress: DefaultGRPCBindAddress,
 		FailureRate: DefaultFailureRate, FailureBurst: DefaultFailureBurst, MaxClients: DefaultMaxClients,
 		LastUsedGran: DefaultLastUsedGran, HeavyUseThreshold: DefaultHeavyUseThreshold, FlushInterval: DefaultFlushInterval,
-		Tokens: true, TokenIssuer: DefaultTokenIssuer, TokenTTL: DefaultTokenTTL,
+		TLS: DefaultTLS, ServiceName: DefaultServiceName, TLSSecret: DefaultTLSSecret, TLSCAConfigMap: DefaultTLSCAConfigMap,
+		Tokens: true, TokenTTL: DefaultTokenTTL,
 		TokenSigningSecret: DefaultTokenSigningSecret, TokenSigningRotation: DefaultTokenSigningRotation,
 		TokenSigningRefresh: DefaultTokenSigningRefresh, TokenJWKSMaxAge: DefaultTokenJWKSMaxAge,
 	}
@@ -103,7 +116,12 @@ func DefaultOptions() Options {
 func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.BindAddress, "verify-bind-address", o.BindAddress, "Address the verification API (POST /v1/verify, GET /v1/auth) binds to; 0 turns it off.")
 	fs.StringVar(&o.GRPCBindAddress, "verify-grpc-bind-address", o.GRPCBindAddress, "Address the Envoy ext_authz gRPC service binds to; 0 turns it off.")
-	fs.StringVar(&o.CertDir, "verify-cert-dir", o.CertDir, "Directory with tls.crt and tls.key to serve the verification API over TLS (reloaded when they change); empty serves plaintext.")
+	fs.StringVar(&o.TLS, "verify-tls", o.TLS, "TLS of the verification API and the gRPC service: "+TLSSelfSigned+" (a CA and serving certificate the manager keeps in the Secret --verify-tls-secret of its namespace, CA published in the ConfigMap --verify-tls-ca-configmap), "+TLSCertDir+" (tls.crt and tls.key from --verify-cert-dir, e.g. a cert-manager Secret) or "+TLSOff+" (plaintext).")
+	fs.StringVar(&o.CertDir, "verify-cert-dir", o.CertDir, "With --verify-tls="+TLSCertDir+": directory with tls.crt and tls.key (reloaded when they change).")
+	fs.StringVar(&o.ServiceName, "verify-service-name", o.ServiceName, "Name of the verifier's Service: the self-signed certificate is for <name>.<namespace>.svc (and .svc.cluster.local), and the default --token-issuer is https://<name>.<namespace>.svc:<port>.")
+	fs.StringVar(&o.TLSSecret, "verify-tls-secret", o.TLSSecret, "With --verify-tls="+TLSSelfSigned+": the Secret, in the manager's namespace, holding the CA and the serving certificate (created when missing).")
+	fs.StringVar(&o.TLSCAConfigMap, "verify-tls-ca-configmap", o.TLSCAConfigMap, "With --verify-tls="+TLSSelfSigned+": the ConfigMap, in the manager's namespace, the CA certificate is published in (key "+CABundleKey+") for gateways and clients.")
+	fs.BoolVar(&o.TokenAllowPlaintext, "token-allow-plaintext", o.TokenAllowPlaintext, "Let POST /v1/token and /v1/introspect answer over plaintext to clients that are not on loopback (RFC 6749 requires TLS; only behind a TLS-terminating proxy in the same Pod network).")
 	fs.StringVar(&o.TrustedProxies, "trusted-proxies", o.TrustedProxies, "Comma-separated addresses or CIDRs of proxies whose X-Forwarded-For / X-Real-IP (and Envoy's source address) are believed.")
 	fs.StringVar(&o.KeyHeader, "verify-key-header", o.KeyHeader, "One more request header /v1/auth and ext_authz read the key from (besides Authorization: Bearer and X-API-Key).")
 	fs.Float64Var(&o.FailureRate, "verify-failure-rate", o.FailureRate, "Failed verifications (malformed or unknown keys) allowed per second per client address after the burst; 0 turns the limit off.")
@@ -112,7 +130,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.LastUsedGran, "last-used-granularity", o.LastUsedGran, "status.lastUsedAt is written at most once per this duration per key.")
 	fs.IntVar(&o.HeavyUseThreshold, "heavy-use-threshold", o.HeavyUseThreshold, "Verifications per minute of one key, on one replica, above which it is in heavy use (HeavyUse Event, metric); 0 turns it off.")
 	fs.BoolVar(&o.Tokens, "tokens", o.Tokens, "Serve short-lived access tokens on the verification API: POST /v1/token, POST /v1/introspect, /.well-known/openid-configuration and /.well-known/jwks.json.")
-	fs.StringVar(&o.TokenIssuer, "token-issuer", o.TokenIssuer, "The issuer (iss, default aud) of access tokens: the https URL clients and gateways reach the verification API at; the discovery document's endpoints are under it.")
+	fs.StringVar(&o.TokenIssuer, "token-issuer", o.TokenIssuer, "The issuer (iss; each tenant's aud is <issuer>/namespaces/<namespace>) of access tokens: the URL clients and gateways reach the verification API at; the discovery document's endpoints are under it. Default: https://<--verify-service-name>.<namespace>.svc:<port of --verify-bind-address> (http:// with --verify-tls=off; the bind address itself when it is a loopback address).")
 	fs.DurationVar(&o.TokenTTL, "token-ttl", o.TokenTTL, "Lifetime of an access token (shorter when the key expires or its grace period ends sooner).")
 	fs.StringVar(&o.TokenSigningSecret, "token-signing-secret", o.TokenSigningSecret, "Name of the Secret holding the token signing keys (created on first start).")
 	fs.StringVar(&o.TokenSigningNamespace, "token-signing-namespace", o.TokenSigningNamespace, "Namespace of the token signing Secret (default: $POD_NAMESPACE, else "+DefaultTokenSigningNamespace+").")
@@ -132,6 +150,8 @@ type Verification struct {
 	// Tokens and Keys are nil when tokens are off.
 	Tokens *Tokens
 	Keys   *KeyRing
+	// TLS keeps the self-signed certificate; nil unless --verify-tls=self-signed.
+	TLS *SelfSigned
 	// Ready is the readiness check registered with the manager.
 	Ready func(*http.Request) error
 }
@@ -142,9 +162,12 @@ type Verification struct {
 // +kubebuilder:rbac:groups=keyward.dev,resources=accesskeys;applications;tenantsettings,verbs=get;list;watch
 // +kubebuilder:rbac:groups=keyward.dev,resources=accesskeys/status,verbs=patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// The token signing Secret is read, created and updated (the controllers'
-// rules already grant these on Secrets).
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update
+// The token signing Secret is read, created and updated, and so is the
+// self-signed TLS Secret, which cert-controller's rotator also lists and
+// watches in the manager's namespace (the controllers' rules already grant
+// these on Secrets). The CA ConfigMap is written by a namespaced Role of
+// the install (config/manager/rbac.yaml), not by a marker.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
 
 // SetupWithManager registers the key-ID index, the verification servers (on
 // every replica: they need no leader election), usage reporting, the
@@ -157,6 +180,10 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ver
 	if err != nil {
 		return nil, err
 	}
+	if err := opts.validateTLS(); err != nil {
+		return nil, err
+	}
+	mgrNS := ManagerNamespace()
 	now := opts.Now
 	if now == nil {
 		now = time.Now
@@ -184,10 +211,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ver
 	if opts.Tokens {
 		ns := opts.TokenSigningNamespace
 		if ns == "" {
-			ns = os.Getenv(defaultTokenSigningNSEnv)
-		}
-		if ns == "" {
-			ns = DefaultTokenSigningNamespace
+			ns = mgrNS
 		}
 		ring := &KeyRing{
 			Namespace: ns, Name: opts.TokenSigningSecret, Refresh: opts.TokenSigningRefresh,
@@ -197,10 +221,15 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ver
 		if opts.TokenSigningRotation <= 0 {
 			return nil, fmt.Errorf("--token-signing-rotation must be positive, not %s", opts.TokenSigningRotation)
 		}
-		t, err := NewTokens(opts.TokenIssuer, opts.TokenTTL, opts.TokenJWKSMaxAge, ring)
+		issuer := opts.TokenIssuer
+		if issuer == "" {
+			issuer = DefaultIssuer(opts.TLS, opts.BindAddress, opts.ServiceName, mgrNS)
+		}
+		t, err := NewTokens(issuer, opts.TokenTTL, opts.TokenJWKSMaxAge, ring)
 		if err != nil {
 			return nil, err
 		}
+		log.Info("access tokens", "issuer", issuer, "tls", opts.TLS, "plaintextAllowed", opts.TokenAllowPlaintext)
 		if err := mgr.Add(ring); err != nil {
 			return nil, err
 		}
@@ -218,14 +247,34 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ver
 		return nil, err
 	}
 	out.Ready = synced.Check
-	if opts.BindAddress != Off && opts.BindAddress != "" {
-		out.HTTP = &Server{endpoint: endpoint{Addr: opts.BindAddress, CertDir: opts.CertDir, Log: log, gate: synced}, Handler: h.Mux()}
+	httpOn, grpcOn := opts.BindAddress != Off && opts.BindAddress != "", opts.GRPCBindAddress != Off && opts.GRPCBindAddress != ""
+	certDir := opts.CertDir
+	if opts.TLS == TLSSelfSigned && (httpOn || grpcOn) {
+		if certDir, err = os.MkdirTemp("", "keyward-verifier-tls-"); err != nil {
+			return nil, fmt.Errorf("--verify-tls=%s: a directory for the serving certificate: %w", TLSSelfSigned, err)
+		}
+		out.TLS = &SelfSigned{Namespace: mgrNS, Secret: opts.TLSSecret, ConfigMap: opts.TLSCAConfigMap, Service: opts.ServiceName,
+			Dir: certDir, Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Manager: mgr, Log: log.WithName("tls")}
+		if err := mgr.Add(out.TLS); err != nil {
+			return nil, err
+		}
+		if err := mgr.AddReadyzCheck(ReadyzTLSCheck, out.TLS.Check); err != nil {
+			return nil, err
+		}
+	}
+	var certs func(context.Context) error
+	if out.TLS != nil {
+		certs = out.TLS.wait
+	}
+	if httpOn {
+		out.HTTP = &Server{endpoint: endpoint{Addr: opts.BindAddress, CertDir: certDir, Log: log, gate: synced, certs: certs},
+			Handler: requireTLS(h.Mux(), opts.TokenAllowPlaintext)}
 		if err := mgr.Add(out.HTTP); err != nil {
 			return nil, err
 		}
 	}
-	if opts.GRPCBindAddress != Off && opts.GRPCBindAddress != "" {
-		out.GRPC = &GRPCServer{endpoint: endpoint{Addr: opts.GRPCBindAddress, CertDir: opts.CertDir, Log: log, gate: synced},
+	if grpcOn {
+		out.GRPC = &GRPCServer{endpoint: endpoint{Addr: opts.GRPCBindAddress, CertDir: certDir, Log: log, gate: synced, certs: certs},
 			Auth: &ExtAuthz{Verifier: v, Trusted: trusted, KeyHeader: opts.KeyHeader}}
 		if err := mgr.Add(out.GRPC); err != nil {
 			return nil, err
@@ -294,6 +343,8 @@ type endpoint struct {
 	CertDir string
 	Log     logr.Logger
 	gate    *syncGate
+	// certs, when set, blocks until the serving certificate is in CertDir.
+	certs func(context.Context) error
 
 	listening atomic.Pointer[net.Addr]
 }
@@ -315,6 +366,11 @@ func (e *endpoint) ListenAddr() net.Addr {
 func (e *endpoint) serve(ctx context.Context, what string, protos []string, serve func(net.Listener) error, stop func() error) error {
 	if e.gate != nil {
 		if err := e.gate.wait(ctx); err != nil {
+			return nil
+		}
+	}
+	if e.certs != nil {
+		if err := e.certs(ctx); err != nil {
 			return nil
 		}
 	}

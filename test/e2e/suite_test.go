@@ -102,6 +102,9 @@ var _ = BeforeSuite(func() {
 		"--admission-check-interval=1s",
 		"--verify-bind-address="+verifyAddr,
 		"--verify-grpc-bind-address="+freeAddr(),
+		// Plaintext on loopback for the suite's clients; test/install
+		// proves the default (TLS, a self-signed certificate).
+		"--verify-tls=off",
 		// The highest verbosity, so the secret-hygiene spec sees every
 		// log line there is (controller-runtime logs up to V(10)).
 		"--zap-log-level=10",

@@ -9,6 +9,9 @@ package install
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -107,8 +110,10 @@ func deploymentIn(manifests string) *appsv1.Deployment {
 
 // startManager runs the manager binary as the Deployment's ServiceAccount
 // would run in its namespace, with the Deployment's arguments, every listener
-// moved to a free loopback port. It returns the probe and metrics addresses.
-func startManager(d *appsv1.Deployment) (probe, metrics string) {
+// moved to a free loopback port (the verifier's to that port on every
+// address, so that its default issuer names the Service as in a cluster).
+// It returns the probe, metrics and verifier addresses.
+func startManager(d *appsv1.Deployment) (probe, metrics, verify string) {
 	GinkgoHelper()
 	sa := "system:serviceaccount:" + d.Namespace + ":" + d.Spec.Template.Spec.ServiceAccountName
 	cfg := rest.CopyConfig(env.Config)
@@ -126,6 +131,10 @@ func startManager(d *appsv1.Deployment) (probe, metrics string) {
 				probe = strings.TrimPrefix(a, name+"=")
 			case "--metrics-bind-address":
 				metrics = strings.TrimPrefix(a, name+"=")
+			case "--verify-bind-address":
+				verify = strings.TrimPrefix(a, name+"=")
+				_, port, _ := net.SplitHostPort(verify)
+				a = name + "=:" + port
 			}
 		}
 		args = append(args, a)
@@ -146,7 +155,69 @@ func startManager(d *appsv1.Deployment) (probe, metrics string) {
 		_ = resp.Body.Close()
 		return resp.StatusCode
 	}, timeout, interval).Should(Equal(http.StatusOK))
-	return probe, metrics
+	return probe, metrics, verify
+}
+
+// verifierTLS checks what the Deployment's default TLS gives gateways: the
+// CA published in the ConfigMap <service>-ca of namespace ns verifies the
+// certificate served at addr for <service>.<ns>.svc; the discovery
+// document's URLs are https under that name; a key of keyNS gets a token
+// over TLS and the plaintext port answers none. It returns the served
+// certificate.
+func verifierTLS(ns, service, addr, keyNS string) []byte {
+	GinkgoHelper()
+	var bundle string
+	Eventually(func() string {
+		bundle, _, _ = kubectlIn("", "get", "-n", ns, "configmap", service+"-ca", "-o", `jsonpath={.data.ca\.crt}`)
+		return bundle
+	}, timeout, interval).ShouldNot(BeEmpty(), "the CA ConfigMap %s/%s-ca", ns, service)
+	pool := x509.NewCertPool()
+	Expect(pool.AppendCertsFromPEM([]byte(bundle))).To(BeTrue())
+	host := service + "." + ns + ".svc"
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}}}
+
+	resp, err := hc.Get("https://" + addr + "/.well-known/openid-configuration")
+	Expect(err).NotTo(HaveOccurred(), "the served certificate verifies against the published CA for %s", host)
+	defer func() { _ = resp.Body.Close() }()
+	Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	served := resp.TLS.PeerCertificates[0].Raw
+	var disc struct {
+		Issuer        string `json:"issuer"`
+		TokenEndpoint string `json:"token_endpoint"`
+		JWKSURI       string `json:"jwks_uri"`
+	}
+	Expect(json.NewDecoder(resp.Body).Decode(&disc)).To(Succeed())
+	_, port, _ := net.SplitHostPort(addr)
+	issuer := "https://" + net.JoinHostPort(host, port)
+	Expect(disc.Issuer).To(Equal(issuer))
+	Expect(disc.TokenEndpoint).To(Equal(issuer + "/v1/token"))
+	Expect(disc.JWKSURI).To(HavePrefix(issuer + "/"))
+	// The discovery URLs answer at the Service's address (here: addr).
+	jwks, err := hc.Get("https://" + addr + strings.TrimPrefix(disc.JWKSURI, issuer))
+	Expect(err).NotTo(HaveOccurred())
+	_ = jwks.Body.Close()
+	Expect(jwks.StatusCode).To(Equal(http.StatusOK))
+
+	keyID := kubectl("get", "-n", keyNS, "accesskey/checkout", "-o", "jsonpath={.status.keyID}")
+	key := kubectl("get", "-n", keyNS, "secret/checkout", "-o", "jsonpath={.data.accessKey}")
+	secret, err := base64.StdEncoding.DecodeString(key)
+	Expect(err).NotTo(HaveOccurred())
+	token := func(c *http.Client, url string) int {
+		req, err := http.NewRequest(http.MethodPost, url, strings.NewReader("grant_type=client_credentials"))
+		Expect(err).NotTo(HaveOccurred())
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(keyID, string(secret))
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	Eventually(func() int { return token(hc, "https://"+addr+"/v1/token") }, timeout, interval).Should(Equal(http.StatusOK))
+	Expect(token(&http.Client{Timeout: 10 * time.Second}, "http://"+addr+"/v1/token")).NotTo(Equal(http.StatusOK), "a token over plaintext")
+	return served
 }
 
 // issueKey creates a tenant, an Application and a key in a new namespace
@@ -216,8 +287,9 @@ var _ = Describe("Installing Keyward", Ordered, func() {
 
 		d := deploymentIn(manifests)
 		Expect(d.Spec.Template.Spec.ServiceAccountName).To(Equal("acme-keyward-controller-manager"))
-		_, metrics := startManager(d)
+		_, metrics, verify := startManager(d)
 		issueKey("shop-helm")
+		verifierTLS(ns, "acme-keyward-verifier", verify, "shop-helm")
 
 		By("Prometheus' ServiceAccount, bound to keyward-metrics-reader, scrapes over HTTPS; anonymous callers get 401")
 		kubectl("-n", ns, "create", "serviceaccount", "prometheus")
@@ -281,8 +353,13 @@ var _ = Describe("Installing Keyward", Ordered, func() {
 		d := deploymentIn(string(data))
 		Expect(d.Namespace + "/" + d.Spec.Template.Spec.ServiceAccountName).To(Equal("keyward-system/keyward-controller-manager"))
 		Expect(d.Spec.Template.Spec.Containers[0].Image).To(Equal("keyward/manager:dev"))
-		startManager(d)
+		_, _, verify := startManager(d)
 		issueKey("shop-installer")
+		served := verifierTLS("keyward-system", "keyward-verifier", verify, "shop-installer")
+
+		By("a second replica serves the same certificate")
+		_, _, verify2 := startManager(d)
+		Expect(verifierTLS("keyward-system", "keyward-verifier", verify2, "shop-installer")).To(Equal(served))
 
 		By("kubectl delete -f install.yaml removes the CRDs, and with them every key and, through the garbage collector, every Secret")
 		kubectl("delete", "-f", installer, "--ignore-not-found", "--wait=true")

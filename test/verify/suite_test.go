@@ -80,6 +80,7 @@ var _ = BeforeSuite(func() {
 
 	vopts := verify.DefaultOptions()
 	vopts.BindAddress = "127.0.0.1:0"
+	vopts.TLS = verify.TLSOff // the suite's clients and NGINX speak plaintext on loopback
 	vopts.GRPCBindAddress = "127.0.0.1:0"
 	// The suite's clients, NGINX and the gRPC caller all run on loopback
 	// and act as proxies: each spec speaks for its own client address

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -147,6 +148,31 @@ var _ = Describe("Access tokens (SPEC §7)", func() {
 		Eventually(func() *metav1.Time { return get(ak).Status.LastUsedAt }, timeout, interval).ShouldNot(BeNil())
 	})
 
+	It("refuses /v1/token and /v1/introspect over plaintext from a client off loopback (RFC 6749 §2.3.1), as the manager wires its handler; /v1/auth still answers", func() {
+		ns := newTenant(true)
+		newApp(ns, "billing", "")
+		key := issued(newKey(ns, "plain", "billing"))
+		for _, path := range []string{verify.PathToken, verify.PathIntrospect} {
+			req := httptest.NewRequest(http.MethodPost, "http://verifier"+path, strings.NewReader("grant_type=client_credentials&token=x"))
+			req.RemoteAddr = "10.20.30.40:41000"
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth(keyIDOf(key), key)
+			rec := httptest.NewRecorder()
+			vf.HTTP.Handler.ServeHTTP(rec, req)
+			Expect(rec.Code).To(Equal(http.StatusBadRequest), path)
+			var e verify.OAuthError
+			Expect(json.Unmarshal(rec.Body.Bytes(), &e)).To(Succeed())
+			Expect(e.Error).To(Equal(verify.ErrInvalidRequest), path)
+			Expect(e.Description).To(Equal("TLS is required"), path)
+		}
+		req := httptest.NewRequest(http.MethodGet, "http://verifier"+verify.PathAuth, nil)
+		req.RemoteAddr = "10.20.30.40:41000"
+		req.Header.Set("Authorization", "Bearer "+key)
+		rec := httptest.NewRecorder()
+		vf.HTTP.Handler.ServeHTTP(rec, req)
+		Expect(rec.Code).To(Equal(http.StatusOK))
+	})
+
 	It("caps the token at the key's expiry and refuses unusable keys with invalid_client", func() {
 		ns := newTenant(true)
 		newApp(ns, "billing", "")
@@ -269,7 +295,7 @@ var _ = Describe("Access tokens (SPEC §7)", func() {
 			m, err := ctrl.NewManager(env.Config, env.ManagerOptions(mgr.GetLogger()))
 			Expect(err).NotTo(HaveOccurred())
 			o := verify.DefaultOptions()
-			o.BindAddress, o.GRPCBindAddress = addr, verify.Off
+			o.BindAddress, o.GRPCBindAddress, o.TLS = addr, verify.Off, verify.TLSOff
 			o.TokenIssuer, o.TokenTTL, o.TokenSigningRotation = rissuer, ttl, rotation
 			o.TokenSigningNamespace, o.TokenSigningSecret = signingNS, shared
 			o.TokenSigningRefresh, o.TokenJWKSMaxAge = 100*time.Millisecond, 0

@@ -43,3 +43,18 @@ app.kubernetes.io/component: manager
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/*
+The verifier's TLS mode (--verify-tls), checked: self-signed, cert-dir (with
+verifier.tls.secretName) or off.
+*/}}
+{{- define "keyward.verifierTLS" -}}
+{{- $mode := .Values.verifier.tls.mode | default "self-signed" -}}
+{{- if not (has $mode (list "self-signed" "cert-dir" "off")) -}}
+{{- fail (printf "verifier.tls.mode must be self-signed, cert-dir or off, not %q" $mode) -}}
+{{- end -}}
+{{- if and (eq $mode "cert-dir") (not .Values.verifier.tls.secretName) -}}
+{{- fail "verifier.tls.mode cert-dir needs verifier.tls.secretName (a Secret with tls.crt and tls.key)" -}}
+{{- end -}}
+{{- $mode -}}
+{{- end }}

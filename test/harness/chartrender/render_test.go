@@ -164,10 +164,20 @@ func TestDefaultsMatchConfigDefault(t *testing.T) {
 	for _, a := range []string{"--leader-elect", "--leader-election-namespace=keyward-system", "--metrics-bind-address=:8443",
 		"--metrics-secure=true", "--api-keys-enabled-by-default=false", "--health-probe-bind-address=:8081",
 		"--verify-bind-address=:8082", "--verify-grpc-bind-address=:8083",
-		"--tokens=true", "--token-issuer=https://keyward-verifier.keyward-system.svc:8082"} {
+		"--tokens=true", "--token-allow-plaintext=false", "--verify-tls=self-signed", "--verify-service-name=keyward-verifier",
+		"--verify-tls-secret=keyward-verifier-tls", "--verify-tls-ca-configmap=keyward-verifier-ca"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("args %q lack %s", c.Args, a)
 		}
+	}
+	if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--token-issuer") }) {
+		t.Errorf("args %q set --token-issuer: the manager derives it from how it serves", c.Args)
+	}
+	if v := d.Spec.Template.Spec.Volumes; len(v) != 1 || v[0].EmptyDir == nil || len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/tmp" {
+		t.Errorf("no writable /tmp for the self-signed certificate: %v %v", c.VolumeMounts, v)
+	}
+	if find(objs, "Role", "keyward-verifier-tls") == nil || find(objs, "RoleBinding", "keyward-verifier-tls") == nil {
+		t.Error("no Role for the CA ConfigMap")
 	}
 	ps, sc := d.Spec.Template.Spec.SecurityContext, c.SecurityContext
 	switch {
@@ -201,7 +211,8 @@ func TestValues(t *testing.T) {
 		"crds":                    map[string]any{"keep": false},
 		"rbac":                    map[string]any{"userRoles": false},
 		"admissionPolicies":       map[string]any{"enabled": false},
-		"verifier":                map[string]any{"grpcPort": 0, "trustedProxies": "10.0.0.0/8", "tlsSecretName": "verify-tls"},
+		"verifier": map[string]any{"grpcPort": 0, "trustedProxies": "10.0.0.0/8", "tokenIssuer": "https://keys.example",
+			"tls": map[string]any{"mode": "cert-dir", "secretName": "verify-tls"}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -216,8 +227,8 @@ func TestValues(t *testing.T) {
 		t.Errorf("image %s, replicas %d", c.Image, *d.Spec.Replicas)
 	}
 	for _, a := range []string{"--api-keys-enabled-by-default=true", "--max-requeue=10m", "--leader-election-namespace=platform",
-		"--verify-grpc-bind-address=0", "--trusted-proxies=10.0.0.0/8", "--verify-cert-dir=/etc/keyward/verify-tls",
-		"--token-issuer=https://acme-keyward-verifier.platform.svc:8082"} {
+		"--verify-grpc-bind-address=0", "--trusted-proxies=10.0.0.0/8", "--verify-tls=cert-dir", "--verify-cert-dir=/etc/keyward/verify-tls",
+		"--verify-service-name=acme-keyward-verifier", "--token-issuer=https://keys.example"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("args %q lack %s", c.Args, a)
 		}
@@ -225,7 +236,10 @@ func TestValues(t *testing.T) {
 	if c.Resources.Limits.Memory().String() != "1Gi" {
 		t.Errorf("memory limit %s", c.Resources.Limits.Memory())
 	}
-	if len(c.VolumeMounts) != 1 || len(d.Spec.Template.Spec.Volumes) != 1 || d.Spec.Template.Spec.Volumes[0].Secret.SecretName != "verify-tls" {
+	if find(objs, "Role", "acme-keyward-verifier-tls") != nil {
+		t.Error("a Role for the self-signed CA ConfigMap with tls.mode cert-dir")
+	}
+	if v := d.Spec.Template.Spec.Volumes; len(c.VolumeMounts) != 2 || len(v) != 2 || v[1].Secret == nil || v[1].Secret.SecretName != "verify-tls" {
 		t.Errorf("the verifier's TLS Secret is not mounted: %v %v", c.VolumeMounts, d.Spec.Template.Spec.Volumes)
 	}
 	if svc := find(objs, "Service", "acme-keyward-verifier"); svc == nil {
@@ -260,5 +274,36 @@ func TestValues(t *testing.T) {
 	}
 	if find(objs, "ClusterRole", "acme-keyward-manager") == nil {
 		t.Error("no ClusterRole acme-keyward-manager")
+	}
+}
+
+// TestVerifierTLSModes: tls.mode off serves plaintext (an http Service port,
+// no CA Role, the token endpoints' plaintext switch passed on); an unknown
+// mode, or cert-dir without a Secret, does not render.
+func TestVerifierTLSModes(t *testing.T) {
+	out, err := Render(chartDir(t), "acme", "platform", map[string]any{
+		"verifier": map[string]any{"tls": map[string]any{"mode": "off"}, "tokenAllowPlaintext": true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := objects(t, out)
+	c := deployment(t, objs).Spec.Template.Spec.Containers[0]
+	for _, a := range []string{"--verify-tls=off", "--token-allow-plaintext=true"} {
+		if !slices.Contains(c.Args, a) {
+			t.Errorf("args %q lack %s", c.Args, a)
+		}
+	}
+	if find(objs, "Role", "acme-keyward-verifier-tls") != nil {
+		t.Error("a Role for the CA ConfigMap with TLS off")
+	}
+	svc := find(objs, "Service", "acme-keyward-verifier")
+	if ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports"); len(ports) == 0 || ports[0].(map[string]any)["name"] != "http" {
+		t.Errorf("verifier Service ports %v, want http first with TLS off", ports)
+	}
+	for _, tls := range []map[string]any{{"mode": "on"}, {"mode": "cert-dir"}} {
+		if _, err := Render(chartDir(t), "acme", "platform", map[string]any{"verifier": map[string]any{"tls": tls}}); err == nil {
+			t.Errorf("verifier.tls %v rendered", tls)
+		}
 	}
 }
