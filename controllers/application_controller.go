@@ -56,6 +56,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	// is switched off, Stalled while its TenantSettings is invalid (kstatus).
 	policy.SetConditions(&app.Status.Conditions, app.Generation, policy.TenantOutcome("Application", reason), reason,
 		policy.BoundMessage(message), r.Now())
+	policy.SetScopeNames(&app.Status.Conditions, app.Generation, app.Spec.Scopes, r.Now())
 	if err := r.patchStatus(ctx, &app, orig, !equality.Semantic.DeepEqual(orig.Status, app.Status)); err != nil {
 		return ctrl.Result{}, err
 	}

@@ -17,9 +17,13 @@ func (a AccessLevel) Allows(want AccessLevel) bool {
 
 // Scope is a named permission with an access level.
 type Scope struct {
-	// name of the scope, e.g. "devices" or "reports".
+	// name of the scope, e.g. "devices" or "reports": an OAuth 2.0 scope
+	// token (RFC 6749 section 3.3) without ':' and ',', which separate a
+	// scope from its access and scopes from each other in headers and
+	// token claims.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[!#-+\--9;-\[\]-~]+$`
 	Name string `json:"name"`
 	// access granted on the scope.
 	// +kubebuilder:default=ReadOnly

@@ -56,6 +56,14 @@ const (
 	EventSecretRecreated = "SecretRecreated"
 )
 
+// The condition an Application or AccessKey carries while its spec holds a
+// scope name the CRD now refuses (stored before it did): such a scope is
+// never granted, the rest of the object works. Absent otherwise.
+const (
+	ConditionScopeNames    = "ScopeNames"
+	ReasonInvalidScopeName = "InvalidScopeName"
+)
+
 // The TenantSettings condition that says whether Keyward's admission
 // policies are installed (without them owners are not stamped, and anyone
 // who may update or delete a key may revoke, reassign or delete it).

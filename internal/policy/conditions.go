@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -125,4 +126,20 @@ func quoteAll(ss []string) []string {
 		out[i] = strconv.Quote(s)
 	}
 	return out
+}
+
+// SetScopeNames writes the ScopeNames condition: False, naming them, while
+// scopes hold names that are not ValidScopeName; removed otherwise.
+func SetScopeNames(conds *[]metav1.Condition, generation int64, scopes []keyward.Scope, now time.Time) {
+	bad := InvalidScopeNames(scopes)
+	if len(bad) == 0 {
+		meta.RemoveStatusCondition(conds, keyward.ConditionScopeNames)
+		return
+	}
+	meta.SetStatusCondition(conds, metav1.Condition{
+		Type: keyward.ConditionScopeNames, Status: metav1.ConditionFalse, Reason: keyward.ReasonInvalidScopeName,
+		Message: BoundMessage(fmt.Sprintf("scope names %q are not OAuth 2.0 scope tokens without ':' and ',', so they are never granted; "+
+			"rename them (docs/kinds.md)", bad)),
+		ObservedGeneration: generation, LastTransitionTime: metav1.NewTime(now.Truncate(time.Second)),
+	})
 }

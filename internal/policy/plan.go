@@ -334,6 +334,7 @@ func build(o Observation, d decision) Plan {
 	// Expired, Revoked), plus Reconciling or Stalled while it is not, as
 	// kstatus reads them (conditions.go).
 	SetConditions(&st.Conditions, k.Generation, KeyOutcome(d.phase, d.reason), d.reason, BoundMessage(d.message), o.Now)
+	SetScopeNames(&st.Conditions, k.Generation, k.Spec.Scopes, o.Now)
 
 	p := Plan{Material: d.material, Status: st}
 	if reason := transitionEvent(k.Status.Phase, d); reason != "" {

@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -682,5 +684,31 @@ func TestDecideSlotAgreesWithAllocateSlots(t *testing.T) {
 		if _, ok := DecideSlot(Slots{Keys: keys, Apps: apps, Tenant: tenant, Self: "not-there"}); ok {
 			t.Fatalf("round %d: a decision for a key that is not there", round)
 		}
+	}
+}
+
+// TestValidScopeNameAgreesWithTheCRD: the controller's and verifier's test
+// of a scope name is the CRD's pattern, byte for byte.
+func TestValidScopeNameAgreesWithTheCRD(t *testing.T) {
+	crd, err := os.ReadFile("../../config/crd/bases/keyward.dev_applications.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s+pattern: (\^\[!#.*)$`).FindSubmatch(crd)
+	if m == nil {
+		t.Fatal("the Application CRD has no scope-name pattern")
+	}
+	pattern := regexp.MustCompile(string(m[1]))
+	names := []string{"", "orders", "orders:ReadWrite x", "a,b", "a:b", "a b", `a"b`, `a\b`, "é", "reports/2026", "x.y-z_~!#$%&'()*+;<=>?@[]^`{|}"}
+	for c := 0; c < 256; c++ {
+		names = append(names, string([]byte{byte(c)}), "a"+string([]byte{byte(c)})+"b")
+	}
+	for _, n := range names {
+		if got, want := ValidScopeName(n), pattern.MatchString(n); got != want {
+			t.Errorf("ValidScopeName(%q) = %v, the CRD's pattern says %v", n, got, want)
+		}
+	}
+	if ValidScopeName("orders:ReadWrite x") || !ValidScopeName("orders") {
+		t.Fatal("the examples")
 	}
 }

@@ -35,6 +35,36 @@ func CheckScopes(key *keyward.AccessKey, app *keyward.Application) error {
 	return nil
 }
 
+// ValidScopeName reports whether name is an OAuth 2.0 scope token (RFC 6749
+// section 3.3: printable ASCII but space, '"' and '\\') without ':' and ',',
+// which separate a scope from its access ("orders:ReadOnly") and scopes
+// from each other in headers and token claims. The CRD refuses other names
+// since they could forge a claim ("orders:ReadWrite x"); an object stored
+// before keeps its name (ratcheting), and such a scope is never granted.
+func ValidScopeName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c < 0x21 || c > 0x7e, c == '"', c == '\\', c == ':', c == ',':
+			return false
+		}
+	}
+	return true
+}
+
+// InvalidScopeNames lists the names of scopes that are not ValidScopeName.
+func InvalidScopeNames(scopes []keyward.Scope) []string {
+	var out []string
+	for _, s := range scopes {
+		if !ValidScopeName(s.Name) {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
 // EffectiveScopes is what the key grants: its own scopes, or the
 // Application's when it names none.
 func EffectiveScopes(key *keyward.AccessKey, app *keyward.Application) []keyward.Scope {

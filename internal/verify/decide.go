@@ -1,5 +1,5 @@
 // Package verify answers "is this key valid?" for gateways and services
-// (SPEC §6). Decide is the decision: a pure function of the presented key,
+// (docs/gateways.md). Decide is the decision: a pure function of the presented key,
 // the AccessKey its ID names, the key's Application, the tenant's policy, the
 // time, the client address and the requested scope. Everything around it —
 // the cache-backed lookup, the rate limiter, the HTTP and gRPC front ends,
@@ -11,6 +11,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"net/netip"
+	"slices"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,8 +21,8 @@ import (
 	"keyward.dev/keyward/internal/policy"
 )
 
-// Reason is why a key verified or not. The values are SPEC §6's and are
-// public API: gateways, dashboards and alerts match on them.
+// Reason is why a key verified or not. The values are public API
+// (docs/gateways.md): gateways, dashboards and alerts match on them.
 type Reason string
 
 const (
@@ -34,12 +35,15 @@ const (
 	ReasonTenantDisabled    Reason = "tenant_disabled"
 	ReasonNetworkNotAllowed Reason = "network_not_allowed"
 	ReasonScopeNotAllowed   Reason = "scope_not_allowed"
-	ReasonRateLimited       Reason = "rate_limited"
+	// ReasonNamespaceNotAllowed: the key belongs to a tenant the caller
+	// did not pin (the namespace parameter).
+	ReasonNamespaceNotAllowed Reason = "namespace_not_allowed"
+	ReasonRateLimited         Reason = "rate_limited"
 )
 
-// Reasons lists every reason, in the order of SPEC §6.
+// Reasons lists every reason, in the order docs/gateways.md gives them.
 var Reasons = []Reason{ReasonOK, ReasonMalformed, ReasonUnknown, ReasonInactive, ReasonExpired, ReasonRevoked,
-	ReasonTenantDisabled, ReasonNetworkNotAllowed, ReasonScopeNotAllowed, ReasonRateLimited}
+	ReasonTenantDisabled, ReasonNetworkNotAllowed, ReasonScopeNotAllowed, ReasonNamespaceNotAllowed, ReasonRateLimited}
 
 // Authenticated reports whether the reason is given only to a caller that
 // presented a key's real secret (the key was recognised): every reason but
@@ -65,6 +69,14 @@ type Request struct {
 	Scope string
 	// Access is the access asked for on Scope; empty means ReadOnly.
 	Access keyward.AccessLevel
+	// Pinned pins the tenant: only keys of Namespaces pass (none when it
+	// is empty).
+	Pinned     bool
+	Namespaces []string
+	// Refusal, when set, is the answer for every recognised key that
+	// passes the earlier checks: what was asked contradicts itself (two
+	// scopes, an access that is no level), so nothing can satisfy it.
+	Refusal Reason
 }
 
 // Input is everything Decide looks at besides the request.
@@ -98,6 +110,9 @@ type Result struct {
 	Name string `json:"-"`
 	// RetryAfter is set with rate_limited: when the client may try again.
 	RetryAfter time.Duration `json:"-"`
+	// matched: the presented secret is one of the key's materials, so the
+	// caller holds a real key and is not guessing, whatever the answer.
+	matched bool
 }
 
 // unknownHash is hashed against when no AccessKey has the presented ID, so
@@ -110,12 +125,15 @@ const unknownHash = keyformat.HashPrefix + "000000000000000000000000000000000000
 //     revoked by its ID alone (there is no hash left to check against);
 //  1. the secret must match the key's current material, or its previous
 //     material while status.previousKey.validUntil lies ahead — otherwise
-//     unknown, exactly as for an ID that does not exist;
-//  2. revoked (spec or phase), then the tenant switch, then a missing
-//     Application or deactivation (inactive), then expiry;
+//     unknown, exactly as for an ID that does not exist; a key being
+//     deleted (deletionTimestamp set, a finalizer keeps it) is unknown too;
+//  2. the pinned tenant (namespace_not_allowed), then revoked (spec or
+//     phase), the tenant switch, a missing Application or deactivation
+//     (inactive), then expiry;
 //  3. the client address against spec.allowedNetworks;
-//  4. the key's scopes against the Application's current scopes, and the
-//     requested scope and access against both.
+//  4. a request that contradicts itself (Refusal), then the key's scopes
+//     against the Application's current scopes, and the requested scope
+//     and access against both.
 //
 // Expiry is the earlier of status.expiresAt and the expiry spec.expiresAt
 // gives within status.lifetimeLimit, so a key is refused the instant it
@@ -134,23 +152,35 @@ func Decide(req Request, in Input) Result {
 		// checked; the ID alone (public anyway) says the key was revoked.
 		// Nothing else about the key is told.
 		secretMatches(req.Key.Secret, unknownHash)
+		if !namespaceAllowed(req, k.Namespace) {
+			return Result{Reason: ReasonNamespaceNotAllowed, KeyID: req.Key.ID}
+		}
 		return Result{Reason: ReasonRevoked, KeyID: req.Key.ID}
 	}
 	keyID, ok := matchMaterial(req.Key, k, in.Now)
 	if !ok {
 		return Result{Reason: ReasonUnknown}
 	}
+	if !k.DeletionTimestamp.IsZero() {
+		// Deleted, though a finalizer keeps the object: the key is gone
+		// for every caller (its slot stays held until the object is).
+		return Result{Reason: ReasonUnknown, matched: true}
+	}
 	res := identity(keyID, k, in.App)
+	res.matched = true
 	judge(&res, k, in, req, true)
 	return res
 }
 
 // judge sets res's Reason (and Valid) from the state of a recognised key:
 // step 2 to 4 of Decide; the client address is checked only when
-// checkAddr is set.
+// checkAddr is set. A pinned tenant is checked first, so that a key of
+// another tenant learns nothing of its own state at this gateway.
 func judge(res *Result, k *keyward.AccessKey, in Input, req Request, checkAddr bool) {
 	revoked := k.Spec.Revoked || k.Status.Phase == keyward.PhaseRevoked
 	switch {
+	case !namespaceAllowed(req, k.Namespace):
+		res.Reason = ReasonNamespaceNotAllowed
 	case revoked:
 		res.Reason = ReasonRevoked
 	case !in.Tenant.Enabled:
@@ -163,6 +193,8 @@ func judge(res *Result, k *keyward.AccessKey, in Input, req Request, checkAddr b
 		res.Reason = ReasonExpired
 	case checkAddr && !AddrAllowed(k.Spec.AllowedNetworks, req.Addr):
 		res.Reason = ReasonNetworkNotAllowed
+	case req.Refusal != "":
+		res.Reason = req.Refusal
 	case policy.CheckScopes(k, in.App) != nil || !scopeGranted(res.Scopes, req.Scope, req.Access):
 		res.Reason = ReasonScopeNotAllowed
 	default:
@@ -187,9 +219,18 @@ func DecideHeld(keyID string, in Input) Result {
 	default:
 		return Result{Reason: ReasonUnknown}
 	}
+	if !k.DeletionTimestamp.IsZero() {
+		return Result{Reason: ReasonUnknown}
+	}
 	res := identity(keyID, k, in.App)
 	judge(&res, k, in, Request{}, false)
 	return res
+}
+
+// namespaceAllowed reports whether a key of namespace passes the request's
+// tenant pin.
+func namespaceAllowed(req Request, namespace string) bool {
+	return !req.Pinned || slices.Contains(req.Namespaces, namespace)
 }
 
 // matchMaterial reports which of the key's materials the presented key is,
@@ -279,7 +320,9 @@ var longExpired = metav1.Time{}
 
 // GrantedScopes is what the key grants now: its effective scopes (its own,
 // or the Application's when it names none), each capped by the Application's
-// current scopes; scopes the Application no longer has are left out.
+// current scopes; scopes the Application no longer has are left out, and so
+// are names that are no scope token (policy.ValidScopeName: an object stored
+// before the CRD refused them), which could forge a header or a claim.
 func GrantedScopes(k *keyward.AccessKey, app *keyward.Application) []keyward.Scope {
 	eff := policy.EffectiveScopes(k, app)
 	if withinApplication(eff, app) {
@@ -288,7 +331,7 @@ func GrantedScopes(k *keyward.AccessKey, app *keyward.Application) []keyward.Sco
 	out := make([]keyward.Scope, 0, len(eff))
 	for _, s := range eff {
 		limit, ok := app.ScopeLimit(s.Name)
-		if !ok {
+		if !ok || !policy.ValidScopeName(s.Name) {
 			continue
 		}
 		a, l := accessOrDefault(s.Access), accessOrDefault(limit)
@@ -305,7 +348,7 @@ func GrantedScopes(k *keyward.AccessKey, app *keyward.Application) []keyward.Sco
 func withinApplication(scopes []keyward.Scope, app *keyward.Application) bool {
 	for _, s := range scopes {
 		limit, ok := app.ScopeLimit(s.Name)
-		if !ok || s.Access == "" || !accessOrDefault(limit).Allows(s.Access) {
+		if !ok || s.Access == "" || !accessOrDefault(limit).Allows(s.Access) || !policy.ValidScopeName(s.Name) {
 			return false
 		}
 	}

@@ -4,8 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -13,6 +13,7 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
@@ -48,18 +49,21 @@ func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 		addr = ClientAddr(src, hdr.Values(HeaderForwardedFor), hdr.Get(HeaderRealIP), a.Trusted)
 	}
 
-	path := hr.GetPath()
-	var query url.Values
-	if i := strings.IndexByte(path, '?'); i >= 0 {
-		query, _ = url.ParseQuery(path[i+1:])
-	}
-	r := &http.Request{Method: hr.GetMethod(), Header: hdr}
-	scope := scopeFrom(query, r)
-	access, ok := accessFrom(query, r)
-	if !ok {
-		return nil, status.Errorf(codes.InvalidArgument, "access must be ReadOnly or ReadWrite")
-	}
-	res, err := a.Verifier.Verify(ctx, Call{Key: key, Addr: addr, LimitAddr: addr, Scope: scope, Access: access})
+	// What to check: Envoy's method (the client's real one), the method
+	// and X-Keyward-* headers (the client's own, so they can only add
+	// checks), and the route's context_extensions, which only the
+	// gateway's configuration sets. The path's query is the client's and
+	// is not read.
+	var ask asked
+	ask.method(hr.GetMethod())
+	ask.headers(hdr)
+	ext := attrs.GetContextExtensions()
+	ask.access(ext[QueryAccess])
+	ask.scopeName(ext[QueryScope])
+	ask.pin(ext[QueryNamespace])
+	call := Call{Key: key, Addr: addr, LimitAddr: addr}
+	ask.call(&call)
+	res, err := a.Verifier.Verify(ctx, call)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, "the verifier cannot read its cache yet")
 	}
@@ -130,7 +134,7 @@ func envoyHeaders(hr *authv3.AttributeContext_HttpRequest, extra string) http.He
 // wanted: the headers Check reads.
 func wanted(name, extra string) bool {
 	for _, h := range []string{HeaderAuthorization, HeaderAPIKey, HeaderForwardedFor, HeaderRealIP, HeaderScope, HeaderAccess,
-		HeaderForwardedMethod, HeaderOriginalMethod} {
+		HeaderNamespace, HeaderForwardedMethod, HeaderOriginalMethod} {
 		if strings.EqualFold(name, h) {
 			return true
 		}
@@ -158,9 +162,38 @@ type GRPCServer struct {
 	Auth *ExtAuthz
 }
 
+// Bounds of the gRPC listener. It shares a process (and a memory limit)
+// with the controllers, so what one client can make it hold is bounded
+// like the HTTP listener's: a Check is a few KiB (Envoy sends headers, no
+// body unless configured), so messages and header lists are capped at
+// 64 KiB, the streams of one connection at GRPCMaxConcurrentStreams, and a
+// client may not ping more often than every GRPCMinPingInterval.
+const (
+	GRPCMaxMessageBytes      = 64 << 10
+	GRPCMaxConcurrentStreams = 128
+	GRPCMinPingInterval      = 10 * time.Second
+	grpcMaxConnectionIdle    = 5 * time.Minute
+	grpcKeepaliveTime        = time.Minute
+	grpcKeepaliveTimeout     = 20 * time.Second
+)
+
+// GRPCServerOptions are the bounds above as grpc.ServerOptions.
+func GRPCServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(GRPCMaxMessageBytes),
+		grpc.MaxSendMsgSize(GRPCMaxMessageBytes),
+		grpc.MaxHeaderListSize(GRPCMaxMessageBytes),
+		grpc.MaxConcurrentStreams(GRPCMaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: GRPCMinPingInterval, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: grpcMaxConnectionIdle,
+			Time: grpcKeepaliveTime, Timeout: grpcKeepaliveTimeout}),
+		grpc.ConnectionTimeout(10 * time.Second),
+	}
+}
+
 // Start listens once the caches are synced and serves until ctx ends.
 func (s *GRPCServer) Start(ctx context.Context) error {
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(GRPCServerOptions()...)
 	authv3.RegisterAuthorizationServer(srv, s.Auth)
 	return s.serve(ctx, "Envoy ext_authz (gRPC)", []string{"h2"}, srv.Serve, func() error {
 		srv.GracefulStop()

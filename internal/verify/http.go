@@ -18,7 +18,7 @@ import (
 	"keyward.dev/keyward/internal/verify/wire"
 )
 
-// Endpoints (SPEC §6).
+// Endpoints (docs/gateways.md).
 const (
 	PathVerify = "/v1/verify"
 	PathAuth   = "/v1/auth"
@@ -35,12 +35,15 @@ const (
 	HeaderScopes      = "X-Keyward-Scopes"
 	// HeaderReason carries the reason on every /v1/auth answer.
 	HeaderReason = "X-Keyward-Reason"
-	// HeaderScope and HeaderAccess say what to check (or the query
-	// parameters QueryScope and QueryAccess).
-	HeaderScope  = "X-Keyward-Scope"
-	HeaderAccess = "X-Keyward-Access"
-	QueryScope   = "scope"
-	QueryAccess  = "access"
+	// HeaderScope, HeaderAccess and HeaderNamespace say what to check (or
+	// the query parameters of the fixed auth URL); see asked for how the
+	// sources combine. HeaderNamespace is also an identity header of the
+	// answer.
+	HeaderScope    = "X-Keyward-Scope"
+	HeaderAccess   = "X-Keyward-Access"
+	QueryScope     = "scope"
+	QueryAccess    = "access"
+	QueryNamespace = "namespace"
 	// QueryRateLimitedStatus (401, 403 or 429) is the status /v1/auth
 	// answers rate_limited with: NGINX's auth_request passes on only 401
 	// and 403 (anything else becomes 500), so its recipe asks for 403 and
@@ -86,7 +89,36 @@ type VerifyRequest struct {
 	SourceIP string              `json:"sourceIP,omitempty"`
 	Scope    string              `json:"scope,omitempty"`
 	Access   keyward.AccessLevel `json:"access,omitempty"`
+	// Namespace pins the tenant: a namespace or a list of them.
+	Namespace Namespaces `json:"namespace,omitempty"`
 }
+
+// Namespaces is a tenant pin in JSON: a string or a list of strings.
+type Namespaces []string
+
+// UnmarshalJSON takes a string or a list of strings; null is no pin.
+func (n *Namespaces) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*n = nil
+		return nil
+	}
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*n = Namespaces{one}
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(b, &list); err != nil {
+		return errNamespaces
+	}
+	if list == nil {
+		list = []string{} // [] pins to nothing; null is no pin
+	}
+	*n = list
+	return nil
+}
+
+var errNamespaces = errors.New("namespace must be a string or a list of strings")
 
 // Handler serves POST /v1/verify and /v1/auth (any method, also under
 // /v1/auth/, as Envoy's HTTP ext_authz appends the original path).
@@ -137,7 +169,17 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 			limitAddr = addr
 		}
 	}
-	res, err := h.Verifier.Verify(r.Context(), Call{Key: req.Key, Addr: addr, LimitAddr: limitAddr, Scope: req.Scope, Access: req.Access})
+	call := Call{Key: req.Key, Addr: addr, LimitAddr: limitAddr, Scope: req.Scope, Access: req.Access}
+	if req.Namespace != nil {
+		for _, ns := range req.Namespace {
+			if ns == "" {
+				http.Error(w, "namespace must not be empty", http.StatusBadRequest)
+				return
+			}
+		}
+		call.Pinned, call.Namespaces = true, req.Namespace
+	}
+	res, err := h.Verifier.Verify(r.Context(), call)
 	if err != nil {
 		h.unavailable(w, err)
 		return
@@ -171,32 +213,46 @@ func decodeBody(w http.ResponseWriter, r *http.Request, into any) (int, string) 
 	case errors.As(err, &maxErr):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes)
 	case errors.Is(err, io.EOF):
-		return http.StatusBadRequest, `request body is empty; expected {"key": "...", "sourceIP": "...", "scope": "...", "access": "ReadOnly|ReadWrite"}`
+		return http.StatusBadRequest, `request body is empty; expected {"key": "...", "sourceIP": "...", "scope": "...", "access": "ReadOnly|ReadWrite", "namespace": "..."}`
 	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
 		return http.StatusBadRequest, "request body is not valid JSON"
 	case errors.As(err, &typeErr):
 		return http.StatusBadRequest, fmt.Sprintf("field %q must be a %s", typeErr.Field, typeErr.Type)
+	case errors.Is(err, errNamespaces):
+		return http.StatusBadRequest, errNamespaces.Error()
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return http.StatusBadRequest, fmt.Sprintf("unknown field %s; the fields are key, sourceIP, scope and access",
+		return http.StatusBadRequest, fmt.Sprintf("unknown field %s; the fields are key, sourceIP, scope, access and namespace",
 			strings.TrimPrefix(err.Error(), "json: unknown field "))
 	default:
-		return http.StatusBadRequest, "request body is not a JSON object of key, sourceIP, scope and access"
+		return http.StatusBadRequest, "request body is not a JSON object of key, sourceIP, scope, access and namespace"
 	}
 }
 
 func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
+	// The query is the gateway's only on the fixed auth URL; under
+	// /v1/auth/ it is the client's (Envoy's HTTP mode appends the
+	// client's path and query) and is not read at all.
 	var query url.Values
-	if r.URL.RawQuery != "" {
+	if r.URL.Path == PathAuth && r.URL.RawQuery != "" {
 		query = r.URL.Query()
 	}
-	access, ok := accessFrom(query, r)
-	if !ok {
-		http.Error(w, fmt.Sprintf("access must be %s or %s", keyward.ReadOnly, keyward.ReadWrite), http.StatusBadRequest)
-		return
+	var a asked
+	a.method(r.Method)
+	a.headers(r.Header)
+	for _, v := range query[QueryAccess] {
+		a.access(v)
+	}
+	for _, v := range query[QueryScope] {
+		a.scopeName(v)
+	}
+	for _, v := range query[QueryNamespace] {
+		a.pin(v)
 	}
 	addr := h.clientAddr(r)
 	key := KeyFrom(r.Header, h.KeyHeader)
-	res, err := h.Verifier.Verify(r.Context(), Call{Key: key, Addr: addr, LimitAddr: addr, Scope: scopeFrom(query, r), Access: access})
+	call := Call{Key: key, Addr: addr, LimitAddr: addr}
+	a.call(&call)
+	res, err := h.Verifier.Verify(r.Context(), call)
 	if err != nil {
 		h.unavailable(w, err)
 		return
@@ -249,7 +305,7 @@ func StatusOf(r Reason) int {
 	switch r {
 	case ReasonOK:
 		return http.StatusOK
-	case ReasonNetworkNotAllowed, ReasonScopeNotAllowed:
+	case ReasonNetworkNotAllowed, ReasonScopeNotAllowed, ReasonNamespaceNotAllowed:
 		return http.StatusForbidden
 	case ReasonRateLimited:
 		return http.StatusTooManyRequests
@@ -281,42 +337,6 @@ func joinScopes(scopes []keyward.Scope, sep byte) string {
 		b.WriteString(string(accessOrDefault(s.Access)))
 	}
 	return b.String()
-}
-
-// ScopeFrom reads the scope to check: query parameter, then header.
-func ScopeFrom(r *http.Request) string { return scopeFrom(r.URL.Query(), r) }
-
-func scopeFrom(query url.Values, r *http.Request) string {
-	if v := query.Get(QueryScope); v != "" {
-		return v
-	}
-	return r.Header.Get(HeaderScope)
-}
-
-// AccessFrom reads the access to check: query parameter, then header, then
-// derived from the client's method (X-Forwarded-Method, X-Original-Method,
-// or the method of the request itself, which Envoy's HTTP ext_authz keeps):
-// GET, HEAD and OPTIONS read, everything else writes. false when an access
-// is given and is neither ReadOnly nor ReadWrite.
-func AccessFrom(r *http.Request) (keyward.AccessLevel, bool) { return accessFrom(r.URL.Query(), r) }
-
-func accessFrom(query url.Values, r *http.Request) (keyward.AccessLevel, bool) {
-	v := query.Get(QueryAccess)
-	if v == "" {
-		v = r.Header.Get(HeaderAccess)
-	}
-	if v != "" {
-		a := keyward.AccessLevel(v)
-		return a, a == keyward.ReadOnly || a == keyward.ReadWrite
-	}
-	m := r.Header.Get(HeaderForwardedMethod)
-	if m == "" {
-		m = r.Header.Get(HeaderOriginalMethod)
-	}
-	if m == "" {
-		m = r.Method
-	}
-	return AccessForMethod(m), true
 }
 
 // AccessForMethod: GET, HEAD and OPTIONS read (ReadOnly); every other method writes.

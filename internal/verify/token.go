@@ -19,7 +19,6 @@ import (
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
-	"keyward.dev/keyward/internal/policy"
 )
 
 // Endpoints of short-lived access tokens (SPEC §7), on the verifier's listener.
@@ -234,11 +233,18 @@ func NewClaims(issuer string, ttl time.Duration, now time.Time, res Result, k *k
 		return TokenClaims{}, false
 	}
 	return TokenClaims{
-		Issuer: issuer, Subject: res.Namespace + "/" + res.Name, Audience: jwt.Audience{issuer},
+		Issuer: issuer, Subject: res.Namespace + "/" + res.Name, Audience: jwt.Audience{TenantAudience(issuer, res.Namespace)},
 		IssuedAt: jwt.NewNumericDate(iat), NotBefore: jwt.NewNumericDate(iat), Expiry: jwt.NewNumericDate(exp),
 		ID: jti, Scope: FormatScopeParam(scopes), Namespace: res.Namespace, Application: res.Application,
 		Group: res.Group, Team: res.Team, Owner: res.Owner, KeyID: res.KeyID,
 	}, true
+}
+
+// TenantAudience is the aud of the tokens of a tenant's keys: one value
+// per namespace (RFC 8725 §3.9), so that a JWT gateway in front of one
+// tenant's API accepts no other tenant's token by listing only it.
+func TenantAudience(issuer, namespace string) string {
+	return strings.TrimSuffix(issuer, "/") + "/namespaces/" + namespace
 }
 
 func newJTI() string {
@@ -281,7 +287,7 @@ func (t *Tokens) Parse(token string, now time.Time) (TokenClaims, bool) {
 	if err := tok.Claims(pub.Key, &c); err != nil {
 		return c, false
 	}
-	if c.Issuer != t.Issuer || !c.Audience.Contains(t.Issuer) || c.Expiry == nil || c.NotBefore == nil || c.IssuedAt == nil ||
+	if c.Issuer != t.Issuer || !c.Audience.Contains(TenantAudience(t.Issuer, c.Namespace)) || c.Expiry == nil || c.NotBefore == nil || c.IssuedAt == nil ||
 		!now.Before(c.Expiry.Time()) || now.Before(c.NotBefore.Time()) {
 		return c, false
 	}
@@ -390,18 +396,17 @@ func (h *Handler) authenticateClient(w http.ResponseWriter, r *http.Request, for
 		oauthError(w, http.StatusBadRequest, ErrInvalidRequest, bad)
 		return Result{Reason: ReasonMalformed}, addr, false
 	}
-	if blocked, wait := v.Limiter.Blocked(addr, now); blocked {
-		w.Header().Set(headerRetryAfter, retryAfter(wait))
-		oauthError(w, http.StatusTooManyRequests, ErrSlowDown, "too many failed attempts from this address")
-		return Result{Reason: ReasonRateLimited}, addr, false
-	}
 	var res Result
 	switch pk, err := keyformat.Parse(secret); {
 	case !present || secret == "":
 		res = Result{Reason: ReasonMalformed}
 	case err == nil && pk.ID != id:
-		v.Limiter.Fail(addr, now)
-		res = Result{Reason: ReasonUnknown}
+		if blocked, wait := v.Limiter.Blocked(addr, now); blocked {
+			res = Result{Reason: ReasonRateLimited, RetryAfter: wait}
+		} else {
+			v.Limiter.Fail(addr, now)
+			res = Result{Reason: ReasonUnknown}
+		}
 	default:
 		var verr error
 		res, verr = v.Verify(r.Context(), Call{Key: secret, Addr: addr, LimitAddr: addr, Exchange: true})
@@ -550,38 +555,21 @@ func (h *Handler) introspect(r *http.Request, token, namespace string, now time.
 	if err != nil {
 		return inactive, nil
 	}
-	st := h.Verifier.Store
-	keys, err := st.AccessKeysByID(r.Context(), c.KeyID)
-	if err != nil {
+	res, err := h.Verifier.Held(r.Context(), c.Namespace, subjectName(c.Subject), c.KeyID, now)
+	if err != nil || !res.Valid {
 		return inactive, err
 	}
-	for _, k := range keys {
-		if k.Namespace != c.Namespace || k.Name != subjectName(c.Subject) {
-			continue
-		}
-		app, err := st.Application(r.Context(), k.Namespace, k.Spec.Application)
-		if err != nil {
-			return inactive, err
-		}
-		ts, err := st.TenantSettings(r.Context(), k.Namespace)
-		if err != nil {
-			return inactive, err
-		}
-		res := DecideHeld(c.KeyID, Input{AccessKey: k, App: app, Tenant: policy.TenantFrom(ts, h.Verifier.APIKeysEnabledByDefault), Now: now})
-		if !res.Valid {
+	for _, s := range scopes {
+		if !scopeGranted(res.Scopes, s.Name, s.Access) {
 			return inactive, nil
 		}
-		for _, s := range scopes {
-			if !scopeGranted(res.Scopes, s.Name, s.Access) {
-				return inactive, nil
-			}
-		}
-		return Introspection{Active: true, Scope: c.Scope, ClientID: c.KeyID, Username: c.Owner, TokenType: TokenTypeBearer,
-			Exp: c.Expiry.Time().Unix(), Iat: c.IssuedAt.Time().Unix(), Nbf: c.NotBefore.Time().Unix(),
-			Sub: c.Subject, Aud: h.Tokens.Issuer, Iss: c.Issuer, Jti: c.ID, Namespace: c.Namespace,
-			Application: c.Application, Group: c.Group, Team: c.Team, Owner: c.Owner, KeyID: c.KeyID}, nil
 	}
-	return inactive, nil
+	// The key's identity as it is now (its Application's group may have
+	// changed since the token was issued), as /v1/verify would answer.
+	return Introspection{Active: true, Scope: c.Scope, ClientID: c.KeyID, Username: res.Owner, TokenType: TokenTypeBearer,
+		Exp: c.Expiry.Time().Unix(), Iat: c.IssuedAt.Time().Unix(), Nbf: c.NotBefore.Time().Unix(),
+		Sub: c.Subject, Aud: TenantAudience(h.Tokens.Issuer, c.Namespace), Iss: c.Issuer, Jti: c.ID, Namespace: res.Namespace,
+		Application: res.Application, Group: res.Group, Team: res.Team, Owner: res.Owner, KeyID: c.KeyID}, nil
 }
 
 func subjectName(sub string) string {

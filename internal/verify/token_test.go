@@ -88,7 +88,7 @@ func TestNewClaims(t *testing.T) {
 	if !ok {
 		t.Fatal("no claims")
 	}
-	want := map[string]any{"iss": testIssuer, "sub": "t/k1", "aud": testIssuer, "iat": float64(t0.Unix()), "nbf": float64(t0.Unix()),
+	want := map[string]any{"iss": testIssuer, "sub": "t/k1", "aud": testIssuer + "/namespaces/t", "iat": float64(t0.Unix()), "nbf": float64(t0.Unix()),
 		"exp": float64(t0.Add(time.Minute).Unix()), "jti": "jti-1", "scope": "orders:ReadOnly", "namespace": "t",
 		"application": "billing", "group": "Developers", "team": "payments", "owner": "alice", "key_id": m.ID}
 	raw, _ := json.Marshal(c)
@@ -324,13 +324,20 @@ func TestTokenRateLimited(t *testing.T) {
 			t.Fatalf("guess %d: %d", i, resp.StatusCode)
 		}
 	}
-	resp, body := f.post(t, PathToken, cc(), basic(f.active))
+	resp, body := f.post(t, PathToken, cc(), basic(mustKey(t).Plaintext()))
 	if resp.StatusCode != http.StatusTooManyRequests || body["error"] != ErrSlowDown || resp.Header.Get("Retry-After") == "" {
-		t.Errorf("after the burst: %d %v %v", resp.StatusCode, body, resp.Header)
+		t.Errorf("a guess after the burst: %d %v %v", resp.StatusCode, body, resp.Header)
 	}
-	// A failed exchange also blocks /v1/verify for that address.
-	if code, res, _ := f.verify(t, `{"key":"`+f.active+`"}`); code != 200 || res.Reason != ReasonRateLimited {
-		t.Errorf("/v1/verify after failed exchanges: %d %s", code, res.Reason)
+	// A failed exchange also blocks guesses at /v1/verify for that address.
+	if code, res, _ := f.verify(t, `{"key":"`+mustKey(t).Plaintext()+`"}`); code != 200 || res.Reason != ReasonRateLimited {
+		t.Errorf("a guess at /v1/verify after failed exchanges: %d %s", code, res.Reason)
+	}
+	// A real key is never refused for its address's failures.
+	if resp, body := f.post(t, PathToken, cc(), basic(f.active)); resp.StatusCode != 200 {
+		t.Errorf("a real key from the blocked address: %d %v", resp.StatusCode, body["error"])
+	}
+	if code, res, _ := f.verify(t, `{"key":"`+f.active+`"}`); code != 200 || res.Reason != ReasonOK {
+		t.Errorf("a real key at /v1/verify from the blocked address: %d %s", code, res.Reason)
 	}
 }
 
@@ -419,7 +426,7 @@ func TestKeyRingRotation(t *testing.T) {
 	sign := func(tk *Tokens) (string, string) {
 		t.Helper()
 		cl := TokenClaims{Issuer: testIssuer, Subject: "t/k", Namespace: "t", KeyID: "x", ID: newJTI()}
-		cl.Audience = []string{testIssuer}
+		cl.Audience = []string{TenantAudience(testIssuer, "t")}
 		cl.IssuedAt, cl.NotBefore, cl.Expiry = numeric(now), numeric(now), numeric(now.Add(time.Hour))
 		s, err := tk.Sign(cl, now)
 		if err != nil {

@@ -209,8 +209,9 @@ func TestCheckResponseFor(t *testing.T) {
 func TestExtAuthzCheck(t *testing.T) {
 	f := newFixture(t, "", nil)
 	a := &ExtAuthz{Verifier: &Verifier{Store: f.store, Now: func() time.Time { return f.now }}, KeyHeader: "X-Custom-Key"}
+	var ext map[string]string // the route's context_extensions
 	check := func(method, path string, headers map[string]string) *authv3.CheckResponse {
-		resp, err := a.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		resp, err := a.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{ContextExtensions: ext,
 			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: method, Path: path, Headers: headers}}}})
 		if err != nil {
 			t.Fatal(err)
@@ -223,12 +224,14 @@ func TestExtAuthzCheck(t *testing.T) {
 			t.Fatalf("%s: %v", header, r.GetOkResponse().GetHeadersToRemove())
 		}
 	}
-	if r := check("POST", "/reports?scope=reports", map[string]string{"authorization": "Bearer " + f.scoped}); r.GetDeniedResponse().GetStatus().GetCode() != 403 {
+	ext = map[string]string{"scope": "reports"}
+	if r := check("POST", "/reports", map[string]string{"authorization": "Bearer " + f.scoped}); r.GetDeniedResponse().GetStatus().GetCode() != 403 {
 		t.Fatalf("POST on a ReadOnly scope: %v", r.GetDeniedResponse())
 	}
-	if r := check("GET", "/reports?scope=reports", map[string]string{"authorization": "Bearer " + f.scoped}); r.GetOkResponse() == nil {
+	if r := check("GET", "/reports", map[string]string{"authorization": "Bearer " + f.scoped}); r.GetOkResponse() == nil {
 		t.Fatalf("GET on a ReadOnly scope: %v", r.GetDeniedResponse())
 	}
+	ext = nil
 	if r := check("GET", "/", map[string]string{"authorization": "Bearer " + f.scoped, "x-keyward-scope": "orders"}); r.GetDeniedResponse().GetStatus().GetCode() != 403 {
 		t.Fatal("scope from X-Keyward-Scope")
 	}

@@ -40,6 +40,11 @@ type Call struct {
 	// Scope and Access are what is asked for; empty Scope asks for none.
 	Scope  string
 	Access keyward.AccessLevel
+	// Pinned and Namespaces pin the tenant; Refusal answers a request that
+	// contradicts itself (Request's fields of the same names).
+	Pinned     bool
+	Namespaces []string
+	Refusal    Reason
 	// Exchange marks a client authentication at /v1/token or
 	// /v1/introspect: it counts as a use of the key (lastUsedAt, heavy
 	// use) and toward the limiter, but in keyward_tokens_total rather than
@@ -56,6 +61,10 @@ func (v *Verifier) now() time.Time {
 
 // Verify answers one call. An error means the store could not be read (the
 // cache is not ready): the caller should answer 503, not a reason.
+//
+// The limiter stands only between guesses and their answer: a caller whose
+// secret is one of a key's materials is answered whatever its address's
+// failures (its own earlier typos included), and only a failed guess counts.
 func (v *Verifier) Verify(ctx context.Context, c Call) (Result, error) {
 	start := time.Now()
 	now := start
@@ -66,8 +75,12 @@ func (v *Verifier) Verify(ctx context.Context, c Call) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	if c.Key != "" && res.Reason.Guess() {
-		v.Limiter.Fail(c.LimitAddr, now)
+	if !res.matched {
+		if blocked, wait := v.Limiter.Blocked(c.LimitAddr, now); blocked {
+			res = Result{Reason: ReasonRateLimited, RetryAfter: wait}
+		} else if c.Key != "" && res.Reason.Guess() {
+			v.Limiter.Fail(c.LimitAddr, now)
+		}
 	}
 	if res.Valid && v.Usage != nil {
 		v.Usage.Record(res.Namespace, res.Name, now)
@@ -79,9 +92,6 @@ func (v *Verifier) Verify(ctx context.Context, c Call) (Result, error) {
 }
 
 func (v *Verifier) verify(ctx context.Context, c Call, now time.Time) (Result, error) {
-	if blocked, wait := v.Limiter.Blocked(c.LimitAddr, now); blocked {
-		return Result{Reason: ReasonRateLimited, RetryAfter: wait}, nil
-	}
 	if c.Key == "" {
 		return Result{Reason: ReasonMalformed}, nil
 	}
@@ -89,7 +99,7 @@ func (v *Verifier) verify(ctx context.Context, c Call, now time.Time) (Result, e
 	if err != nil {
 		return Result{Reason: ReasonMalformed}, nil
 	}
-	req := Request{Key: pk, Addr: c.Addr, Scope: c.Scope, Access: c.Access}
+	req := Request{Key: pk, Addr: c.Addr, Scope: c.Scope, Access: c.Access, Pinned: c.Pinned, Namespaces: c.Namespaces, Refusal: c.Refusal}
 	keys, err := v.Store.AccessKeysByID(ctx, pk.ID)
 	if err != nil {
 		return Result{}, err
@@ -108,23 +118,55 @@ func (v *Verifier) verify(ctx context.Context, c Call, now time.Time) (Result, e
 				continue
 			}
 		}
-		app, err := v.Store.Application(ctx, k.Namespace, k.Spec.Application)
+		in, err := v.input(ctx, k, now)
 		if err != nil {
 			return Result{}, err
 		}
-		ts, err := v.Store.TenantSettings(ctx, k.Namespace)
-		if err != nil {
-			return Result{}, err
-		}
-		// A key belongs to its Application's UID: one re-created under the
-		// same name is not its Application (policy.ApplicationOf).
-		res := Decide(req, Input{AccessKey: k, App: policy.ApplicationOf(k, app), Tenant: policy.TenantFrom(ts, v.APIKeysEnabledByDefault), Now: now})
-		if res.Reason != ReasonUnknown {
+		res := Decide(req, in)
+		if res.Reason != ReasonUnknown || res.matched {
 			return res, nil
 		}
 	}
 	if len(keys) == 0 {
 		return Decide(req, Input{Now: now}), nil
+	}
+	return Result{Reason: ReasonUnknown}, nil
+}
+
+// input reads what a decision about k looks at besides the request: its
+// Application (only the one it belongs to: one re-created under the same
+// name is not, policy.ApplicationOf) and its tenant's policy. Verify, the
+// token exchange and introspection all decide from it, so they cannot
+// drift apart.
+func (v *Verifier) input(ctx context.Context, k *keyward.AccessKey, now time.Time) (Input, error) {
+	app, err := v.Store.Application(ctx, k.Namespace, k.Spec.Application)
+	if err != nil {
+		return Input{}, err
+	}
+	ts, err := v.Store.TenantSettings(ctx, k.Namespace)
+	if err != nil {
+		return Input{}, err
+	}
+	return Input{AccessKey: k, App: policy.ApplicationOf(k, app), Tenant: policy.TenantFrom(ts, v.APIKeysEnabledByDefault), Now: now}, nil
+}
+
+// Held answers for a key known by namespace, name and key ID, without its
+// secret (DecideHeld): what introspection asks of the key that obtained a
+// token. Unknown when no such key holds that ID.
+func (v *Verifier) Held(ctx context.Context, namespace, name, keyID string, now time.Time) (Result, error) {
+	keys, err := v.Store.AccessKeysByID(ctx, keyID)
+	if err != nil {
+		return Result{}, err
+	}
+	for _, k := range keys {
+		if k.Namespace != namespace || k.Name != name {
+			continue
+		}
+		in, err := v.input(ctx, k, now)
+		if err != nil {
+			return Result{}, err
+		}
+		return DecideHeld(keyID, in), nil
 	}
 	return Result{Reason: ReasonUnknown}, nil
 }
