@@ -55,7 +55,9 @@ type Options struct {
 	GRPCBindAddress string
 	// CertDir holds tls.crt and tls.key; empty serves plain HTTP (and gRPC).
 	CertDir string
-	// TrustedProxies, comma-separated addresses or CIDRs.
+	// TrustedProxies, comma-separated addresses or CIDRs, each optionally
+	// with the header that gateway sets: "=xff:<hops>" or "=x-real-ip"
+	// (wire.ParseTrustedProxies).
 	TrustedProxies string
 	// KeyHeader is one more header /v1/auth reads a key from.
 	KeyHeader         string
@@ -104,7 +106,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.BindAddress, "verify-bind-address", o.BindAddress, "Address the verification API (POST /v1/verify, GET /v1/auth) binds to; 0 turns it off.")
 	fs.StringVar(&o.GRPCBindAddress, "verify-grpc-bind-address", o.GRPCBindAddress, "Address the Envoy ext_authz gRPC service binds to; 0 turns it off.")
 	fs.StringVar(&o.CertDir, "verify-cert-dir", o.CertDir, "Directory with tls.crt and tls.key to serve the verification API over TLS (reloaded when they change); empty serves plaintext.")
-	fs.StringVar(&o.TrustedProxies, "trusted-proxies", o.TrustedProxies, "Comma-separated addresses or CIDRs of proxies whose X-Forwarded-For / X-Real-IP (and Envoy's source address) are believed.")
+	fs.StringVar(&o.TrustedProxies, "trusted-proxies", o.TrustedProxies, "Comma-separated addresses or CIDRs of the gateways whose forwarding headers (and Envoy's source address) are believed, each optionally with the header it sets: ADDR (X-Forwarded-For, the right-most entry is the client), ADDR=xff:N (the N-th entry from the right: N proxies append), ADDR=x-real-ip (X-Real-IP; X-Forwarded-For ignored). See docs/gateways.md.")
 	fs.StringVar(&o.KeyHeader, "verify-key-header", o.KeyHeader, "One more request header /v1/auth and ext_authz read the key from (besides Authorization: Bearer and X-API-Key).")
 	fs.Float64Var(&o.FailureRate, "verify-failure-rate", o.FailureRate, "Failed verifications (malformed or unknown keys) allowed per second per client address after the burst; 0 turns the limit off.")
 	fs.IntVar(&o.FailureBurst, "verify-failure-burst", o.FailureBurst, "Failed verifications a client address may make at once before being rate limited.")
