@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -376,5 +377,26 @@ func TestPlanWritesOnlyTheReissueEventBeforeStatus(t *testing.T) {
 				t.Fatalf("%s: before status %v, want %v", c.reason, p.Event.BeforeStatus, c.before)
 			}
 		})
+	}
+}
+
+// TestPlanMarksLegacyScopeNames: a key whose own scopes hold a name the CRD
+// now refuses is issued and planned as usual, and marked until renamed.
+func TestPlanMarksLegacyScopeNames(t *testing.T) {
+	app := func(o *Observation) {
+		o.App.Spec.Scopes = []keyward.Scope{{Name: "reports", Access: keyward.ReadOnly}, {Name: "a,b", Access: keyward.ReadOnly}}
+	}
+	k := key("k", "a", -time.Hour, func(k *keyward.AccessKey) {
+		k.Spec.Scopes = []keyward.Scope{{Name: "reports", Access: keyward.ReadOnly}, {Name: "a,b", Access: keyward.ReadOnly}}
+	})
+	p := plan(k, app)
+	c := meta.FindStatusCondition(p.Status.Conditions, keyward.ConditionScopeNames)
+	if p.Material != MaterialIssue || c == nil || c.Status != metav1.ConditionFalse || c.Reason != keyward.ReasonInvalidScopeName || !strings.Contains(c.Message, `"a,b"`) {
+		t.Fatalf("material %d, condition %+v", p.Material, c)
+	}
+	k.Spec.Scopes = k.Spec.Scopes[:1]
+	k.Status.Conditions = p.Status.Conditions
+	if c := meta.FindStatusCondition(plan(k, app).Status.Conditions, keyward.ConditionScopeNames); c != nil {
+		t.Fatalf("renamed, still marked: %+v", c)
 	}
 }

@@ -199,7 +199,7 @@ http {
 		Expect(call("GET", "/reports/2026", k.active, nextClientIP()).status).To(Equal(200))
 	})
 
-	It("answers 429 with Retry-After to a client flooding bad keys", func() {
+	It("answers 429 with Retry-After to a client flooding bad keys, and still passes a real key from its address", func() {
 		ip := "203.0.113.99"
 		statuses := map[int]int{}
 		var last got
@@ -211,7 +211,9 @@ http {
 		Expect(statuses[401]).To(Equal(failureBurst))
 		Expect(statuses[429]).To(Equal(3))
 		Expect(last.header.Get("Retry-After")).NotTo(BeEmpty())
-		Expect(call("GET", "/orders/1", k.active, ip).status).To(Equal(429))
+		// Every client behind one NGINX can share an address (a NAT, an
+		// office): the flooding client never locks out a real key.
+		Expect(call("GET", "/orders/1", k.active, ip).status).To(Equal(200))
 		Expect(call("GET", "/orders/1", k.active, nextClientIP()).status).To(Equal(200))
 	})
 

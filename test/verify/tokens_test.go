@@ -111,11 +111,15 @@ var _ = Describe("Access tokens (SPEC §7)", func() {
 		Expect(tok.Expiry).To(BeTemporally("~", time.Now().Add(verify.DefaultTokenTTL), 2*time.Second))
 		Expect(tok.Extra("scope")).To(Equal("orders:ReadOnly"))
 
-		idt, err := provider.Verifier(&oidc.Config{ClientID: issuer}).Verify(ctx, tok.AccessToken)
+		// A relying party in front of one tenant's API pins the tenant
+		// by its audience.
+		idt, err := provider.Verifier(&oidc.Config{ClientID: verify.TenantAudience(issuer, ns)}).Verify(ctx, tok.AccessToken)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(idt.Issuer).To(Equal(issuer))
 		Expect(idt.Subject).To(Equal(ns + "/tok"))
-		Expect(idt.Audience).To(Equal([]string{issuer}))
+		Expect(idt.Audience).To(Equal([]string{verify.TenantAudience(issuer, ns)}))
+		_, err = provider.Verifier(&oidc.Config{ClientID: verify.TenantAudience(issuer, "another-tenant")}).Verify(ctx, tok.AccessToken)
+		Expect(err).To(MatchError(ContainSubstring("audience")), "another tenant's relying party refuses it")
 		var c claims
 		Expect(idt.Claims(&c)).To(Succeed())
 		Expect(c).To(MatchFields(c, ns, keyIDOf(key)))
@@ -153,7 +157,7 @@ var _ = Describe("Access tokens (SPEC §7)", func() {
 		tok, err := exchange(provider, key)
 		Expect(err).NotTo(HaveOccurred())
 		exp := get(soon).Status.ExpiresAt.Time
-		idt, err := provider.Verifier(&oidc.Config{ClientID: issuer}).Verify(ctx, tok.AccessToken)
+		idt, err := provider.Verifier(&oidc.Config{SkipClientIDCheck: true}).Verify(ctx, tok.AccessToken)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(idt.Expiry).To(BeTemporally("<=", exp))
 		Expect(idt.Expiry).To(BeTemporally(">", exp.Add(-time.Second)))
@@ -290,10 +294,10 @@ var _ = Describe("Access tokens (SPEC §7)", func() {
 			_ = resp.Body.Close()
 			return resp.StatusCode, nil
 		}, timeout, interval).Should(Equal(http.StatusOK))
-		cfg := &oidc.Config{ClientID: rissuer}
+		cfg := &oidc.Config{ClientID: verify.TenantAudience(rissuer, ns)}
 		verifiers := []*oidc.IDTokenVerifier{
 			p.Verifier(cfg), // replica A's JWKS, from discovery
-			oidc.NewVerifier(rissuer, oidc.NewRemoteKeySet(rctx, urlB+verify.PathJWKS), &oidc.Config{ClientID: rissuer, SupportedSigningAlgs: []string{"ES256"}}),
+			oidc.NewVerifier(rissuer, oidc.NewRemoteKeySet(rctx, urlB+verify.PathJWKS), &oidc.Config{ClientID: verify.TenantAudience(rissuer, ns), SupportedSigningAlgs: []string{"ES256"}}),
 		}
 		type held struct {
 			token, kid string
