@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"slices"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -38,20 +39,35 @@ var _ = Describe("A key being deleted holds its slot and shows until it is gone"
 			return get(&keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: keyward.TenantSettingsName}}).Status.Keys
 		}
 
-		first := newKey(ns, "first", "one", heldByFinalizer)
+		const backup = "backup.example.com/keep"
+		first := newKey(ns, "first", "one", heldByFinalizer, func(k *keyward.AccessKey) { k.Finalizers = append(k.Finalizers, backup) })
 		eventuallyPhase(first, keyward.PhaseActive)
 		Expect(k8s.Delete(ctx, first)).To(Succeed())
 
 		// Its own status says it is being deleted, and by whom it is held
-		// (the API server takes status writes on a terminating object).
-		Eventually(func(g Gomega) {
-			got := get(first.DeepCopy())
-			g.Expect(got.DeletionTimestamp).NotTo(BeNil())
-			g.Expect(readyReason(got)).To(Equal(keyward.ReasonDeleting))
-			g.Expect(readyCondition(got).Status).To(Equal(metav1.ConditionFalse))
-			g.Expect(readyMessage(got)).To(ContainSubstring(holdFinalizer))
-			g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
-		}, timeout, interval).Should(Succeed())
+		// (the API server takes status writes on a terminating object),
+		// and follows the finalizers as they go.
+		deleting := func(want ...string) {
+			GinkgoHelper()
+			Eventually(func(g Gomega) {
+				got := get(first.DeepCopy())
+				g.Expect(got.DeletionTimestamp).NotTo(BeNil())
+				g.Expect(readyReason(got)).To(Equal(keyward.ReasonDeleting))
+				g.Expect(readyCondition(got).Status).To(Equal(metav1.ConditionFalse))
+				for _, f := range []string{holdFinalizer, backup} {
+					if slices.Contains(want, f) {
+						g.Expect(readyMessage(got)).To(ContainSubstring(f))
+					} else {
+						g.Expect(readyMessage(got)).NotTo(ContainSubstring(f))
+					}
+				}
+				g.Expect(got.Status.Phase).To(Equal(keyward.PhaseActive), "the phase last recorded")
+				g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
+			}, timeout, interval).Should(Succeed())
+		}
+		deleting(holdFinalizer, backup)
+		update(first, func(k *keyward.AccessKey) { controllerutil.RemoveFinalizer(k, backup) })
+		deleting(holdFinalizer)
 
 		// Create again, twice: no key takes the terminating key's slot.
 		second := newKey(ns, "second", "one", heldByFinalizer)
