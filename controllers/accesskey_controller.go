@@ -70,11 +70,11 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 		return ctrl.Result{}, err
 	}
+	now := r.Now()
 	if !key.DeletionTimestamp.IsZero() {
 		r.expected.forget(key.UID)
-		return ctrl.Result{}, nil
+		return r.showDeleting(ctx, &key, now)
 	}
-	now := r.Now()
 	if r.expected.stale(&key, now) {
 		// Our last material write is not in the cache yet: look again
 		// once it is.
@@ -177,6 +177,32 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.Recorder.Eventf(&key, nil, plan.Event.Type, plan.Event.Reason, plan.Event.Reason, "%s", plan.EventNote())
 	}
 	return ctrl.Result{RequeueAfter: plan.RequeueAfter}, nil
+}
+
+// showDeleting records in the status of a key being deleted that it is
+// (finalizers keep it): Ready=False, reason Deleting, the finalizers named.
+// Nothing else is done for it: it keeps whatever slot it held until it is
+// gone (the slot ledger counts it), the verifier refuses it, and its
+// Secret goes with it. One status patch, and none when the status already
+// says so; the API server accepts status writes on a terminating object.
+func (r *AccessKeyReconciler) showDeleting(ctx context.Context, key *keyward.AccessKey, now time.Time) (ctrl.Result, error) {
+	st := policy.DeletingStatus(key, now)
+	if equality.Semantic.DeepEqual(key.Status, st) {
+		return ctrl.Result{}, nil
+	}
+	desired := key.DeepCopy()
+	desired.Status = st
+	err := r.Status().Patch(ctx, desired, client.MergeFromWithOptions(key, client.MergeFromWithOptimisticLock{}))
+	switch {
+	case apierrors.IsConflict(err):
+		return ctrl.Result{RequeueAfter: policy.MinRequeue}, nil
+	case apierrors.IsInvalid(err):
+		// A spec the restored CRD refuses makes every status write fail
+		// (decision 60): nothing to retry until it changes.
+		logf.FromContext(ctx).V(1).Info("the API server refused the status of a key being deleted", "error", err.Error())
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{}, client.IgnoreNotFound(err)
 }
 
 // writeStatus writes the planned status with one patch; after a material
@@ -506,14 +532,12 @@ func (r *AccessKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// slotFreed reports whether an update of a key can have freed a slot: it
-// is being deleted, an issued key changed owner, or its Secret was refused
-// (a Pending key holds no slot).
+// slotFreed reports whether an update of a key can have freed a slot: an
+// issued key changed owner, or its Secret was refused (a Pending key holds
+// no slot). A key that starts being deleted frees nothing: it keeps its
+// slot until it is gone, and its removal wakes the waiting keys.
 func slotFreed(old, new *keyward.AccessKey) bool {
-	holding := policy.IsIssued(old) || old.Status.Phase == ""
 	switch {
-	case old.DeletionTimestamp.IsZero() && !new.DeletionTimestamp.IsZero():
-		return holding
 	case policy.IsIssued(new) && old.Spec.Owner != new.Spec.Owner:
 		return true
 	case policy.Refused(new) && !policy.Refused(old):

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -180,14 +181,16 @@ var countsChanged = predicate.Funcs{
 
 // keyChanged passes the AccessKey updates a key's plan can depend on: its
 // spec (generation), its annotations (rotation), its owner references (the
-// Application it belongs to) and the start of its deletion. The
-// controller's own status writes, and lastUsedAt, are not among them.
+// Application it belongs to), the start of its deletion and, while it is
+// being deleted, its finalizers (its status names them). The controller's
+// own status writes, and lastUsedAt, are not among them.
 var keyChanged = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		o, n := e.ObjectOld, e.ObjectNew
 		return o.GetGeneration() != n.GetGeneration() ||
 			!equality.Semantic.DeepEqual(o.GetAnnotations(), n.GetAnnotations()) ||
 			!equality.Semantic.DeepEqual(o.GetOwnerReferences(), n.GetOwnerReferences()) ||
-			o.GetDeletionTimestamp().IsZero() != n.GetDeletionTimestamp().IsZero()
+			o.GetDeletionTimestamp().IsZero() != n.GetDeletionTimestamp().IsZero() ||
+			(!n.GetDeletionTimestamp().IsZero() && !slices.Equal(o.GetFinalizers(), n.GetFinalizers()))
 	},
 }

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -233,5 +234,90 @@ var _ = Describe("Tenant isolation: every value the API server accepts is decode
 		other := newTenant()
 		newApp(other, "app")
 		eventuallyPhase(newKey(other, "after", "app"), keyward.PhaseActive)
+	})
+})
+
+var _ = Describe("Limits hold under any sequence of creates, deletes held by finalizers, and releases", func() {
+	It("never has more issued keys present than a limit allows, and never leaves a free slot unused", func() {
+		r := rand.New(rand.NewPCG(uint64(GinkgoRandomSeed()), 75))
+		const maxPerApp, maxPerOwner = 2, 2
+		ns := newTenant(func(ts *keyward.TenantSettings) { ts.Spec.MaxKeysPerOwner = maxPerOwner })
+		dropWhenDone(ns)
+		newApp(ns, "a", withMaxKeys(maxPerApp))
+		newApp(ns, "b", withMaxKeys(maxPerApp))
+
+		// check lists the namespace: the limits must hold at every look
+		// (an issued key counts until it is gone, terminating or not); it
+		// reports through g whether the namespace has settled: every live
+		// key Active or Rejected, every Rejected key rejected by a limit
+		// that is really full, every terminating key showing Deleting.
+		check := func(g Gomega) {
+			var list keyward.AccessKeyList
+			Expect(k8s.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+			byApp, byOwner := map[string]int{}, map[string]int{}
+			for _, k := range list.Items {
+				if k.Status.IssuedAt != nil {
+					byApp[k.Spec.Application]++
+					byOwner[k.Spec.Owner]++
+				}
+			}
+			for name, n := range byApp {
+				Expect(n).To(BeNumerically("<=", maxPerApp), "application %s holds %d issued keys", name, n)
+			}
+			for name, n := range byOwner {
+				Expect(n).To(BeNumerically("<=", maxPerOwner), "owner %s holds %d issued keys", name, n)
+			}
+			for _, k := range list.Items {
+				if k.DeletionTimestamp != nil {
+					g.Expect(readyReason(&k)).To(Equal(keyward.ReasonDeleting), k.Name)
+					continue
+				}
+				g.Expect(k.Status.Phase).To(BeElementOf(keyward.PhaseActive, keyward.PhaseRejected), k.Name)
+				switch readyReason(&k) {
+				case keyward.ReasonApplicationLimitExceeded:
+					g.Expect(byApp[k.Spec.Application]).To(Equal(maxPerApp), "%s waits while its application has room", k.Name)
+				case keyward.ReasonOwnerLimitExceeded:
+					g.Expect(byOwner[k.Spec.Owner]).To(Equal(maxPerOwner), "%s waits while its owner has room", k.Name)
+				}
+			}
+		}
+
+		var live, held []*keyward.AccessKey
+		ops := map[string]int{}
+		for i := range 24 {
+			op := pick(r, "create", "create", "create", "delete", "delete", "release")
+			switch {
+			case op == "delete" && len(live) > 0:
+				j := r.IntN(len(live))
+				Expect(k8s.Delete(ctx, live[j])).To(Succeed())
+				if slices.Contains(live[j].Finalizers, holdFinalizer) {
+					held = append(held, live[j])
+				}
+				live = slices.Delete(live, j, j+1)
+			case op == "release" && len(held) > 0:
+				j := r.IntN(len(held))
+				releaseKey(held[j])
+				held = slices.Delete(held, j, j+1)
+			default:
+				op = "create"
+				k := newKey(ns, fmt.Sprintf("k%02d", i), pick(r, "a", "b"), func(k *keyward.AccessKey) {
+					k.Spec.Owner = pick(r, "alice", "bob")
+					if r.IntN(3) > 0 {
+						heldByFinalizer(k)
+					}
+				})
+				live = append(live, k)
+			}
+			ops[op]++
+			Eventually(check, timeout, interval).Should(Succeed(), "after %s (step %d)", op, i)
+		}
+		for _, k := range held {
+			releaseKey(k)
+		}
+		Eventually(check, timeout, interval).Should(Succeed(), "after every release")
+		for _, k := range live {
+			releaseKey(k) // so that the keys can go after the spec
+		}
+		AddReportEntry("operations", fmt.Sprint(ops))
 	})
 })

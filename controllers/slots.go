@@ -139,10 +139,12 @@ func (l *slotLedger) slots(ctx context.Context, n *namespaceSlots, ns string, te
 		}
 	}
 	// A key whose issue was never recorded holds a slot while it controls
-	// a Secret (a crash between the Secret write and the status write).
+	// a Secret (a crash between the Secret write and the status write),
+	// being deleted or not. Grants of keys being deleted stay until the
+	// key is gone (above), so that no other key is valid in the slot.
 	withSecret := map[types.UID]bool{}
 	for _, k := range view.keys {
-		if policy.IsIssued(k) || !k.DeletionTimestamp.IsZero() || n.granted[k.Name] == k.UID {
+		if policy.IsIssued(k) || n.granted[k.Name] == k.UID {
 			continue
 		}
 		if view.controlsSecret(k) {

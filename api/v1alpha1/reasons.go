@@ -29,6 +29,10 @@ const (
 	// ReasonInvalidTenantSettings: the namespace's TenantSettings holds a
 	// value that cannot be used, so no key is issued there until it is fixed.
 	ReasonInvalidTenantSettings = "InvalidTenantSettings"
+	// ReasonDeleting: the key has a deletionTimestamp and finalizers keep
+	// it; it no longer verifies, and it keeps any slot it held until it is
+	// gone. The message names the finalizers.
+	ReasonDeleting = "Deleting"
 )
 
 // Reasons of the Ready condition of an Application and a TenantSettings

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -96,6 +98,34 @@ func SetConditions(conds *[]metav1.Condition, generation int64, outcome Outcome,
 			ObservedGeneration: generation, LastTransitionTime: at,
 		})
 	}
+}
+
+// DeletingStatus is the status of a key being deleted (it has a
+// deletionTimestamp, and finalizers keep it): its recorded phase and
+// material record stay as they were, and Ready turns False with reason
+// Deleting, waiting (Reconciling) for the finalizers the message names. A
+// key that already shows it gets the same status back, so writing it is
+// idempotent.
+func DeletingStatus(k *keyward.AccessKey, now time.Time) keyward.AccessKeyStatus {
+	st := *k.Status.DeepCopy()
+	st.ObservedGeneration = k.Generation
+	SetConditions(&st.Conditions, k.Generation, Waiting, keyward.ReasonDeleting, deletingMessage(k.Finalizers), now)
+	return st
+}
+
+func deletingMessage(finalizers []string) string {
+	if len(finalizers) == 0 {
+		return "the key is being deleted; it no longer verifies"
+	}
+	return BoundMessage("the key is being deleted and no longer verifies; waiting for the finalizers " + strings.Join(quoteAll(finalizers), ", "))
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strconv.Quote(s)
+	}
+	return out
 }
 
 // SetScopeNames writes the ScopeNames condition: False, naming them, while

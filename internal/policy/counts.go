@@ -11,14 +11,14 @@ import (
 // CountKeys counts keys by the phase the controller last recorded. A key
 // whose recorded expiry has passed counts as expired even before its
 // controller catches up, and an Active key expiring within warning counts
-// as expiringSoon too.
+// as expiringSoon too. A key being deleted counts, by the phase last
+// recorded before its deletion began, until it is gone: it may still hold
+// a slot (docs/limits.md), and counts that dropped it would show room that
+// is not there.
 func CountKeys(keys []keyward.AccessKey, now time.Time, warning time.Duration) keyward.KeyCounts {
 	var c keyward.KeyCounts
 	for i := range keys {
 		k := &keys[i]
-		if !k.DeletionTimestamp.IsZero() {
-			continue
-		}
 		c.Total++
 		phase := k.Status.Phase
 		if phase == keyward.PhaseActive && IsExpired(keyExpiry(k), now) {

@@ -1,10 +1,13 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -189,4 +192,116 @@ func FuzzPlanKey(f *testing.F) {
 func equalKeys(a, b *keyward.AccessKey) bool {
 	return a.Spec.Revoked == b.Spec.Revoked && a.Status.SecretHash == b.Status.SecretHash && a.Status.Phase == b.Status.Phase &&
 		len(a.Annotations) == len(b.Annotations) && (a.Spec.ExpiresAt == nil) == (b.Spec.ExpiresAt == nil)
+}
+
+// FuzzAllocateSlots: over any namespace the fuzzer builds (issued,
+// granted, waiting, revoked, refused and deleted keys of several
+// Applications and owners), AllocateSlots never panics and holds the
+// limits: every key that holds a slot keeps it, being deleted or not; a key
+// being deleted never takes a slot it did not hold; a slot is granted only
+// where the keys holding or granted one stay within every limit; and
+// DecideSlot answers what AllocateSlots answers.
+func FuzzAllocateSlots(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{3, 1, 1, 0, 0, 2, 1, 0, 1, 3, 0, 0, 1, 1, 2, 2, 0, 1, 0, 3, 1, 1, 1, 0})
+	f.Add([]byte{7, 0, 3, 1, 1, 1, 1, 0, 3, 2, 1, 1, 0, 1, 3, 1, 1, 1, 1, 0, 0, 2, 1, 1, 3, 3, 3, 3})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fb := &fuzzBytes{b: data}
+		now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+		apps := map[string]*keyward.Application{}
+		for _, a := range []string{"a", "b"} {
+			apps[a] = &keyward.Application{ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: a},
+				Spec: keyward.ApplicationSpec{MaxAccessKeys: int32(fb.n(4))}} // 0: the default
+		}
+		tenant := Tenant{Enabled: true, MaxKeysPerOwner: int32(1 + fb.n(4)), MaxKeys: int32(1 + fb.n(6))}
+		held := map[string]bool{}
+		var keys []*keyward.AccessKey
+		for i := range 1 + fb.n(12) {
+			k := &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: fmt.Sprintf("k%02d", i),
+				CreationTimestamp: metav1.NewTime(now.Add(-time.Duration(fb.n(4)) * time.Second))}}
+			k.Spec.Application = fb.text("a", "b", "gone")
+			k.Spec.Owner = fb.text("alice", "bob", "")
+			k.Spec.Revoked = fb.n(6) == 0
+			if fb.n(3) == 0 {
+				k.Status.IssuedAt = &metav1.Time{Time: now.Add(-time.Hour)}
+				k.Status.Phase = keyward.KeyPhase(fb.text("Active", "Inactive", "Expired", "Revoked", "Rejected"))
+			}
+			if fb.n(4) == 0 {
+				k.DeletionTimestamp = &metav1.Time{Time: now}
+				k.Finalizers = []string{"example.com/hold"}
+			}
+			held[k.Name] = fb.n(6) == 0
+			keys = append(keys, k)
+		}
+		s := Slots{Keys: keys, Apps: apps, Tenant: tenant, Holds: func(k *keyward.AccessKey) bool { return held[k.Name] }}
+		got := AllocateSlots(s)
+		usedApp, usedOwner, used := map[string]int32{}, map[string]int32{}, int32(0)
+		heldApp, heldOwner, heldAll := map[string]int32{}, map[string]int32{}, int32(0)
+		for _, k := range keys {
+			d := got[k.Name]
+			holds := IsIssued(k) || held[k.Name]
+			if holds != (d.Outcome == SlotHeld) {
+				t.Fatalf("%s (issued %v, held %v, deleting %v): %v", k.Name, IsIssued(k), held[k.Name], !k.DeletionTimestamp.IsZero(), d.Outcome)
+			}
+			if !k.DeletionTimestamp.IsZero() && !holds && d.Outcome != SlotNotCandidate {
+				t.Fatalf("%s is being deleted without a slot and got %v", k.Name, d.Outcome)
+			}
+			if d.Outcome == SlotHeld {
+				heldApp[k.Spec.Application]++
+				heldOwner[k.Spec.Owner]++
+				heldAll++
+			}
+			if d.Outcome == SlotHeld || d.Outcome == SlotGranted {
+				usedApp[k.Spec.Application]++
+				usedOwner[k.Spec.Owner]++
+				used++
+			}
+		}
+		for _, k := range keys {
+			if got[k.Name].Outcome != SlotGranted {
+				continue
+			}
+			a, o := k.Spec.Application, k.Spec.Owner
+			if usedApp[a] > max(heldApp[a], maxAccessKeys(apps[a])) || usedOwner[o] > max(heldOwner[o], tenant.MaxKeysPerOwner) || used > max(heldAll, tenant.MaxKeys) {
+				t.Fatalf("%s granted beyond a limit: app %s %d/%d, owner %q %d/%d, tenant %d/%d",
+					k.Name, a, usedApp[a], maxAccessKeys(apps[a]), o, usedOwner[o], tenant.MaxKeysPerOwner, used, tenant.MaxKeys)
+			}
+		}
+		for _, k := range keys {
+			s.Self = k.Name
+			want := AllocateSlots(s)[k.Name]
+			if d, ok := DecideSlot(s); !ok || d != want {
+				t.Fatalf("%s: DecideSlot = %+v, %v; AllocateSlots = %+v", k.Name, d, ok, want)
+			}
+		}
+	})
+}
+
+// FuzzDeletingStatus: the status of a key being deleted, whatever its
+// finalizers and prior status, keeps its phase, says Deleting with a
+// bounded message, and is a fixed point (writing it again changes nothing).
+func FuzzDeletingStatus(f *testing.F) {
+	f.Add([]byte{1, 2, 3}, "example.com/hold", 2)
+	f.Add([]byte{}, "", 0)
+	f.Add([]byte{255, 0, 4}, strings.Repeat("a\u202e\"", 400), 40)
+	f.Fuzz(func(t *testing.T, data []byte, finalizer string, n int) {
+		o := observation(data, "r", "")
+		k := o.Key
+		k.DeletionTimestamp = &metav1.Time{Time: o.Now}
+		for i := range min(max(n, 0), 64) {
+			k.Finalizers = append(k.Finalizers, fmt.Sprintf("%s-%d", finalizer, i))
+		}
+		st := DeletingStatus(k, o.Now)
+		c := meta.FindStatusCondition(st.Conditions, keyward.ConditionReady)
+		if c == nil || c.Reason != keyward.ReasonDeleting || c.Status != metav1.ConditionFalse || len(c.Message) > MaxMessage {
+			t.Fatalf("Ready %+v", c)
+		}
+		if st.Phase != k.Status.Phase || st.KeyID != k.Status.KeyID || st.SecretHash != k.Status.SecretHash {
+			t.Fatal("the recorded phase or material record changed")
+		}
+		k.Status = st
+		if again := DeletingStatus(k, o.Now.Add(time.Minute)); !equality.Semantic.DeepEqual(again, st) {
+			t.Fatal("not a fixed point")
+		}
+	})
 }

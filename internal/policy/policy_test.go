@@ -5,9 +5,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -181,6 +184,88 @@ func TestAllocateSlotsNonCandidates(t *testing.T) {
 	if got["fits"].Outcome != SlotGranted {
 		t.Errorf("the only candidate did not get the free slot: %v", got["fits"].Outcome)
 	}
+}
+
+// A key being deleted (a finalizer keeps it) holds the slot it held until
+// it is gone, and takes none it did not hold.
+func TestAllocateSlotsDeletingKeys(t *testing.T) {
+	deleting := func(k *keyward.AccessKey) { k.DeletionTimestamp = at(0); k.Finalizers = []string{"example.com/hold"} }
+	cases := []struct {
+		name    string
+		first   keyward.AccessKey
+		held    bool // the ledger holds a grant for first (or it controls a Secret)
+		want    SlotOutcome
+		waiting SlotOutcome
+	}{
+		{"issued, deleting", key("first", "a", -time.Hour, issued(keyward.PhaseActive), deleting), false, SlotHeld, SlotDenied},
+		{"issued, revoked, deleting", key("first", "a", -time.Hour, issued(keyward.PhaseRevoked), deleting), false, SlotHeld, SlotDenied},
+		{"granted, not recorded, deleting", key("first", "a", -time.Hour, deleting), true, SlotHeld, SlotDenied},
+		{"never held, deleting", key("first", "a", -time.Hour, deleting), false, SlotNotCandidate, SlotGranted},
+		{"rejected, deleting", key("first", "a", -time.Hour, deleting, func(k *keyward.AccessKey) { k.Status.Phase = keyward.PhaseRejected }), false, SlotNotCandidate, SlotGranted},
+		{"issued, not deleting", key("first", "a", -time.Hour, issued(keyward.PhaseActive)), false, SlotHeld, SlotDenied},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			keys := []*keyward.AccessKey{&c.first, ptr.To(key("second", "a", 0))}
+			s := Slots{Keys: keys, Apps: map[string]*keyward.Application{"a": app("a", 1)}, Tenant: enabled,
+				Holds: func(k *keyward.AccessKey) bool { return c.held && k.Name == "first" }}
+			got := AllocateSlots(s)
+			if got["first"].Outcome != c.want || got["second"].Outcome != c.waiting {
+				t.Fatalf("got %v, want first %v, second %v", outcomes(got), c.want, c.waiting)
+			}
+			if c.waiting == SlotDenied && got["second"].Reason != keyward.ReasonApplicationLimitExceeded {
+				t.Fatalf("reason %q", got["second"].Reason)
+			}
+			s.Self = "second"
+			if d, ok := DecideSlot(s); !ok || d != got["second"] {
+				t.Fatalf("DecideSlot = %+v, %v; AllocateSlots = %+v", d, ok, got["second"])
+			}
+		})
+	}
+}
+
+func TestDeletingStatus(t *testing.T) {
+	k := key("k", "a", 0, issued(keyward.PhaseActive))
+	k.Generation = 3
+	k.DeletionTimestamp = at(0)
+	k.Finalizers = []string{"example.com/hold", "backup.example.com/keep"}
+	SetConditions(&k.Status.Conditions, 2, Done, keyward.ReasonIssued, "issued", t0.Add(-time.Hour))
+	st := DeletingStatus(&k, t0)
+	c := meta.FindStatusCondition(st.Conditions, keyward.ConditionReady)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != keyward.ReasonDeleting || c.ObservedGeneration != 3 {
+		t.Fatalf("Ready %+v", c)
+	}
+	for _, f := range k.Finalizers {
+		if !strings.Contains(c.Message, f) {
+			t.Fatalf("message %q does not name %s", c.Message, f)
+		}
+	}
+	if meta.FindStatusCondition(st.Conditions, ConditionReconciling) == nil {
+		t.Fatal("not Reconciling while finalizers keep it")
+	}
+	if st.Phase != keyward.PhaseActive || st.KeyID != k.Status.KeyID || st.IssuedAt == nil || st.ObservedGeneration != 3 {
+		t.Fatalf("the recorded phase and material record changed: %+v", st)
+	}
+	if k.Status.Phase != keyward.PhaseActive || readyOf(k.Status).Reason != keyward.ReasonIssued {
+		t.Fatal("DeletingStatus changed the key it was given")
+	}
+	// Idempotent: once written, the same status again (a later clock too).
+	k.Status = st
+	if again := DeletingStatus(&k, t0.Add(time.Hour)); !equality.Semantic.DeepEqual(again, st) {
+		t.Fatalf("a second call changed the status:\n%+v\n%+v", again, st)
+	}
+	// Bounded, whatever the finalizers.
+	k.Finalizers = nil
+	for i := 0; i < 100; i++ {
+		k.Finalizers = append(k.Finalizers, fmt.Sprintf("example.com/%s-%d", strings.Repeat("f", 50), i))
+	}
+	if m := readyOf(DeletingStatus(&k, t0)).Message; len(m) > MaxMessage {
+		t.Fatalf("message of %d bytes", len(m))
+	}
+}
+
+func readyOf(st keyward.AccessKeyStatus) *metav1.Condition {
+	return meta.FindStatusCondition(st.Conditions, keyward.ConditionReady)
 }
 
 func TestAllocateSlotsDefaultLimitIsTwo(t *testing.T) {
@@ -473,10 +558,10 @@ func TestCountKeys(t *testing.T) {
 		key("revoked", "a", 0, issued(keyward.PhaseRevoked)),
 		key("rejected", "a", 0, func(k *keyward.AccessKey) { k.Status.Phase = keyward.PhaseRejected }),
 		key("new", "a", 0),
-		deleting,
+		deleting, // counts by its recorded phase until it is gone
 	}
 	got := CountKeys(keys, t0, 720*time.Hour)
-	want := keyward.KeyCounts{Total: 9, Pending: 1, Active: 3, Inactive: 1, Expired: 2, Revoked: 1, Rejected: 1, ExpiringSoon: 1}
+	want := keyward.KeyCounts{Total: 10, Pending: 1, Active: 4, Inactive: 1, Expired: 2, Revoked: 1, Rejected: 1, ExpiringSoon: 1}
 	if got != want {
 		t.Fatalf("got %+v\nwant %+v", got, want)
 	}
@@ -573,6 +658,9 @@ func TestDecideSlotAgreesWithAllocateSlots(t *testing.T) {
 				k.Spec.Revoked = true
 			case 3:
 				k.DeletionTimestamp = at(0)
+				if rng.IntN(2) == 0 {
+					issued(keyward.PhaseActive)(&k) // being deleted, it keeps its slot
+				}
 			case 4:
 				k.Status.Phase = keyward.PhaseRejected
 				k.Status.Conditions = []metav1.Condition{{Type: keyward.ConditionReady, Status: metav1.ConditionFalse,

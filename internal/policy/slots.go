@@ -13,14 +13,15 @@ type SlotOutcome int
 const (
 	// SlotHeld: the key holds a slot already: it was issued (and keeps its
 	// slot whatever the limits say now: limits apply to new keys only), or
-	// it was granted one whose issue is not recorded yet.
+	// it was granted one whose issue is not recorded yet. A key being
+	// deleted keeps the slot it held until it is gone.
 	SlotHeld SlotOutcome = iota
 	// SlotGranted: a waiting key is within every limit and may be issued.
 	SlotGranted
 	// SlotDenied: a limit is full; the key is Rejected until a slot frees.
 	SlotDenied
-	// SlotNotCandidate: the key does not compete (being deleted, revoked
-	// before issue, application missing or replaced, scopes beyond the
+	// SlotNotCandidate: the key does not compete (being deleted without
+	// holding a slot, revoked before issue, application missing or replaced, scopes beyond the
 	// application, or Pending because its Secret was refused).
 	SlotNotCandidate
 )
@@ -96,13 +97,17 @@ func allocate(s Slots, only *keyward.AccessKey) map[string]SlotDecision {
 
 	for _, k := range s.Keys {
 		switch {
-		case !k.DeletionTimestamp.IsZero():
-			out[k.Name] = SlotDecision{Outcome: SlotNotCandidate}
 		case IsIssued(k) || (s.Holds != nil && s.Holds(k)):
+			// Held, even while the key is being deleted: a finalizer may
+			// keep it for as long as it likes, and no other key may be
+			// valid in its slot meanwhile (docs/limits.md).
 			out[k.Name] = SlotDecision{Outcome: SlotHeld}
 			usedByApp[k.Spec.Application]++
 			usedByOwner[k.Spec.Owner]++
 			usedByTenant++
+		case !k.DeletionTimestamp.IsZero():
+			// Being deleted without a slot: it takes none.
+			out[k.Name] = SlotDecision{Outcome: SlotNotCandidate}
 		case only != nil && k != only && !olderThan(k, only):
 			// Ranks after the key asking: it cannot take that key's slot.
 		case !competes(k, s.Apps[k.Spec.Application], s.Self):

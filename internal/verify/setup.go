@@ -67,7 +67,9 @@ type Options struct {
 	// TokenAllowPlaintext lets /v1/token and /v1/introspect answer
 	// plaintext from a client that is not on loopback.
 	TokenAllowPlaintext bool
-	// TrustedProxies, comma-separated addresses or CIDRs.
+	// TrustedProxies, comma-separated addresses or CIDRs, each optionally
+	// with the header that gateway sets: "=xff:<hops>" or "=x-real-ip"
+	// (wire.ParseTrustedProxies).
 	TrustedProxies string
 	// KeyHeader is one more header /v1/auth reads a key from.
 	KeyHeader         string

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -63,41 +64,137 @@ func ParseNetwork(s string) (netip.Prefix, bool) {
 	return p.Masked(), true
 }
 
-// TrustedProxies are the networks whose forwarding headers are believed.
-type TrustedProxies []netip.Prefix
+// Forwarding names the header a trusted gateway writes the client's
+// address into.
+type Forwarding uint8
 
-// ParseTrustedProxies parses a comma-separated list of addresses and CIDRs
-// (the --trusted-proxies flag); empty gives none.
+const (
+	// ForwardedFor: the gateway appends the address it received the
+	// request from to X-Forwarded-For (nginx's $proxy_add_x_forwarded_for,
+	// Traefik, Caddy, Envoy with use_remote_address).
+	ForwardedFor Forwarding = iota
+	// RealIP: the gateway overwrites X-Real-IP with the client's address
+	// (nginx's proxy_set_header X-Real-IP $remote_addr); X-Forwarded-For,
+	// which it passes through as the client sent it, is not read.
+	RealIP
+)
+
+// MaxHops bounds the hop count of one trusted-proxy entry.
+const MaxHops = 16
+
+// TrustedProxy is one --trusted-proxies entry: the network a gateway
+// connects from, the header it sets, and for X-Forwarded-For how many
+// addresses the gateways in front of the verifier append (the gateway
+// that connects and any proxies in front of it that are part of the same
+// deployment).
+type TrustedProxy struct {
+	Prefix netip.Prefix
+	Header Forwarding
+	// Hops is the number of right-most X-Forwarded-For entries the
+	// gateways append (1 or more); the client is the left-most of them.
+	Hops int
+}
+
+// String writes the entry in the flag's syntax: the network alone for the
+// default (X-Forwarded-For, one hop).
+func (p TrustedProxy) String() string {
+	switch {
+	case p.Header == RealIP:
+		return p.Prefix.String() + "=x-real-ip"
+	case p.Hops > 1:
+		return fmt.Sprintf("%s=xff:%d", p.Prefix, p.Hops)
+	}
+	return p.Prefix.String()
+}
+
+// TrustedProxies are the gateways whose forwarding headers are believed,
+// each with the header it sets.
+type TrustedProxies []TrustedProxy
+
+// ParseTrustedProxies parses the --trusted-proxies flag: comma-separated
+// entries, each an address or CIDR, optionally followed by "=" and what
+// that gateway sets:
+//
+//	10.0.0.7/32          X-Forwarded-For, one hop (the default)
+//	10.0.0.0/24=xff:2    X-Forwarded-For, two proxies append
+//	10.0.0.0/24=xff      the same as the default
+//	127.0.0.1=x-real-ip  X-Real-IP, overwritten by the gateway; XFF ignored
+//
+// Empty gives none. Two entries for the same network must say the same
+// thing; where networks nest, the narrowest that holds the peer decides.
 func ParseTrustedProxies(s string) (TrustedProxies, error) {
 	var out TrustedProxies
+	seen := map[netip.Prefix]TrustedProxy{}
 	for _, f := range strings.Split(s, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
 		}
-		p, ok := ParseNetwork(f)
+		network, how, hasHow := strings.Cut(f, "=")
+		p, ok := ParseNetwork(network)
 		if !ok {
-			return nil, fmt.Errorf("trusted proxy %q is neither an IP address nor a CIDR", f)
+			return nil, fmt.Errorf("trusted proxy %q is neither an IP address nor a CIDR", network)
 		}
-		out = append(out, p)
+		e := TrustedProxy{Prefix: p, Header: ForwardedFor, Hops: 1}
+		if hasHow {
+			var err error
+			if e.Header, e.Hops, err = parseForwarding(how); err != nil {
+				return nil, fmt.Errorf("trusted proxy %q: %w", f, err)
+			}
+		}
+		if prev, dup := seen[p]; dup {
+			if prev != e {
+				return nil, fmt.Errorf("trusted proxy %s is listed twice, as %s and as %s", p, prev, e)
+			}
+			continue
+		}
+		seen[p] = e
+		out = append(out, e)
 	}
 	return out, nil
 }
 
-// Contains reports whether addr is a trusted proxy.
-func (t TrustedProxies) Contains(addr netip.Addr) bool {
-	if !addr.IsValid() {
-		return false
+// parseForwarding reads what follows "=" in a trusted-proxy entry.
+func parseForwarding(s string) (Forwarding, int, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	switch {
+	case s == "x-real-ip":
+		return RealIP, 1, nil
+	case s == "xff" || s == "x-forwarded-for":
+		return ForwardedFor, 1, nil
 	}
-	addr = addr.Unmap()
-	for _, p := range t {
-		if p.Contains(addr) {
-			return true
+	name, n, ok := strings.Cut(s, ":")
+	if ok && (name == "xff" || name == "x-forwarded-for") {
+		hops, err := strconv.Atoi(n)
+		if err != nil || hops < 1 || hops > MaxHops {
+			return 0, 0, fmt.Errorf("the hop count %q is not a number from 1 to %d", n, MaxHops)
 		}
+		return ForwardedFor, hops, nil
 	}
-	return false
+	return 0, 0, fmt.Errorf("%q is neither xff, xff:<hops> nor x-real-ip", s)
 }
 
-// String lists the networks, comma-separated.
+// Contains reports whether addr is a trusted proxy.
+func (t TrustedProxies) Contains(addr netip.Addr) bool {
+	_, ok := t.lookup(addr)
+	return ok
+}
+
+// lookup returns the entry for addr: the narrowest network that holds it.
+func (t TrustedProxies) lookup(addr netip.Addr) (TrustedProxy, bool) {
+	if !addr.IsValid() {
+		return TrustedProxy{}, false
+	}
+	addr = addr.Unmap()
+	best, found := TrustedProxy{}, false
+	for _, p := range t {
+		if p.Prefix.Contains(addr) && (!found || p.Prefix.Bits() > best.Prefix.Bits()) {
+			best, found = p, true
+		}
+	}
+	return best, found
+}
+
+// String lists the entries in the flag's syntax, comma-separated.
 func (t TrustedProxies) String() string {
 	s := make([]string, len(t))
 	for i, p := range t {
@@ -108,47 +205,53 @@ func (t TrustedProxies) String() string {
 
 // ClientAddr is the address of the client behind a request that reached us
 // from peer. Forwarding headers are believed only when peer is a trusted
-// proxy: then the client is the right-most address of X-Forwarded-For (all
-// its header lines, in order) that is not itself a trusted proxy — each
-// trusted hop vouches for the one to its left, and the first untrusted hop
-// could have written anything further left. When every hop is trusted, the
-// left-most is the client. A hop that does not parse ends the walk: the
-// trusted hop to its right is the client. Without X-Forwarded-For, a valid
-// X-Real-IP is the client. IPv4-mapped addresses are returned as IPv4.
+// proxy, and only the header its entry names:
+//
+//   - X-Forwarded-For with N hops (default 1): the client is the N-th
+//     address from the right of X-Forwarded-For (all its header lines, in
+//     order, empty entries skipped). Those N were appended by the gateways;
+//     anything further left is what the client sent and is never read.
+//     With fewer entries than N, the left-most is the client (each was
+//     appended by a gateway). An entry that does not parse ends the walk:
+//     the entry to its right, or the peer, is the client. X-Real-IP is
+//     ignored.
+//   - X-Real-IP: a valid X-Real-IP is the client, else the peer; X-Forwarded-For
+//     is ignored, since such a gateway passes the client's own through.
+//
+// Without the header its entry names, the peer is the client. IPv4-mapped
+// addresses are returned as IPv4.
 func ClientAddr(peer netip.Addr, xff []string, xRealIP string, trusted TrustedProxies) netip.Addr {
 	peer = peer.Unmap()
-	if !trusted.Contains(peer) {
+	entry, ok := trusted.lookup(peer)
+	if !ok {
+		return peer
+	}
+	if entry.Header == RealIP {
+		if a, ok := ParseHop(strings.TrimSpace(xRealIP)); ok {
+			return a
+		}
 		return peer
 	}
 	client := peer
-	seen := false
-	for i := len(xff) - 1; i >= 0; i-- {
+	left := max(entry.Hops, 1)
+	for i := len(xff) - 1; i >= 0 && left > 0; i-- {
 		line := xff[i]
-		for line != "" {
+		for line != "" && left > 0 {
 			var hop string
 			if j := strings.LastIndexByte(line, ','); j >= 0 {
 				hop, line = line[j+1:], line[:j]
 			} else {
 				hop, line = line, ""
 			}
-			hop = strings.TrimSpace(hop)
-			if hop == "" {
+			if hop = strings.TrimSpace(hop); hop == "" {
 				continue
 			}
-			seen = true
 			a, ok := ParseHop(hop)
 			if !ok {
 				return client
 			}
 			client = a
-			if !trusted.Contains(a) {
-				return a
-			}
-		}
-	}
-	if !seen {
-		if a, ok := ParseHop(strings.TrimSpace(xRealIP)); ok {
-			return a
+			left--
 		}
 	}
 	return client
