@@ -8,13 +8,16 @@ import (
 
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/policy"
 	"keyward.dev/keyward/internal/secrets"
 )
 
@@ -60,12 +63,25 @@ func CacheOptions() cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.SelectorFromSet(secrets.ManagedLabels())},
+			// Of all Roles and RoleBindings, only those kept for key owners.
+			&rbacv1.Role{}:        {Label: ownerAccessSelector},
+			&rbacv1.RoleBinding{}: {Label: ownerAccessSelector},
 		},
 		// Nothing reads managedFields from the cache; without them every
 		// cached AccessKey and Secret costs a fraction of the memory.
 		DefaultTransform: cache.TransformStripManagedFields(),
 	}
 }
+
+// ownerAccessSelector selects the Roles and RoleBindings the manager keeps
+// for key owners (OwnerAccessReconciler).
+var ownerAccessSelector = func() labels.Selector {
+	req, err := labels.NewRequirement(policy.LabelOwnerAccess, selection.Exists, nil)
+	if err != nil {
+		panic(err)
+	}
+	return labels.NewSelector().Add(*req)
+}()
 
 // SetupWithManager registers the field index and every Keyward controller with mgr.
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error {
@@ -80,6 +96,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error
 		&AccessKeyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 			Recorder: mgr.GetEventRecorder(EventSource), Options: opts, Now: now},
 		&AccessKeyOwnerReconciler{Client: mgr.GetClient(), MaxConcurrentReconciles: opts.MaxConcurrentReconciles},
+		&OwnerAccessReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
 		&SecretScrubber{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
 		&ApplicationReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now, Writes: countWrites}},
 		&TenantSettingsReconciler{countsReporter{Client: mgr.GetClient(), Options: opts, Now: now, Writes: countWrites}},

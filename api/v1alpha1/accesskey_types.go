@@ -9,6 +9,23 @@ import (
 // re-applying the same value does nothing.
 const RotateAnnotation = "keyward.dev/rotate"
 
+// Who acted on a key: the admission policy keyward-stamp-actor
+// (config/admission) sets these from the requesting user's name on every
+// create and update, overwriting whatever the client sent, so they cannot
+// be forged (docs/access-control.md).
+const (
+	// RevokedByAnnotation names the user who set spec.revoked to true.
+	RevokedByAnnotation = "keyward.dev/revoked-by"
+	// StateChangedByAnnotation names the user who last changed spec.state
+	// (deactivated or reactivated the key).
+	StateChangedByAnnotation = "keyward.dev/state-changed-by"
+	// ExpiryChangedByAnnotation names the user who last changed spec.expiresAt.
+	ExpiryChangedByAnnotation = "keyward.dev/expiry-changed-by"
+	// RotationRequestedByAnnotation names the user who last changed the
+	// rotate annotation.
+	RotationRequestedByAnnotation = "keyward.dev/rotation-requested-by"
+)
+
 // KeyState is the state a user asks for.
 // +kubebuilder:validation:Enum=Active;Inactive
 type KeyState string

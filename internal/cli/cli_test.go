@@ -37,6 +37,8 @@ var (
 	webKey   = keyformat.Key{ID: "webkeyidabcdefgh", Secret: strings.Repeat("s", keyformat.SecretLen)}
 	oldKey   = keyformat.Key{ID: "oldkeyidabcdefgh", Secret: strings.Repeat("o", keyformat.SecretLen)}
 	newKeyID = "newkeyidabcdefgh"
+	// createdKey is what the controller issues to a key created by a test.
+	createdKey = keyformat.Key{ID: "createdkeyidabcd", Secret: strings.Repeat("c", keyformat.SecretLen)}
 )
 
 func at(d time.Duration) *metav1.Time { t := metav1.NewTime(now.Add(d)); return &t }
@@ -68,7 +70,9 @@ func fixtures() []client.Object {
 		Conditions:  readyCond(keyward.ReasonIssued, "the key is issued and verifies"),
 	})
 	web.Spec.ExpiresAt = keyward.NewTimestamp(now.Add(29 * 24 * time.Hour))
-	web.Annotations = map[string]string{keyward.RotateAnnotation: "2026-11-25T11:45:00Z-000000000000"}
+	web.Annotations = map[string]string{keyward.RotateAnnotation: "2026-11-25T11:45:00Z-000000000000",
+		keyward.RotationRequestedByAnnotation: "dana", keyward.ExpiryChangedByAnnotation: "system:serviceaccount:ci:deployer",
+		keyward.StateChangedByAnnotation: "tess\nRevoked by: mallory"}
 	ci := key("shop", "ci", "missing-app", "erin", keyward.PhasePending, keyward.AccessKeyStatus{
 		Conditions: readyCond(keyward.ReasonApplicationNotFound, `Application "missing-app" does not exist in namespace shop`),
 	})
@@ -174,6 +178,32 @@ func (w *world) reconcile(ctx context.Context, c client.WithWatch, obj client.Ob
 	return c.Status().Update(ctx, &cur)
 }
 
+// issue plays the controller for a new key: an Application it knows is
+// issued (with the Secret written), any other leaves the key Pending.
+func (w *world) issue(ctx context.Context, c client.WithWatch, k *keyward.AccessKey) error {
+	var cur keyward.AccessKey
+	if err := c.Get(ctx, client.ObjectKeyFromObject(k), &cur); err != nil {
+		return err
+	}
+	st := &cur.Status
+	st.ObservedGeneration = cur.Generation
+	if cur.Spec.Application != "portal" {
+		st.Phase, st.Conditions = keyward.PhasePending, readyCond(keyward.ReasonApplicationNotFound,
+			fmt.Sprintf("Application %q does not exist in namespace %s", cur.Spec.Application, cur.Namespace))
+		return c.Status().Update(ctx, &cur)
+	}
+	if err := c.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: cur.Namespace, Name: cur.SecretName()},
+		Data:       map[string][]byte{secrets.DataAccessKey: []byte(createdKey.Plaintext()), secrets.DataKeyID: []byte(createdKey.ID)},
+	}); err != nil {
+		return err
+	}
+	st.KeyID, st.ShortKeyID, st.SecretName = createdKey.ID, createdKey.ID[:8], cur.SecretName()
+	st.SecretHash, st.IssuedAt = keyformat.HashSecret(createdKey.Secret), at(0)
+	st.Phase, st.Conditions = keyward.PhaseActive, readyCond(keyward.ReasonIssued, "the key is issued and verifies")
+	return c.Status().Update(ctx, &cur)
+}
+
 func newWorld(t *testing.T, mod func(*world)) *world {
 	t.Helper()
 	w := &world{}
@@ -190,6 +220,19 @@ func newWorld(t *testing.T, mod func(*world)) *world {
 			return []string{string(o.(*corev1.Event).InvolvedObject.UID)}
 		}).
 		WithInterceptorFuncs(interceptor.Funcs{
+			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+				k, ok := obj.(*keyward.AccessKey)
+				if !ok {
+					return c.Create(ctx, obj, opts...)
+				}
+				if k.Spec.Owner == "" {
+					k.Spec.Owner = "dana" // keyward-stamp-owner
+				}
+				if err := c.Create(ctx, obj, opts...); err != nil {
+					return err
+				}
+				return w.issue(ctx, c, k)
+			},
 			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 				if _, ok := obj.(*corev1.Secret); ok && w.forbidSecrets {
 					return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, key.Name,

@@ -89,6 +89,40 @@ func TestReveal(t *testing.T) {
 	s.golden("reveal_refused")
 }
 
+func TestCreate(t *testing.T) {
+	w := newWorld(t, nil)
+	r := w.run("", false, "create", "new", "-n", "shop", "--application", "portal", "--description", "for the shop", "--expires-in", "90d")
+	if r.code != 0 || r.stdout != createdKey.Plaintext()+"\n" {
+		t.Fatalf("create: exit %d, stderr %q; stdout is the key: %v", r.code, r.stderr, r.stdout == createdKey.Plaintext()+"\n")
+	}
+	if strings.Contains(r.stderr, createdKey.Secret) {
+		t.Fatal("the key reached standard error")
+	}
+	if want := "accesskey shop/new created for application portal (owner dana, key ID createdk). The key follows on standard output: store it now.\n"; r.stderr != want {
+		t.Fatalf("stderr %q, want %q", r.stderr, want)
+	}
+	var k keyward.AccessKey
+	if err := w.c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "new"}, &k); err != nil {
+		t.Fatal(err)
+	}
+	if k.Spec.Application != "portal" || k.Spec.Description != "for the shop" || k.Spec.ExpiresAt == nil || *k.Spec.ExpiresAt != "2027-02-23T12:00:00Z" || k.Spec.Owner != "dana" {
+		t.Fatalf("created spec %+v", k.Spec)
+	}
+
+	// Everything below must fail without printing key material.
+	s := &script{t: t, w: w}
+	s.run("", false, "create", "web", "-n", "shop", "--application", "portal")
+	s.run("", false, "create", "lost", "-n", "shop", "--application", "missing-app")
+	s.run("", false, "create", "nameless", "-n", "shop")
+	s.run("", false, "create", "both", "-n", "shop", "--application", "portal", "--expires-in", "1d", "--expires-at", "2027-01-01T00:00:00Z")
+	s.run("", false, "create", "-n", "shop", "--application", "portal")
+	f := newWorld(t, func(w *world) { w.forbidSecrets = true })
+	args := []string{"create", "theirs", "-n", "shop", "--application", "portal", "--timeout", "50ms"}
+	s.b.WriteString(f.run("", false, args...).transcript("", args...))
+	noKeyMaterial(t, s.b.String())
+	s.golden("create_refused")
+}
+
 func TestRotate(t *testing.T) {
 	s := &script{t: t, w: newWorld(t, nil)}
 	s.run("", false, "rotate", "web", "-n", "shop", "--grace", "2h", "--wait")

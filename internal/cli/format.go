@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/policy"
 )
 
 // none is what tables show for a value that is not there, as kubectl does.
@@ -65,6 +66,12 @@ type KeyView struct {
 	LastUsedAt  string        `json:"lastUsedAt,omitempty"`
 	PreviousKey *PreviousView `json:"previousKey,omitempty"`
 	SecretName  string        `json:"secretName,omitempty"`
+	// Who acted on the key, as the admission policy keyward-stamp-actor
+	// recorded it (users who cannot forge it).
+	RevokedBy           string `json:"revokedBy,omitempty"`
+	StateChangedBy      string `json:"stateChangedBy,omitempty"`
+	ExpiryChangedBy     string `json:"expiryChangedBy,omitempty"`
+	RotationRequestedBy string `json:"rotationRequestedBy,omitempty"`
 	// Events are the key's recent Events (status of one key only).
 	Events []EventView `json:"events,omitempty"`
 	// EventsError says why the Events could not be read.
@@ -115,6 +122,11 @@ func viewOf(k *keyward.AccessKey) KeyView {
 		Owner:       k.Spec.Owner,
 		KeyID:       k.Status.KeyID,
 		SecretName:  k.Status.SecretName,
+
+		RevokedBy:           k.Annotations[keyward.RevokedByAnnotation],
+		StateChangedBy:      k.Annotations[keyward.StateChangedByAnnotation],
+		ExpiryChangedBy:     k.Annotations[keyward.ExpiryChangedByAnnotation],
+		RotationRequestedBy: k.Annotations[keyward.RotationRequestedByAnnotation],
 	}
 	v.Reason, v.Message = ready(k)
 	if t := k.Status.ExpiresAt; t != nil {
@@ -258,6 +270,14 @@ func printKeyDetail(w io.Writer, v KeyView, now time.Time) error {
 		line("Previous key", none)
 	}
 	line("Secret", or(v.SecretName, none))
+	for _, by := range []struct{ what, who string }{
+		{"Revoked by", v.RevokedBy}, {"State changed by", v.StateChangedBy},
+		{"Expiry changed by", v.ExpiryChangedBy}, {"Rotation requested by", v.RotationRequestedBy},
+	} {
+		if by.who != "" {
+			line(by.what, policy.UserName(by.who))
+		}
+	}
 	switch {
 	case v.EventsError != "":
 		line("Events", "<"+v.EventsError+">")

@@ -19,6 +19,7 @@ const (
 	PolicyStampOwner     = "keyward-stamp-owner"
 	PolicyAccessKeyRight = "keyward-accesskey-rights"
 	PolicyDeleteOwnKeys  = "keyward-accesskey-delete"
+	PolicyStampActor     = "keyward-stamp-actor"
 )
 
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingadmissionpolicies;validatingadmissionpolicybindings;mutatingadmissionpolicies;mutatingadmissionpolicybindings,verbs=get
@@ -107,6 +108,8 @@ func (a *AdmissionPolicies) Check(ctx context.Context) {
 		{PolicyAccessKeyRight, &admissionv1.ValidatingAdmissionPolicyBinding{}},
 		{PolicyDeleteOwnKeys, &admissionv1.ValidatingAdmissionPolicy{}},
 		{PolicyDeleteOwnKeys, &admissionv1.ValidatingAdmissionPolicyBinding{}},
+		{PolicyStampActor, &admissionv1.MutatingAdmissionPolicy{}},
+		{PolicyStampActor, &admissionv1.MutatingAdmissionPolicyBinding{}},
 	}
 	var missing []string
 	for _, w := range wanted {

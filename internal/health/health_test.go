@@ -220,6 +220,8 @@ func TestAdmissionPoliciesReportsMissingOnes(t *testing.T) {
 		&admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: PolicyAccessKeyRight}},
 		&admissionv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: PolicyDeleteOwnKeys}},
 		&admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: PolicyDeleteOwnKeys}},
+		&admissionv1.MutatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: PolicyStampActor}},
+		&admissionv1.MutatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: PolicyStampActor}},
 	}
 	for drop := -1; drop < len(all); drop++ {
 		var present []client.Object

@@ -98,6 +98,9 @@ type Event struct {
 	// must not lose it. A retry after such a stop re-plans the same
 	// transition and writes the Event again.
 	BeforeStatus bool
+	// Actor is the user who caused the transition, as the admission policy
+	// stamped it on the key ("" when unknown); the note names them.
+	Actor string
 }
 
 // Plan is everything one reconcile of a key does: the material action, the
@@ -131,6 +134,9 @@ func (p *Plan) EventNote() string {
 	}
 	if p.Status.KeyID != "" {
 		msg = fmt.Sprintf("%s (key ID %s)", msg, p.Status.KeyID)
+	}
+	if p.Event != nil && p.Event.Actor != "" {
+		msg = fmt.Sprintf("%s; by %s", msg, UserName(p.Event.Actor))
 	}
 	return BoundMessage(msg)
 }
@@ -345,6 +351,7 @@ func build(o Observation, d decision) Plan {
 		// A re-issue nobody asked for leaves no trace in status (a
 		// rotation leaves status.rotation, an issue status.issuedAt).
 		p.Event.BeforeStatus = reason == keyward.EventSecretRecreated
+		p.Event.Actor = Actor(k, reason)
 	}
 	wake := d.wakeAt
 	if d.phase == keyward.PhasePending && d.reason == keyward.ReasonSecretNameConflict {

@@ -13,7 +13,8 @@ import (
 
 // WaitForAdmissionPolicies returns once the API server runs Keyward's
 // admission policies on AccessKeys: a server-side dry-run create of an
-// AccessKey without an owner comes back with the owner stamped. Right after
+// AccessKey without an owner, created Inactive, comes back with the owner
+// and the actor stamped. Right after
 // the CRDs and policies are installed the API server first answers 503 (the
 // policies' type information for a new CRD lags behind serving it) and then,
 // for a moment, may not have loaded the policies yet; a suite or a user
@@ -25,7 +26,8 @@ func WaitForAdmissionPolicies(ctx context.Context, c client.Client, ns string, t
 			"apiVersion": "keyward.dev/v1alpha1",
 			"kind":       "AccessKey",
 			"metadata":   map[string]any{"generateName": "admission-probe-", "namespace": ns},
-			"spec":       map[string]any{"application": "admission-probe"},
+			// Inactive at create: keyward-stamp-actor names the creator.
+			"spec": map[string]any{"application": "admission-probe", "state": "Inactive"},
 		}}
 		if lastErr = c.Create(ctx, probe, client.DryRunAll); lastErr != nil {
 			return false, nil
@@ -34,7 +36,14 @@ func WaitForAdmissionPolicies(ctx context.Context, c client.Client, ns string, t
 		if owner == "" {
 			lastErr = errors.New("the dry-run AccessKey came back without an owner: keyward-stamp-owner is not active yet")
 		}
-		return owner != "", nil
+		if owner == "" {
+			return false, nil
+		}
+		if actor, _, _ := unstructured.NestedString(probe.Object, "metadata", "annotations", "keyward.dev/state-changed-by"); actor == "" {
+			lastErr = errors.New("the dry-run AccessKey came back without keyward.dev/state-changed-by: keyward-stamp-actor is not active yet")
+			return false, nil
+		}
+		return true, nil
 	})
 	if err != nil {
 		return errors.Join(fmt.Errorf("admission policies not active on AccessKeys within %s", timeout), lastErr)
