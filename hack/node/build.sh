@@ -55,9 +55,6 @@ build() {
 cdmod=github.com/containerd/containerd/v2
 cdver="-X $cdmod/version.Version=$CONTAINERD_VERSION -X $cdmod/version.Package=$cdmod"
 what="${1:-all}"
-if [ "$what" = all ] || [ "$what" = kubelet ]; then
-  build "$root/hack/controlplane" kubelet "" "$stamp" k8s.io/kubernetes/cmd/kubelet "$kubelet_dir"
-fi
 if [ "$what" = all ] || [ "$what" = containerd ]; then
   build - containerd "no_btrfs no_zfs no_devmapper" "$cdver" "$cdmod/cmd/containerd@$CONTAINERD_VERSION" "$containerd_dir"
   build - containerd-shim-runc-v2 "no_grpc" "$cdver" "$cdmod/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" "$containerd_dir"
@@ -67,5 +64,11 @@ if [ "$what" = all ] || [ "$what" = cni ]; then
   for p in main/loopback main/bridge ipam/host-local; do
     build - "${p#*/}" "" "" "github.com/containernetworking/plugins/plugins/$p@$CNI_PLUGINS_VERSION" "$cni_dir"
   done
+fi
+# The kubelet last: built from the control plane's module, it reuses the
+# packages the control-plane build (make controlplane, possibly running at the
+# same time in CI) has put in the build cache by then.
+if [ "$what" = all ] || [ "$what" = kubelet ]; then
+  build "$root/hack/controlplane" kubelet "" "$stamp" k8s.io/kubernetes/cmd/kubelet "$kubelet_dir"
 fi
 echo "node: ready in $out"

@@ -65,9 +65,24 @@ func cleanup(name string) error {
 	var errs []error
 	run, lib := filepath.Join("/run", name), filepath.Join("/var/lib", name)
 	// Containers, then the shims (daemons of their own, outside the cgroups)
-	// that serve this node's containerd.
+	// that serve this node's containerd. A killed shim leaves its socket in
+	// /run/containerd/s (a fixed place): the sockets bound in the node's
+	// network namespace, as a shim sees them, are this node's.
 	killAll(cgroupProcs(name))
-	killAll(shims(filepath.Join(run, "containerd.sock")))
+	sh := shims(filepath.Join(run, "containerd.sock"))
+	var sockets []string
+	for _, pid := range sh {
+		data, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "net", "unix"))
+		for line := range strings.Lines(string(data)) {
+			if f := strings.Fields(line); len(f) >= 8 && strings.HasPrefix(f[7], "/run/containerd/s/") {
+				sockets = append(sockets, f[7])
+			}
+		}
+	}
+	killAll(sh)
+	for _, s := range sockets {
+		_ = os.Remove(s)
+	}
 	errs = append(errs, unmountUnder(run, lib))
 	for _, d := range []string{run, lib} {
 		if err := os.RemoveAll(d); err != nil {
@@ -91,6 +106,13 @@ func cleanup(name string) error {
 		for _, f := range m {
 			_ = os.Remove(f)
 		}
+	}
+	// Fixed paths the kubelet and containerd share with any other node on
+	// this machine: the device-plugin socket (unused here) and directories,
+	// removed only when empty.
+	_ = os.Remove("/var/lib/kubelet/device-plugins/kubelet.sock")
+	for _, d := range []string{"/var/lib/kubelet/device-plugins", "/var/lib/kubelet", "/var/lib/cni/results", "/var/lib/cni", "/run/containerd/s", "/run/containerd"} {
+		_ = os.Remove(d)
 	}
 	return errors.Join(errs...)
 }

@@ -198,6 +198,7 @@ func (n *Node) startKubelet(o Options) error {
 	}
 	_, err = n.spawn("kubelet", filepath.Join(n.LogDir, "kubelet.log"), n.bin.kubelet,
 		"--config="+cfg, "--kubeconfig="+kubeconfig, "--root-dir="+filepath.Join(n.lib, "kubelet"),
+		"--cert-dir="+filepath.Join(n.lib, "kubelet-pki"),
 		"--hostname-override="+n.Name, "--node-ip="+n.NodeIP, "--v=2")
 	return err
 }
