@@ -106,9 +106,9 @@ node-images: ## Build the node's pause and test images FROM scratch with podman 
 	hack/node/images.sh
 
 .PHONY: test-node
-test-node: manifests controlplane node-bins node-images ## Pods on a real kubelet mount Keyward Secrets (needs root); log bin/test-node.log, node logs bin/node/logs.
+test-node: manifests controlplane node-bins node-images image-save ## Pods on a real kubelet mount Keyward Secrets, and the manager image runs as config/default deploys it (needs root); log bin/test-node.log, node logs bin/node/logs.
 	@mkdir -p bin
-	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test -tags node ./test/node/ -count=1 -timeout $(NODE_TIMEOUT) -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-node.log \
+	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test -tags node ./test/node/... -count=1 -timeout $(NODE_TIMEOUT) -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-node.log \
 	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|^node |the mounted file' ; status=$${PIPESTATUS[0]}; \
 	  [ $$status -eq 0 ] || hack/failures.sh bin/test-node.log | head -120; \
 	  echo "test-node: exit $$status (full log: bin/test-node.log; node logs: bin/node/logs/)"; exit $$status

@@ -37,6 +37,10 @@ func (n *Node) Stop() error {
 		if n.proxy != nil {
 			_ = n.proxy.Close()
 		}
+		// The containers' logs go with the node's directories: keep a copy.
+		if n.LogDir != "" && n.lib != "" {
+			_ = os.CopyFS(filepath.Join(n.LogDir, "pods"), os.DirFS(filepath.Join(n.lib, "pod-logs")))
+		}
 		errs = append(errs, cleanup(n.Name))
 		if n.watchdog != nil {
 			n.watchdog.Release()
@@ -64,24 +68,43 @@ func killAll(pids []int) {
 func cleanup(name string) error {
 	var errs []error
 	run, lib := filepath.Join("/run", name), filepath.Join("/var/lib", name)
-	// Containers, then the shims (daemons of their own, outside the cgroups)
-	// that serve this node's containerd. A killed shim leaves its socket in
-	// /run/containerd/s (a fixed place): the sockets bound in the node's
-	// network namespace, as a shim sees them, are this node's.
-	killAll(cgroupProcs(name))
-	sh := shims(filepath.Join(run, "containerd.sock"))
+	// The shims' sockets are in the fixed /run/containerd/s, and a killed
+	// shim leaves its socket behind: the ones bound in the node's network
+	// namespace (its socket table, read from inside) are this node's. Read
+	// them while the shims live.
 	var sockets []string
-	for _, pid := range sh {
-		data, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "net", "unix"))
-		for line := range strings.Lines(string(data)) {
+	if out, err := exec.Command("ip", "netns", "exec", name, "cat", "/proc/net/unix").Output(); err == nil {
+		for line := range strings.Lines(string(out)) {
 			if f := strings.Fields(line); len(f) >= 8 && strings.HasPrefix(f[7], "/run/containerd/s/") {
 				sockets = append(sockets, f[7])
 			}
 		}
 	}
-	killAll(sh)
+	// The CNI results containerd caches in the fixed /var/lib/cni/results
+	// are named after the network and the sandbox.
+	var sandboxes []string
+	for _, d := range []string{run, lib} {
+		m, _ := filepath.Glob(filepath.Join(d, "containerd", "io.containerd.grpc.v1.cri", "sandboxes", "*"))
+		for _, p := range m {
+			sandboxes = append(sandboxes, filepath.Base(p))
+		}
+	}
+	// Then every process: in the namespace (host-network Pods, and the
+	// kubelet and containerd of a run that died), in the cgroups (bridged
+	// Pods), and the shims (daemons of their own) that serve this node's
+	// containerd.
+	killByNetns(filepath.Join("/run/netns", name))
+	killAll(cgroupProcs(name))
+	killAll(shims(filepath.Join(run, "containerd.sock")))
 	for _, s := range sockets {
 		_ = os.Remove(s)
+	}
+	for _, id := range sandboxes {
+		if m, _ := filepath.Glob(filepath.Join("/var/lib/cni/results", "*-"+id+"-*")); len(m) > 0 {
+			for _, f := range m {
+				_ = os.Remove(f)
+			}
+		}
 	}
 	errs = append(errs, unmountUnder(run, lib))
 	for _, d := range []string{run, lib} {
@@ -235,9 +258,8 @@ func CleanupStale() {
 		if _, err := os.Stat(filepath.Join("/proc", pidStr)); err == nil && pid != 0 {
 			continue // its test process is alive
 		}
-		// Its kubelet and containerd were killed by the watchdog or died
-		// with the process (Pdeathsig); kill any left over, then clean.
-		killByNetns(filepath.Join("/run/netns", name))
+		// Its kubelet and containerd were killed by the watchdog; cleanup
+		// kills whatever is left in its namespace and cgroups.
 		_ = cleanup(name)
 	}
 }

@@ -104,3 +104,28 @@ func (n *Node) startProxy(cfg *rest.Config) error {
 	}()
 	return nil
 }
+
+// RouteService makes ip:port (a Service's ClusterIP) reach target (an
+// address on this machine's end of the veth pair) from the node's bridged
+// Pods, as kube-proxy would: a DNAT rule in the node's namespace, forwarding
+// there, and a route on this machine back to the Pods' subnet over the veth.
+func (n *Node) RouteService(ip string, port int, target string) error {
+	steps := [][]string{
+		{"ip", "netns", "exec", n.Name, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"},
+		{"ip", "netns", "exec", n.Name, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", ip + "/32", "-p", "tcp",
+			"--dport", itoa(port), "-j", "DNAT", "--to-destination", target},
+	}
+	if !n.routed {
+		steps = append(steps, []string{"ip", "route", "replace", n.PodSubnet(), "via", n.NodeIP, "dev", n.hostVeth})
+		n.routed = true
+	}
+	for _, s := range steps {
+		if err := run(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PodSubnet is the bridged Pods' subnet, inside the node's namespace.
+func (n *Node) PodSubnet() string { return fmt.Sprintf("10.251.%d.0/24", n.subnet) }

@@ -77,6 +77,7 @@ type Node struct {
 	stopOnce  sync.Once
 	stopErr   error
 	apiTarget string
+	routed    bool
 }
 
 type bins struct {
@@ -267,6 +268,12 @@ func (p *proc) exited() error {
 	default:
 		return nil
 	}
+}
+
+// Ctr runs ctr against the node's containerd in its k8s.io namespace, e.g.
+// Ctr("images", "tag", "localhost/x:dev", "docker.io/x:dev").
+func (n *Node) Ctr(args ...string) error {
+	return run(n.bin.ctr, append([]string{"--address", n.socket(), "-n", "k8s.io"}, args...)...)
 }
 
 func (n *Node) netnsPath() string { return filepath.Join("/run/netns", n.Name) }

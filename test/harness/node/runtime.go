@@ -68,6 +68,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 
 // cniConfig is a bridge inside the node's network namespace, for Pods that
 // are not hostNetwork; its subnet (10.251.S.0/24) exists only there. The
+// Pods' default route leads into the node's namespace, which has none. The
 // kubelet keeps a Node NotReady until a CNI config is present, even for
 // hostNetwork Pods, so it is written before containerd starts.
 const cniConfig = `{
@@ -82,6 +83,7 @@ const cniConfig = `{
     "ipam": {
       "type": "host-local",
       "ranges": [[{"subnet": "10.251.{{subnet}}.0/24"}]],
+      "routes": [{"dst": "0.0.0.0/0"}],
       "dataDir": "{{lib}}/cni/ipam"
     }
   }]
