@@ -171,4 +171,3 @@ func (c *collector) last(pod, source string) (report, bool) {
 	}
 	return all[len(all)-1], true
 }
-
