@@ -54,6 +54,13 @@ lint: ## go vet and staticcheck (a go tool; checks in staticcheck.conf).
 controlplane: ## Build kube-apiserver, kube-controller-manager, kubectl and etcd from Go modules into bin/k8s (no-op when present).
 	CONTROLPLANE_DIR=$(CONTROLPLANE_DIR) hack/controlplane/build.sh
 
+GATEWAYS_DIR ?= $(CURDIR)/bin/gateways
+export GATEWAYS_DIR
+
+.PHONY: gateways
+gateways: ## Build the real gateways the verifier's tests run (Caddy) from Go modules into bin/gateways (no-op when present).
+	GATEWAYS_DIR=$(GATEWAYS_DIR) hack/gateways/build.sh
+
 .PHONY: test
 test: manifests generate vet test-unit test-fuzz test-integration ## Everything: unit tests, fuzzing briefly, then integration tests on a real API server.
 
@@ -84,7 +91,7 @@ bench-token: ## Benchmark access-token issuance (1, 8, 64 clients vs no-op) and 
 	go run ./hack/bench-token -out docs/benchmarks.md
 
 .PHONY: test-integration
-test-integration: controlplane ## Integration tests: envtest with the real kube-apiserver, etcd and garbage collector.
+test-integration: controlplane gateways ## Integration tests: envtest with the real kube-apiserver, etcd and garbage collector.
 	@mkdir -p bin
 	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test ./controllers/... $$(go list ./test/... | grep -v /test/harness/) -count=1 -timeout 30m -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-integration.log \
 	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|no test files' ; status=$${PIPESTATUS[0]}; \
