@@ -119,14 +119,32 @@ var _ = Describe("Pods mounting a key's Secret", func() {
 
 		update(key, func(k *keyward.AccessKey) { k.Spec.Revoked = true })
 		revokedAt := time.Now()
-		for _, source := range []string{"env", "file"} {
-			Eventually(func(g Gomega) {
-				r, ok := reports.last(pod, source)
-				g.Expect(ok).To(BeTrue())
-				g.Expect(r.At).To(BeTemporally(">", revokedAt))
-				g.Expect(r.Status).To(Equal(401), "the Pod's %s call is refused", source)
-			}, timeout, interval).Should(Succeed())
-		}
+		var refusedAt time.Time
+		Eventually(func(g Gomega) {
+			r, ok := reports.last(pod, "env")
+			g.Expect(ok).To(BeTrue())
+			g.Expect(r.At).To(BeTemporally(">", revokedAt))
+			g.Expect(r.Status).To(Equal(401), "the Pod's call with the key from its environment is refused")
+			refusedAt = r.At
+		}, timeout, interval).Should(Succeed())
+		// From then on no call succeeds. The file's key is refused too, or
+		// is gone from the file if the kubelet refreshed the volume while
+		// the Secret was emptied (revocation empties, then deletes it; the
+		// kubelet keeps a deleted Secret's last content, so the refused key
+		// may stay in the file).
+		Eventually(func() []report { return reports.since(pod, "file", refusedAt) }, timeout, interval).ShouldNot(BeEmpty())
+		Consistently(func(g Gomega) {
+			for _, source := range []string{"env", "file"} {
+				for _, r := range reports.since(pod, source, refusedAt) {
+					g.Expect(r.Status).NotTo(Equal(200), "a %s call after the revocation", source)
+					if r.Status == 0 {
+						g.Expect(r.Error).To(Equal("reading the key file failed"), "a %s call after the revocation", source)
+					} else {
+						g.Expect(r.Status).To(Equal(401), "a %s call after the revocation", source)
+					}
+				}
+			}
+		}, 3*time.Second, interval).Should(Succeed())
 	})
 })
 

@@ -21,6 +21,8 @@ import (
 	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -82,6 +84,8 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	GinkgoWriter.Printf("node %s Ready %s after start (node IP %s, host IP %s)\n", nd.Name, time.Since(start).Round(time.Millisecond), nd.NodeIP, nd.HostIP)
 
+	// The verifier keeps its token signing keys there.
+	Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "keyward-system"}})).To(Succeed())
 	mgr, err := ctrl.NewManager(env.Config, env.ManagerOptions(log))
 	Expect(err).NotTo(HaveOccurred())
 	opts := controllers.DefaultOptions()
