@@ -98,6 +98,28 @@ test-integration: controlplane gateways ## Integration tests: envtest with the r
 	  [ $$status -eq 0 ] || hack/failures.sh bin/test-integration.log | head -120; \
 	  echo "test-integration: exit $$status (full log: bin/test-integration.log; control-plane logs: bin/testenv/)"; exit $$status
 
+##@ Node (a real kubelet and containerd; docs/development.md)
+
+# The node suite needs root (network namespace, mounts, cgroups); .ci/run
+# bounds the whole step, builds included, with `timeout`.
+NODE_TIMEOUT ?= 15m
+
+.PHONY: node-bins
+node-bins: ## Build the test node from Go modules into bin/node (kubelet, containerd, containerd-shim-runc-v2, ctr, CNI plugins; no-op when present).
+	hack/node/build.sh
+
+.PHONY: node-images
+node-images: ## Build the node's pause and test images FROM scratch with podman into OCI archives in bin/node/images.
+	hack/node/images.sh
+
+.PHONY: test-node
+test-node: manifests controlplane node-bins node-images image-save ## Pods on a real kubelet mount Keyward Secrets, and the manager image runs as config/default deploys it (needs root); log bin/test-node.log, node logs bin/node/logs.
+	@mkdir -p bin
+	set +e; KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) go test -tags node ./test/node/... -count=1 -timeout $(NODE_TIMEOUT) -v $(GINKGO_FLAGS) -ginkgo.v -ginkgo.no-color 2>&1 | tee bin/test-node.log \
+	  | grep -E '^(---|ok|FAIL|panic)|\[FAIL\]|Ran [0-9]+ of [0-9]+ Specs|^node |the mounted file' ; status=$${PIPESTATUS[0]}; \
+	  [ $$status -eq 0 ] || hack/failures.sh bin/test-node.log | head -120; \
+	  echo "test-node: exit $$status (full log: bin/test-node.log; node logs: bin/node/logs/)"; exit $$status
+
 ##@ Chaos (faults against the manager binary; docs/security.md)
 
 # The whole chaos suite must finish within CHAOS_TIMEOUT (go test's -timeout,
