@@ -19,7 +19,7 @@ import (
 	"keyward.dev/keyward/internal/secrets"
 )
 
-// One Describe per acceptance row of SPEC §5, each asserting what a user
+// One Describe per acceptance behaviour (docs/kinds.md, docs/lifecycle.md), each asserting what a user
 // observes through the API server.
 
 var _ = Describe("Row 1: a key belongs to one application; the association cannot change", func() {

@@ -39,7 +39,7 @@ func unowned(ns, name, app string) *keyward.AccessKey {
 	return buildKey(ns, name, app, ownedBy(""))
 }
 
-var _ = Describe("Row 17 and SPEC §4: roles and admission policies (no webhook server)", func() {
+var _ = Describe("Roles and admission policies (no webhook server)", func() {
 	var ns string
 	var developer, admin, viewer client.Client
 

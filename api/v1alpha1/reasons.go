@@ -1,7 +1,7 @@
 package v1alpha1
 
 // Every reason of a Ready condition and every Event reason Keyward writes is
-// defined here, once. Reasons are part of the API (SPEC §3): tools and
+// defined here, once. Reasons are part of the API (docs/lifecycle.md): tools and
 // alerts match on them.
 
 // Reasons of an AccessKey's Ready condition.
@@ -44,7 +44,7 @@ const (
 	ReasonEnabled = "Enabled"
 )
 
-// Reasons of the Events recorded on an AccessKey (SPEC §3).
+// Reasons of the Events recorded on an AccessKey (docs/lifecycle.md).
 const (
 	EventIssued          = "Issued"
 	EventRotated         = "Rotated"

@@ -401,7 +401,7 @@ func isRefusal(reason string) bool {
 
 // Refused reports whether the key's status says the API server refused its
 // Secret for the key's current spec. Such a key is Pending and, like every
-// Pending key, holds no slot (SPEC §3); a change of its spec or its retry
+// Pending key, holds no slot (docs/limits.md); a change of its spec or its retry
 // timer brings it back.
 func Refused(k *keyward.AccessKey) bool {
 	c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady)

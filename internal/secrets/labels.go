@@ -2,7 +2,7 @@
 // material.
 package secrets
 
-// Labels and keys of a generated Secret (SPEC §2).
+// Labels and keys of a generated Secret (docs/kinds.md).
 const (
 	SecretType      = "keyward.dev/access-key"
 	LabelManagedBy  = "app.kubernetes.io/managed-by"

@@ -22,7 +22,7 @@ const (
 // Layout names the three entries of a key's Secret.
 type Layout struct{ AccessKey, KeyID, Application string }
 
-// DefaultLayout is SPEC §2's: accessKey, keyId, application.
+// DefaultLayout is the documented one (docs/kinds.md): accessKey, keyId, application.
 var DefaultLayout = Layout{DataAccessKey, DataKeyID, DataApplication}
 
 // LayoutFor is the layout key asks for in spec.secretTemplate.dataKeys.

@@ -92,7 +92,7 @@ type Input struct {
 	Now time.Time
 }
 
-// Result is the answer, shaped as SPEC §6's JSON.
+// Result is the answer, shaped as /v1/verify's JSON (docs/gateways.md).
 type Result struct {
 	Valid       bool            `json:"valid"`
 	Reason      Reason          `json:"reason"`
@@ -106,7 +106,7 @@ type Result struct {
 	ExpiresAt   *metav1.Time    `json:"expiresAt,omitempty"`
 
 	// Name is the AccessKey's name (for usage reporting; not in the JSON:
-	// SPEC §6 names the key by its ID).
+	// the API names the key by its ID).
 	Name string `json:"-"`
 	// RetryAfter is set with rate_limited: when the client may try again.
 	RetryAfter time.Duration `json:"-"`

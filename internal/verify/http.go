@@ -129,7 +129,7 @@ type Handler struct {
 	Trusted TrustedProxies
 	// KeyHeader is one more header /v1/auth reads a key from; "" for none.
 	KeyHeader string
-	// Tokens serves the access-token endpoints (SPEC §7); nil serves none.
+	// Tokens serves the access-token endpoints (docs/tokens.md); nil serves none.
 	Tokens *Tokens
 	Log    logr.Logger
 }

@@ -42,7 +42,7 @@ func NewMetrics(store Store) *Metrics {
 	return &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricRequests,
-			Help: "Key verifications by namespace, application and result (the reason of SPEC §6).",
+			Help: "Key verifications by namespace, application and result (the reason, docs/gateways.md).",
 		}, []string{labelNamespace, labelApplication, labelResult}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    MetricDuration,

@@ -33,7 +33,7 @@ const (
 	DefaultLastUsedGran      = time.Hour
 	DefaultHeavyUseThreshold = 6000
 	DefaultFlushInterval     = 10 * time.Second
-	// Access tokens (SPEC §7); the default issuer is DefaultIssuer's.
+	// Access tokens (docs/tokens.md); the default issuer is DefaultIssuer's.
 	DefaultTokenTTL              = 15 * time.Minute
 	DefaultTokenSigningSecret    = "keyward-token-signing-keys"
 	DefaultTokenSigningNamespace = DefaultManagerNamespace
@@ -79,7 +79,7 @@ type Options struct {
 	LastUsedGran      time.Duration
 	HeavyUseThreshold int
 	FlushInterval     time.Duration
-	// Tokens switches the access-token endpoints on (SPEC §7).
+	// Tokens switches the access-token endpoints on (docs/tokens.md).
 	Tokens bool
 	// TokenIssuer is iss, the base of each tenant's aud and the base URL of the token
 	// endpoints in the discovery document; empty is DefaultIssuer's.

@@ -21,7 +21,7 @@ import (
 	"keyward.dev/keyward/internal/keyformat"
 )
 
-// Endpoints of short-lived access tokens (SPEC §7), on the verifier's listener.
+// Endpoints of short-lived access tokens (docs/tokens.md), on the verifier's listener.
 const (
 	PathToken      = "/v1/token"
 	PathIntrospect = "/v1/introspect"
@@ -53,7 +53,7 @@ const (
 
 var noCache = []string{"no-cache"}
 
-// TokenClaims are the claims of an access token (SPEC §7).
+// TokenClaims are the claims of an access token (docs/tokens.md).
 type TokenClaims struct {
 	Issuer      string           `json:"iss"`
 	Subject     string           `json:"sub"`

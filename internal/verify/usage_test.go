@@ -168,7 +168,7 @@ keyward_access_keys{application="billing",namespace="t",phase="Expired"} 1
 # HELP keyward_access_key_expiry_timestamp_seconds The effective expiry of an AccessKey (status.expiresAt), in seconds since the epoch.
 # TYPE keyward_access_key_expiry_timestamp_seconds gauge
 keyward_access_key_expiry_timestamp_seconds{name="k2",namespace="t"} 1.795518e+09
-# HELP keyward_verify_requests_total Key verifications by namespace, application and result (the reason of SPEC §6).
+# HELP keyward_verify_requests_total Key verifications by namespace, application and result (the reason, docs/gateways.md).
 # TYPE keyward_verify_requests_total counter
 keyward_verify_requests_total{application="billing",namespace="t",result="ok"} 1
 `

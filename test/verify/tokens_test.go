@@ -89,7 +89,7 @@ func introspect(base, caller, token string) (int, map[string]any) {
 	return resp.StatusCode, body
 }
 
-var _ = Describe("Access tokens (SPEC §7)", func() {
+var _ = Describe("Access tokens", func() {
 	var provider *oidc.Provider
 
 	BeforeEach(func() {
