@@ -27,8 +27,6 @@ type asked struct {
 	pinned     bool
 	namespaces []string
 	refusal    Reason
-	// badAccess: an explicit access that is neither ReadOnly nor ReadWrite.
-	badAccess bool
 }
 
 // method takes one method signal (the request's own method, or a header
@@ -48,8 +46,7 @@ func (a *asked) access(v string) {
 		case keyward.ReadWrite:
 			a.write = true
 		case keyward.ReadOnly:
-		default:
-			a.badAccess = true
+		default: // no level: nothing can satisfy it
 			a.refusal = ReasonScopeNotAllowed
 		}
 	}

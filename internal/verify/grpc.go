@@ -131,10 +131,13 @@ func envoyHeaders(hr *authv3.AttributeContext_HttpRequest, extra string) http.He
 	return h
 }
 
+// checkHeaders are the headers Check reads.
+var checkHeaders = []string{HeaderAuthorization, HeaderAPIKey, HeaderForwardedFor, HeaderRealIP, HeaderScope, HeaderAccess,
+	HeaderNamespace, HeaderForwardedMethod, HeaderOriginalMethod}
+
 // wanted: the headers Check reads.
 func wanted(name, extra string) bool {
-	for _, h := range []string{HeaderAuthorization, HeaderAPIKey, HeaderForwardedFor, HeaderRealIP, HeaderScope, HeaderAccess,
-		HeaderNamespace, HeaderForwardedMethod, HeaderOriginalMethod} {
+	for _, h := range checkHeaders {
 		if strings.EqualFold(name, h) {
 			return true
 		}

@@ -401,12 +401,7 @@ func (h *Handler) authenticateClient(w http.ResponseWriter, r *http.Request, for
 	case !present || secret == "":
 		res = Result{Reason: ReasonMalformed}
 	case err == nil && pk.ID != id:
-		if blocked, wait := v.Limiter.Blocked(addr, now); blocked {
-			res = Result{Reason: ReasonRateLimited, RetryAfter: wait}
-		} else {
-			v.Limiter.Fail(addr, now)
-			res = Result{Reason: ReasonUnknown}
-		}
+		res = v.limit(Result{Reason: ReasonUnknown}, addr, true, now)
 	default:
 		var verr error
 		res, verr = v.Verify(r.Context(), Call{Key: secret, Addr: addr, LimitAddr: addr, Exchange: true})

@@ -76,11 +76,7 @@ func (v *Verifier) Verify(ctx context.Context, c Call) (Result, error) {
 		return res, err
 	}
 	if !res.matched {
-		if blocked, wait := v.Limiter.Blocked(c.LimitAddr, now); blocked {
-			res = Result{Reason: ReasonRateLimited, RetryAfter: wait}
-		} else if c.Key != "" && res.Reason.Guess() {
-			v.Limiter.Fail(c.LimitAddr, now)
-		}
+		res = v.limit(res, c.LimitAddr, c.Key != "" && res.Reason.Guess(), now)
 	}
 	if res.Valid && v.Usage != nil {
 		v.Usage.Record(res.Namespace, res.Name, now)
@@ -89,6 +85,19 @@ func (v *Verifier) Verify(ctx context.Context, c Call) (Result, error) {
 		v.Metrics.Observe(res, time.Since(start))
 	}
 	return res, nil
+}
+
+// limit is the limiter's rule for an answer whose secret matched no key
+// material: rate_limited from a blocked address, otherwise res, a guess
+// counted against addr.
+func (v *Verifier) limit(res Result, addr netip.Addr, guess bool, now time.Time) Result {
+	if blocked, wait := v.Limiter.Blocked(addr, now); blocked {
+		return Result{Reason: ReasonRateLimited, RetryAfter: wait}
+	}
+	if guess {
+		v.Limiter.Fail(addr, now)
+	}
+	return res
 }
 
 func (v *Verifier) verify(ctx context.Context, c Call, now time.Time) (Result, error) {

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -37,18 +36,7 @@ var _ = Describe("End to end with a real Caddy doing forward_auth", Ordered, Con
 
 		cmd := exec.Command(bin, "run", "--adapter", "caddyfile", "--config", file)
 		cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-		cmd.Stdout, cmd.Stderr = GinkgoWriter, GinkgoWriter
-		Expect(cmd.Start()).To(Succeed())
-		DeferCleanup(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				_ = cmd.Process.Kill()
-			}
-		})
+		startGateway(cmd, syscall.SIGTERM, nil)
 		caddyURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 		waitListening(fmt.Sprintf("127.0.0.1:%d", port))
 		h = setupHostile()

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -464,6 +465,27 @@ func gatewayBinary(name string) string {
 }
 
 // waitListening waits until addr accepts connections.
+// startGateway starts a gateway process for the rest of the container:
+// at cleanup it is stopped with stop (killed after 5 s), then after runs.
+func startGateway(cmd *exec.Cmd, stop os.Signal, after func()) {
+	GinkgoHelper()
+	cmd.Stdout, cmd.Stderr = GinkgoWriter, GinkgoWriter
+	Expect(cmd.Start()).To(Succeed())
+	DeferCleanup(func() {
+		_ = cmd.Process.Signal(stop)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+		if after != nil {
+			after()
+		}
+	})
+}
+
 func waitListening(addr string) {
 	GinkgoHelper()
 	Eventually(func() error {

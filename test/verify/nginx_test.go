@@ -98,17 +98,7 @@ http {
 		Expect(os.WriteFile(filepath.Join(dir, "keyward_auth.conf"), []byte(include), 0o600)).To(Succeed())
 
 		cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log"))
-		cmd.Stdout, cmd.Stderr = GinkgoWriter, GinkgoWriter
-		Expect(cmd.Start()).To(Succeed())
-		DeferCleanup(func() {
-			_ = cmd.Process.Signal(syscall.SIGQUIT)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				_ = cmd.Process.Kill()
-			}
+		startGateway(cmd, syscall.SIGQUIT, func() {
 			if log, err := os.ReadFile(filepath.Join(dir, "error.log")); err == nil {
 				fmt.Fprintf(GinkgoWriter, "nginx error.log:\n%s\n", log)
 			}
