@@ -267,7 +267,8 @@ spec: {application: billing}
 		Expect(keyformat.SecretMatches(revealed.Secret, jsonpath(ns, "accesskey/dana-key", ".status.secretHash"))).To(BeTrue())
 
 		line := refused("", "reveal", "dana-key", "-n", ns, "--as", "erin")
-		Expect(line).To(HavePrefix("error: reveal needs permission to get secrets in namespace " + ns + ", which you do not have"))
+		Expect(line).To(HavePrefix("error: you may not read the Secret " + ns + "/dana-key of accesskey " + ns + "/dana-key: Keyward lets only the key's owner (dana) read it"))
+		Expect(line).To(ContainSubstring("anyone else needs get on secrets in namespace " + ns))
 		Expect(line).To(ContainSubstring(`User "erin" cannot get resource "secrets"`))
 		noSecretIn(revealed, line)
 	})

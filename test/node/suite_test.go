@@ -95,6 +95,9 @@ var _ = BeforeSuite(func() {
 	vopts.BindAddress = nd.HostAddr()
 	vopts.GRPCBindAddress = "127.0.0.1:0"
 	vopts.FlushInterval = 100 * time.Millisecond
+	// The Pods call the verifier in plaintext on the node's own veth; the
+	// verify suite covers the TLS listener.
+	vopts.TLS = verify.TLSOff
 	vf, err := verify.SetupWithManager(ctx, mgr, vopts)
 	Expect(err).NotTo(HaveOccurred())
 	go func() {

@@ -3,6 +3,8 @@
 package image_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +22,7 @@ import (
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/secrets"
+	"keyward.dev/keyward/internal/verify"
 	"keyward.dev/keyward/test/harness/testenv"
 )
 
@@ -40,8 +43,10 @@ var _ = Describe("The manager image on the node, as config/default deploys it", 
 		var pods []corev1.Pod
 		Eventually(func(g Gomega) { pods = readyManagers(g); g.Expect(pods).To(HaveLen(2)) }, timeout, interval).Should(Succeed())
 		for _, p := range pods {
-			Eventually(func() int { return auth(p.Status.PodIP, key) }, timeout, interval).Should(Equal(200), "the verifier in %s", p.Name)
-			Expect(auth(p.Status.PodIP, key[:len(key)-1]+"x")).To(Equal(401))
+			Eventually(func(g Gomega) {
+				g.Expect(auth(g, p.Status.PodIP, key)).To(Equal(200), "the verifier in %s", p.Name)
+			}, timeout, interval).Should(Succeed())
+			Expect(auth(Default, p.Status.PodIP, key[:len(key)-1]+"x")).To(Equal(401))
 		}
 	})
 
@@ -134,20 +139,26 @@ func issue(name string) string {
 	return key
 }
 
-var httpClient = &http.Client{Timeout: 5 * time.Second}
+// verifierClient trusts the CA the manager publishes in the ConfigMap
+// keyward-verifier-ca, as a gateway in the cluster would, and checks the
+// certificate for the Service's name (a Pod IP is not in it).
+func verifierClient(g Gomega) *http.Client {
+	var cm corev1.ConfigMap
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: verify.DefaultTLSCAConfigMap}, &cm)).To(Succeed())
+	pool := x509.NewCertPool()
+	g.Expect(pool.AppendCertsFromPEM([]byte(cm.Data["ca.crt"]))).To(BeTrue(), "the published CA bundle parses")
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: pool, ServerName: verify.DNSNames(verify.DefaultServiceName, ns)[0], MinVersion: tls.VersionTLS12}}}
+}
 
-// auth calls a replica's GET /v1/auth (port 8082, config/manager) at its Pod
-// IP, routed over the veth to the node's bridge.
-func auth(podIP, key string) int {
-	req, err := http.NewRequest(http.MethodGet, "http://"+net.JoinHostPort(podIP, "8082")+"/v1/auth", nil)
-	if err != nil {
-		return 0
-	}
+// auth calls a replica's GET /v1/auth (port 8082 over TLS, config/manager)
+// at its Pod IP, routed over the veth to the node's bridge.
+func auth(g Gomega, podIP, key string) int {
+	req, err := http.NewRequest(http.MethodGet, "https://"+net.JoinHostPort(podIP, "8082")+"/v1/auth", nil)
+	g.Expect(err).NotTo(HaveOccurred())
 	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return 0
-	}
+	resp, err := verifierClient(g).Do(req)
+	g.Expect(err).NotTo(HaveOccurred(), "the replica's certificate verifies against the published CA")
 	_, _ = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
 	return resp.StatusCode

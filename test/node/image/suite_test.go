@@ -169,7 +169,8 @@ func bind() {
 }
 
 // apiAccessOverlay adds the kube-api-access projected volume the
-// ServiceAccount admission plugin adds to every Pod.
+// ServiceAccount admission plugin adds to every Pod, next to the Deployment's
+// own volumes (the serving certificate's /tmp).
 const apiAccessOverlay = `apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
@@ -180,19 +181,18 @@ patches:
       name: keyward-controller-manager
     patch: |-
       - op: add
-        path: /spec/template/spec/volumes
+        path: /spec/template/spec/volumes/-
         value:
-          - name: kube-api-access
-            projected:
-              defaultMode: 420
-              sources:
-                - serviceAccountToken: {expirationSeconds: 3607, path: token}
-                - configMap: {name: kube-root-ca.crt, items: [{key: ca.crt, path: ca.crt}]}
-                - downwardAPI: {items: [{path: namespace, fieldRef: {apiVersion: v1, fieldPath: metadata.namespace}}]}
+          name: kube-api-access
+          projected:
+            defaultMode: 420
+            sources:
+              - serviceAccountToken: {expirationSeconds: 3607, path: token}
+              - configMap: {name: kube-root-ca.crt, items: [{key: ca.crt, path: ca.crt}]}
+              - downwardAPI: {items: [{path: namespace, fieldRef: {apiVersion: v1, fieldPath: metadata.namespace}}]}
       - op: add
-        path: /spec/template/spec/containers/0/volumeMounts
-        value:
-          - {name: kube-api-access, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}
+        path: /spec/template/spec/containers/0/volumeMounts/-
+        value: {name: kube-api-access, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}
 `
 
 var inClusterAddr string
