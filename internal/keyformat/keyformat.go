@@ -123,6 +123,34 @@ func SecretMatches(secret, hash string) bool {
 	return subtle.ConstantTimeCompare([]byte(HashSecret(secret)), []byte(hash)) == 1
 }
 
+// Digest stands for the key where the key itself must not be kept: its
+// public ID and the hash status stores of its secret part, as
+// "kw_<id>_sha256:<hex>". It is not a key (Parse refuses it), and a
+// value of this form proves nothing by itself: only a digest made from a
+// key that Parse accepted (internal/secrets' cache transform) stands for
+// that key.
+func (k Key) Digest() string { return Prefix + k.ID + "_" + HashSecret(k.Secret) }
+
+// ParseDigest splits a Digest into the key ID and the hash of the secret
+// part.
+func ParseDigest(d string) (id, secretHash string, ok bool) {
+	const n = len(Prefix) + IDLen + 1
+	if len(d) != n+len(HashPrefix)+2*sha256.Size || !strings.HasPrefix(d, Prefix) || d[n-1] != '_' ||
+		!strings.HasPrefix(d[n:], HashPrefix) || !inAlphabet(d[len(Prefix):n-1]) {
+		return "", "", false
+	}
+	if _, err := hex.DecodeString(d[n+len(HashPrefix):]); err != nil {
+		return "", "", false
+	}
+	return d[len(Prefix) : n-1], d[n:], true
+}
+
+// HashesMatch reports, in constant time, whether two stored hashes are
+// the same.
+func HashesMatch(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
 func checksum(body string) string {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], crc32.ChecksumIEEE([]byte(body)))

@@ -176,3 +176,28 @@ func BenchmarkParseAndMatch(b *testing.B) {
 		}
 	}
 }
+
+func TestDigest(t *testing.T) {
+	k := mustGenerate(t)
+	d := k.Digest()
+	if strings.Contains(d, k.Secret) {
+		t.Fatal("the digest contains the secret")
+	}
+	if _, err := Parse(d); err == nil {
+		t.Fatal("a digest parses as a key")
+	}
+	id, hash, ok := ParseDigest(d)
+	if !ok || id != k.ID || hash != HashSecret(k.Secret) || !HashesMatch(hash, HashSecret(k.Secret)) {
+		t.Fatalf("ParseDigest(%q) = %q, %q, %v", d, id, hash, ok)
+	}
+	for _, bad := range []string{"", k.Plaintext(), HashSecret(k.Secret), d[:len(d)-1], d + "0",
+		strings.Replace(d, "sha256:", "sha512:", 1), strings.ToUpper(d[:len(d)-64]) + d[len(d)-64:],
+		d[:len(d)-1] + "g"} {
+		if _, _, ok := ParseDigest(bad); ok {
+			t.Errorf("ParseDigest accepted %q", bad)
+		}
+	}
+	if HashesMatch(hash, hash[:len(hash)-1]) {
+		t.Fatal("different hashes matched")
+	}
+}

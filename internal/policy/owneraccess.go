@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
@@ -111,11 +110,8 @@ func OwnerGrants(keys []keyward.AccessKey, secrets []corev1.Secret) []OwnerGrant
 		if !s.DeletionTimestamp.IsZero() {
 			continue
 		}
-		ref := metav1.GetControllerOf(s)
-		if ref == nil || ref.Kind != "AccessKey" {
-			continue
-		}
-		if gv, err := schema.ParseGroupVersion(ref.APIVersion); err != nil || gv.Group != keyward.GroupVersion.Group {
+		ref, ok := ControllingKey(s)
+		if !ok {
 			continue
 		}
 		k, ok := byUID[string(ref.UID)]

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
@@ -44,4 +45,17 @@ func ApplicationRef(key *keyward.AccessKey) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// ControllingKey returns the owner reference of obj (a key's Secret) that
+// names an AccessKey as its controller, if it has one.
+func ControllingKey(obj metav1.Object) (metav1.OwnerReference, bool) {
+	ref := metav1.GetControllerOfNoCopy(obj)
+	if ref == nil || ref.Kind != "AccessKey" {
+		return metav1.OwnerReference{}, false
+	}
+	if gv, err := schema.ParseGroupVersion(ref.APIVersion); err != nil || gv.Group != keyward.GroupVersion.Group {
+		return metav1.OwnerReference{}, false
+	}
+	return *ref, true
 }

@@ -53,14 +53,21 @@ func LayoutOf(s *corev1.Secret) Layout {
 
 func (l Layout) String() string { return l.AccessKey + "," + l.KeyID + "," + l.Application }
 
+// LayoutChanged reports whether s's entries are not (or not recorded as)
+// at the names key asks for.
+func LayoutChanged(s *corev1.Secret, key *keyward.AccessKey) bool {
+	to := LayoutFor(key)
+	return LayoutOf(s) != to || s.Annotations[AnnotationDataKeys] != to.String()
+}
+
 // ApplyLayout moves the key's three entries of s to the names key asks for
 // and reports whether anything changed. The values are kept: the key is
 // not re-issued. Entries that others added are left alone.
 func ApplyLayout(s *corev1.Secret, key *keyward.AccessKey) bool {
-	from, to := LayoutOf(s), LayoutFor(key)
-	if from == to && s.Annotations[AnnotationDataKeys] == to.String() {
+	if !LayoutChanged(s, key) {
 		return false
 	}
+	from, to := LayoutOf(s), LayoutFor(key)
 	values := [3][]byte{s.Data[from.AccessKey], s.Data[from.KeyID], s.Data[from.Application]}
 	for _, n := range []string{from.AccessKey, from.KeyID, from.Application} {
 		delete(s.Data, n)

@@ -65,8 +65,8 @@ func ApplyMetadata(s *corev1.Secret, key *keyward.AccessKey) bool {
 	return changed
 }
 
-// Material reads the key held in s; ok is false when s holds no
-// well-formed key.
+// Material reads the key held in s, a Secret as the API server holds it
+// (not digested); ok is false when s holds no well-formed key.
 func Material(s *corev1.Secret) (keyformat.Key, bool) {
 	if s == nil {
 		return keyformat.Key{}, false
@@ -79,11 +79,11 @@ func Material(s *corev1.Secret) (keyformat.Key, bool) {
 }
 
 // Inspect says what s, the Secret found at key's Secret name (nil when
-// none), is to key. The key's Secret is the one it controls; a Secret whose
-// owner reference someone stripped is taken back only while it still holds
-// exactly the key status records. Anything else at that name — a stranger's
-// Secret, or a look-alike with Keyward's labels and the public key ID — is
-// foreign: never used, overwritten or adopted.
+// none), digested (Digest), is to key. The key's Secret is the one it
+// controls; a Secret whose owner reference someone stripped is taken back
+// only while it still holds exactly the key status records. Anything else
+// at that name — a stranger's Secret, or a look-alike with Keyward's labels
+// and the public key ID — is foreign: never used, overwritten or adopted.
 func Inspect(s *corev1.Secret, key *keyward.AccessKey) policy.SecretState {
 	if s == nil || (!s.DeletionTimestamp.IsZero() && len(s.Data) == 0) {
 		return policy.SecretMissing
@@ -101,17 +101,21 @@ func Inspect(s *corev1.Secret, key *keyward.AccessKey) policy.SecretState {
 	return policy.SecretForeign
 }
 
-// holdsRecordedKey reports whether s holds exactly the key status records.
+// holdsRecordedKey reports whether digested s holds exactly the key status
+// records: the key whose ID and secret hash status records, that ID, and
+// the key's application.
 func holdsRecordedKey(s *corev1.Secret, key *keyward.AccessKey) bool {
-	m, ok := Material(s)
-	return ok && key.Status.KeyID != "" && m.ID == key.Status.KeyID &&
-		keyformat.SecretMatches(m.Secret, key.Status.SecretHash) &&
-		string(s.Data[LayoutOf(s).KeyID]) == m.ID && string(s.Data[LayoutOf(s).Application]) == key.Spec.Application
+	l := LayoutOf(s)
+	id, hash, ok := keyformat.ParseDigest(string(s.Data[l.AccessKey]))
+	return ok && key.Status.KeyID != "" && id == key.Status.KeyID &&
+		keyformat.HashesMatch(hash, key.Status.SecretHash) &&
+		holdsDigestOf(s.Data[l.KeyID], id) && holdsDigestOf(s.Data[l.Application], key.Spec.Application)
 }
 
-// HoldsMaterialOf reports whether s must be destroyed with key's material:
-// key controls it, or it holds (in keyId or accessKey) a key ID that key's
-// status records — whatever happened to its labels and owner references.
+// HoldsMaterialOf reports whether s, digested, must be destroyed with key's
+// material: key controls it, or it holds (in keyId or accessKey) a key ID
+// that key's status records — whatever happened to its labels and owner
+// references.
 func HoldsMaterialOf(s *corev1.Secret, key *keyward.AccessKey) bool {
 	if metav1.IsControlledBy(s, key) {
 		return true
@@ -122,21 +126,12 @@ func HoldsMaterialOf(s *corev1.Secret, key *keyward.AccessKey) bool {
 	}
 	// Any entry, whatever its name: the layout annotation may be tampered with too.
 	for _, v := range s.Data {
-		m, _ := keyformat.Parse(string(v))
+		held, _, isKey := keyformat.ParseDigest(string(v))
 		for _, id := range ids {
-			if id != "" && (string(v) == id || m.ID == id) {
+			if id != "" && ((isKey && held == id) || holdsDigestOf(v, id)) {
 				return true
 			}
 		}
 	}
 	return false
-}
-
-// ControllerUID returns the UID of the AccessKey that controls s, if any.
-func ControllerUID(s *corev1.Secret) (string, bool) {
-	ref := metav1.GetControllerOf(s)
-	if ref == nil || ref.Kind != "AccessKey" {
-		return "", false
-	}
-	return string(ref.UID), true
 }

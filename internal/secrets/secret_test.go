@@ -1,6 +1,7 @@
 package secrets
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -80,7 +81,7 @@ func TestInspect(t *testing.T) {
 	if Inspect(nil, k) != policy.SecretMissing {
 		t.Fatal("no Secret is not missing")
 	}
-	if got := Inspect(Desired(k, m), k); got != policy.SecretIntact {
+	if got := Inspect(Digest(Desired(k, m)), k); got != policy.SecretIntact {
 		t.Fatalf("the issued Secret is not intact: %v", got)
 	}
 	edits := map[string]func(*corev1.Secret){
@@ -97,7 +98,7 @@ func TestInspect(t *testing.T) {
 	for name, edit := range edits {
 		s := controlledBy(Desired(k, m), k)
 		edit(s)
-		if got := Inspect(s, k); got != policy.SecretTampered {
+		if got := Inspect(Digest(s), k); got != policy.SecretTampered {
 			t.Errorf("%s: got %v, want tampered", name, got)
 		}
 	}
@@ -105,39 +106,39 @@ func TestInspect(t *testing.T) {
 
 func TestInspectOwnership(t *testing.T) {
 	k, m := issuedKey(t)
-	if got := Inspect(controlledBy(Desired(k, m), k), k); got != policy.SecretIntact {
+	if got := Inspect(Digest(controlledBy(Desired(k, m), k)), k); got != policy.SecretIntact {
 		t.Fatalf("the controlled Secret: %v", got)
 	}
-	if got := Inspect(Desired(k, m), k); got != policy.SecretIntact {
+	if got := Inspect(Digest(Desired(k, m)), k); got != policy.SecretIntact {
 		t.Fatalf("a Secret whose owner reference was stripped is not taken back: %v", got)
 	}
 	other := &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Name: "web", UID: "other-uid"}}
-	if got := Inspect(controlledBy(Desired(k, m), other), k); got != policy.SecretForeign {
+	if got := Inspect(Digest(controlledBy(Desired(k, m), other)), k); got != policy.SecretForeign {
 		t.Fatalf("a Secret controlled by another object: %v", got)
 	}
 	// A look-alike: Keyward's labels and the public key ID, other material, no controller.
 	o, _ := keyformat.Generate()
 	lookAlike := Desired(k, o)
 	lookAlike.Data[DataKeyID] = []byte(m.ID)
-	if got := Inspect(lookAlike, k); got != policy.SecretForeign {
+	if got := Inspect(Digest(lookAlike), k); got != policy.SecretForeign {
 		t.Fatalf("a look-alike was used: %v", got)
 	}
 	edited := controlledBy(Desired(k, o), k)
-	if got := Inspect(edited, k); got != policy.SecretTampered {
+	if got := Inspect(Digest(edited), k); got != policy.SecretTampered {
 		t.Fatalf("the key's own edited Secret: %v", got)
 	}
 	terminating := controlledBy(Desired(k, m), k)
 	terminating.DeletionTimestamp = &metav1.Time{Time: time.Now()}
-	if got := Inspect(terminating, k); got != policy.SecretTampered {
+	if got := Inspect(Digest(terminating), k); got != policy.SecretTampered {
 		t.Fatalf("a Secret being deleted is not the key's Secret any more: %v", got)
 	}
 	terminating.Data = nil
-	if got := Inspect(terminating, k); got != policy.SecretMissing {
+	if got := Inspect(Digest(terminating), k); got != policy.SecretMissing {
 		t.Fatalf("an emptied Secret being deleted: %v", got)
 	}
 	neverIssued := k.DeepCopy()
 	neverIssued.Status = keyward.AccessKeyStatus{}
-	if got := Inspect(Desired(k, m), neverIssued); got != policy.SecretForeign {
+	if got := Inspect(Digest(Desired(k, m)), neverIssued); got != policy.SecretForeign {
 		t.Fatalf("an uncontrolled Secret was claimed by a key never issued: %v", got)
 	}
 }
@@ -146,17 +147,79 @@ func TestHoldsMaterialOf(t *testing.T) {
 	k, m := issuedKey(t)
 	stripped := Desired(k, m)
 	delete(stripped.Labels, LabelManagedBy)
-	if !HoldsMaterialOf(stripped, k) {
+	if !HoldsMaterialOf(Digest(stripped), k) {
 		t.Fatal("a Secret stripped of its owner reference and a label escapes destruction")
 	}
 	onlyID := &corev1.Secret{Data: map[string][]byte{DataKeyID: []byte(m.ID)}}
-	if !HoldsMaterialOf(onlyID, k) {
+	if !HoldsMaterialOf(Digest(onlyID), k) {
 		t.Fatal("a Secret holding the key ID escapes destruction")
 	}
-	if !HoldsMaterialOf(controlledBy(&corev1.Secret{}, k), k) {
+	if !HoldsMaterialOf(Digest(controlledBy(&corev1.Secret{}, k)), k) {
 		t.Fatal("a controlled Secret escapes destruction")
 	}
-	if HoldsMaterialOf(&corev1.Secret{Data: map[string][]byte{DataKeyID: []byte("other")}}, k) {
+	if HoldsMaterialOf(Digest(&corev1.Secret{Data: map[string][]byte{DataKeyID: []byte("other")}}), k) {
 		t.Fatal("a stranger's Secret would be destroyed")
+	}
+}
+
+// The cache holds no value of a key's Secret, only digests, and the
+// digested Secret still tells intact from edited.
+func TestCacheTransformKeepsNoValue(t *testing.T) {
+	k, m := issuedKey(t)
+	s := controlledBy(Desired(k, m), k)
+	s.Annotations[lastAppliedAnnotation] = `{"data":{"accessKey":"` + m.Plaintext() + `"}}`
+	s.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "keyward"}}
+	values := map[string]string{}
+	for n, v := range s.Data {
+		values[n] = string(v)
+	}
+	obj, err := CacheTransform(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := obj.(*corev1.Secret)
+	for n, v := range cached.Data {
+		if string(v) == values[n] || strings.Contains(string(v), m.Secret) {
+			t.Errorf("entry %s holds its value", n)
+		}
+		if _, _, isKey := keyformat.ParseDigest(string(v)); !isKey && !strings.HasPrefix(string(v), keyformat.HashPrefix) {
+			t.Errorf("entry %s holds no digest", n)
+		}
+	}
+	if _, ok := cached.Annotations[lastAppliedAnnotation]; ok || cached.ManagedFields != nil {
+		t.Fatal("the last-applied annotation or managedFields were kept")
+	}
+	if len(cached.Data) != 3 || cached.Labels[LabelAccessKey] != k.Name || !metav1.IsControlledBy(cached, k) {
+		t.Fatal("the transform lost what the manager reads: entries, labels, owner references")
+	}
+	if Inspect(cached, k) != policy.SecretIntact {
+		t.Fatal("the digested Secret is not intact")
+	}
+	if other, ok := CacheTransform("not a Secret"); ok != nil || other != "not a Secret" {
+		t.Fatal("other objects must pass unchanged")
+	}
+}
+
+// A value that looks like a digest is digested like any other: nobody can
+// make an edited Secret look intact by writing the public key ID and
+// secret hash into it.
+func TestForgedDigestIsTampered(t *testing.T) {
+	k, m := issuedKey(t)
+	s := controlledBy(Desired(k, m), k)
+	s.Data[DataAccessKey] = []byte(m.Digest())
+	if got := Inspect(Digest(s), k); got != policy.SecretTampered {
+		t.Fatalf("a Secret holding the digest of its key instead of the key: %v", got)
+	}
+}
+
+func TestLayoutChanged(t *testing.T) {
+	k, m := issuedKey(t)
+	s := Desired(k, m)
+	if LayoutChanged(s, k) {
+		t.Fatal("a fresh Secret has the layout its key asks for")
+	}
+	k.Spec.SecretTemplate.DataKeys = &keyward.SecretDataKeys{AccessKey: "token"}
+	if !LayoutChanged(s, k) || !ApplyLayout(s, k) || LayoutChanged(s, k) || string(s.Data["token"]) != m.Plaintext() {
+		t.Fatal("the entries were not moved to the names asked for")
 	}
 }
