@@ -2,27 +2,18 @@ package controllers
 
 import (
 	"context"
-	"errors"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/retry"
-	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -33,9 +24,10 @@ import (
 )
 
 // AccessKeyReconciler drives one AccessKey through its lifecycle. Each
-// reconcile gathers what the key depends on from the cache, asks
-// internal/policy for a plan, carries out the plan's Secret I/O, and writes
-// the planned status once.
+// reconcile gathers what the key depends on, asks internal/policy for a
+// plan, has the Secret writer carry out the plan's Secret I/O, writes the
+// planned status once and records the plan's Event. Status writes are in
+// accesskey_status.go, watches and wake-ups in accesskey_watches.go.
 type AccessKeyReconciler struct {
 	client.Client
 	// APIReader reads Secrets the label-filtered cache cannot see, and
@@ -46,6 +38,7 @@ type AccessKeyReconciler struct {
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 
+	secrets  *secrets.Writer
 	slots    *slotLedger
 	expected *materialExpectations
 	// wakeups carries namespaces where a slot freed inside a reconcile.
@@ -62,7 +55,6 @@ type AccessKeyReconciler struct {
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	// Gather: the key and everything its plan depends on, from the cache.
 	var key keyward.AccessKey
 	if err := r.Get(ctx, req.NamespacedName, &key); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -80,35 +72,14 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// once it is.
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
-	app, err := application(ctx, r.Client, key.Namespace, key.Spec.Application)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	tenant, err := tenantPolicy(ctx, r.Client, key.Namespace, r.Options.APIKeysEnabledByDefault)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	secret, err := r.secret(ctx, r.Client, &key)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	obs := policy.Observation{Key: &key, App: app, Tenant: tenant, Secret: secrets.Inspect(secret, &key),
-		Now: now, MaxRequeue: r.Options.MaxRequeue}
 
-	// The cache may miss a Secret whose labels were stripped, or lag behind
-	// our own last write: before material is replaced, confirm the Secret
-	// with the API server. (A first issue needs no read: a taken name
-	// refuses the create; destroy reads the Secret itself.) A key waiting
-	// for a taken name looks whether it is free before it competes again.
-	if p := policy.PlanKey(obs); p.Material == policy.MaterialReissue || p.Material == policy.MaterialRotate || policy.RefusedForName(&key) {
-		if secret, err = r.secret(ctx, r.APIReader, &key); err != nil {
-			return ctrl.Result{}, err
-		}
-		obs.Secret = secrets.Inspect(secret, &key)
+	// Gather.
+	obs, secret, err := r.gather(ctx, &key, now)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
-
 	if policy.NeedsSlot(obs) {
-		slot, ok, err := r.slots.decide(ctx, &key, tenant)
+		slot, ok, err := r.slots.decide(ctx, &key, obs.Tenant)
 		if err != nil || !ok {
 			return ctrl.Result{}, err // !ok: deleted meanwhile
 		}
@@ -117,39 +88,11 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		r.wake(key.Namespace) // it no longer needs the slot it was granted
 	}
 
-	// Plan.
+	// Plan, then act on it: the Secret I/O; a refusal folds into the plan.
 	plan := policy.PlanKey(obs)
-
-	// Do the Secret I/O; a refusal folds into the plan.
-	wrote := false
-	switch {
-	case plan.Material.Writes():
-		material, err := r.writeMaterial(ctx, &key, secret, plan.Material)
-		if err != nil {
-			refusal, ok := secretRefusal(err)
-			if !ok {
-				return ctrl.Result{}, err
-			}
-			logf.FromContext(ctx).V(1).Info("the API server refused the key's Secret", "reason", refusal.Reason, "error", err.Error())
-			if plan.Material == policy.MaterialIssue && r.slots.release(&key) {
-				r.wake(key.Namespace)
-			}
-			plan = policy.FoldRefusal(obs, refusal)
-			break
-		}
-		plan.RecordMaterial(material.ID, keyformat.HashSecret(material.Secret))
-		wrote = true
-	case plan.Material == policy.MaterialDestroy:
-		if err := r.destroy(ctx, &key); err != nil {
-			return ctrl.Result{}, err
-		}
-	case obs.Secret == policy.SecretIntact:
-		if err := r.syncSecretMetadata(ctx, &key, secret); apierrors.IsInvalid(err) {
-			logf.FromContext(ctx).V(1).Info("the API server refused the Secret's metadata", "error", err.Error())
-			plan = policy.FoldMetadataRefusal(plan, fieldsOf(err))
-		} else if err != nil {
-			return ctrl.Result{}, err
-		}
+	plan, wrote, err := r.act(ctx, &key, obs, secret, plan)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
 
 	// An Event that nothing else would record is written before the status
@@ -179,332 +122,78 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	return ctrl.Result{RequeueAfter: plan.RequeueAfter}, nil
 }
 
-// showDeleting records in the status of a key being deleted that it is
-// (finalizers keep it): Ready=False, reason Deleting, the finalizers named.
-// Nothing else is done for it: it keeps whatever slot it held until it is
-// gone (the slot ledger counts it), the verifier refuses it, and its
-// Secret goes with it. One status patch, and none when the status already
-// says so; the API server accepts status writes on a terminating object.
-func (r *AccessKeyReconciler) showDeleting(ctx context.Context, key *keyward.AccessKey, now time.Time) (ctrl.Result, error) {
-	st := policy.DeletingStatus(key, now)
-	if equality.Semantic.DeepEqual(key.Status, st) {
-		return ctrl.Result{}, nil
-	}
-	desired := key.DeepCopy()
-	desired.Status = st
-	err := r.Status().Patch(ctx, desired, client.MergeFromWithOptions(key, client.MergeFromWithOptimisticLock{}))
-	switch {
-	case apierrors.IsConflict(err):
-		return ctrl.Result{RequeueAfter: policy.MinRequeue}, nil
-	case apierrors.IsInvalid(err):
-		// A spec the restored CRD refuses makes every status write fail
-		// (decision 60): nothing to retry until it changes.
-		logf.FromContext(ctx).V(1).Info("the API server refused the status of a key being deleted", "error", err.Error())
-		return ctrl.Result{}, nil
-	}
-	return ctrl.Result{}, client.IgnoreNotFound(err)
-}
-
-// writeStatus writes the planned status with one patch; after a material
-// write that patch cannot lose a race, so a written Secret is always
-// recorded (should it conflict all the same, the status goes onto the
-// latest version of the key). If the API
-// server refuses the status as invalid, a minimal one (phase, Ready with
-// its reason, the material record) is written instead, so that no key is
-// left without a status.
-func (r *AccessKeyReconciler) writeStatus(ctx context.Context, key *keyward.AccessKey, plan policy.Plan, wrote bool) error {
-	if equality.Semantic.DeepEqual(key.Status, plan.Status) {
-		return nil
-	}
-	desired := key.DeepCopy()
-	desired.Status = plan.Status
-	// Optimistic locking keeps a stale view from overwriting newer status.
-	// After a material write the Secret holds the new key whatever else
-	// changed meanwhile (typically the owner-reference patch), so the patch
-	// goes through without the lock: one request, and the key is recorded.
-	var opts []client.MergeFromOption
-	if !wrote {
-		opts = append(opts, client.MergeFromWithOptimisticLock{})
-	}
-	err := r.Status().Patch(ctx, desired, client.MergeFromWithOptions(key, opts...))
-	switch {
-	case err == nil:
-	case apierrors.IsConflict(err) && wrote:
-		err = r.reapplyStatus(ctx, key, plan.Status)
-	case apierrors.IsInvalid(err):
-		logf.FromContext(ctx).V(1).Info("the API server refused the planned status; writing a minimal one", "error", err.Error())
-		err = r.reapplyStatus(ctx, key, policy.MinimalStatus(plan, key))
-	}
-	if err == nil {
-		logf.FromContext(ctx).V(1).Info("status updated", "phase", plan.Status.Phase, "reason", plan.Ready().Reason, "keyID", plan.Status.KeyID)
-	}
-	return err
-}
-
-// reapplyStatus writes status onto the latest version of the key. Only
-// lastUsedAt, which the verifier writes, is taken from the latest version.
-func (r *AccessKeyReconciler) reapplyStatus(ctx context.Context, key *keyward.AccessKey, status keyward.AccessKeyStatus) error {
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var latest keyward.AccessKey
-		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(key), &latest); err != nil {
-			return err
-		}
-		if latest.UID != key.UID {
-			return apierrors.NewNotFound(keyward.GroupVersion.WithResource("accesskeys").GroupResource(), key.Name)
-		}
-		lastUsed := latest.Status.LastUsedAt
-		latest.Status = *status.DeepCopy()
-		latest.Status.LastUsedAt = lastUsed
-		return r.Status().Update(ctx, &latest)
-	})
-}
-
-// secret returns the Secret at the key's Secret name as read by reader,
-// or nil when there is none.
-func (r *AccessKeyReconciler) secret(ctx context.Context, reader client.Reader, key *keyward.AccessKey) (*corev1.Secret, error) {
-	var s corev1.Secret
-	err := reader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.SecretName()}, &s)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
+// gather reads what the key's plan depends on: its Application, the
+// tenant's policy and its Secret (digested), from the cache, and the
+// Secret again from the API server when the cache's word is not enough
+// (policy.ConfirmSecret). The slot decision is the limits' part.
+func (r *AccessKeyReconciler) gather(ctx context.Context, key *keyward.AccessKey, now time.Time) (policy.Observation, *corev1.Secret, error) {
+	app, err := application(ctx, r.Client, key.Namespace, key.Spec.Application)
 	if err != nil {
-		return nil, err
+		return policy.Observation{}, nil, err
 	}
-	return &s, nil
-}
-
-// writeMaterial generates new key material and puts it into the key's
-// Secret; existing is what the plan saw at the Secret name. Fresh material
-// goes into a new Secret unless existing is the key's own intact Secret
-// (rotation) or its own Secret whose material was never recorded (a crash
-// after the Secret write): material already in a Secret is never adopted,
-// and a Secret someone edited is emptied and deleted, not reused with
-// whatever finalizers, labels or annotations were added to it.
-func (r *AccessKeyReconciler) writeMaterial(ctx context.Context, key *keyward.AccessKey, existing *corev1.Secret, action policy.MaterialAction) (keyformat.Key, error) {
-	material, err := keyformat.Generate()
+	tenant, err := tenantPolicy(ctx, r.Client, key.Namespace, r.Options.APIKeysEnabledByDefault)
 	if err != nil {
-		return keyformat.Key{}, err
+		return policy.Observation{}, nil, err
 	}
-	desired := secrets.Desired(key, material)
-	if err := controllerutil.SetControllerReference(key, desired, r.Scheme()); err != nil {
-		return keyformat.Key{}, err
-	}
-	if action == policy.MaterialIssue {
-		err := r.Create(ctx, desired)
-		if !apierrors.IsAlreadyExists(err) {
-			return material, err
-		}
-		// Ours from an unrecorded issue? Then it gets the new material.
-		if existing, err = r.secret(ctx, r.APIReader, key); err != nil {
-			return keyformat.Key{}, err
-		}
-		if existing == nil || !metav1.IsControlledBy(existing, key) || !existing.DeletionTimestamp.IsZero() {
-			return keyformat.Key{}, apierrors.NewAlreadyExists(corev1.Resource("secrets"), key.SecretName())
-		}
-		return material, r.overwrite(ctx, existing, desired)
-	}
-	switch secrets.Inspect(existing, key) {
-	case policy.SecretMissing:
-		if existing != nil { // emptied, being deleted: create once it is gone
-			return keyformat.Key{}, apierrors.NewAlreadyExists(corev1.Resource("secrets"), key.SecretName())
-		}
-		return material, r.Create(ctx, desired)
-	case policy.SecretIntact: // a rotation
-		return material, r.overwrite(ctx, existing, desired)
-	case policy.SecretTampered:
-		if err := r.scrubAndDelete(ctx, existing); err != nil {
-			return keyformat.Key{}, err
-		}
-		return material, r.Create(ctx, desired) // AlreadyExists while a finalizer keeps the old one
-	}
-	return keyformat.Key{}, apierrors.NewAlreadyExists(corev1.Resource("secrets"), key.SecretName())
-}
-
-// overwrite puts desired's material, type, labels and controller reference
-// into existing, one of the key's own Secrets.
-func (r *AccessKeyReconciler) overwrite(ctx context.Context, existing, desired *corev1.Secret) error {
-	existing.Type = desired.Type
-	existing.Data = desired.Data
-	existing.OwnerReferences = desired.OwnerReferences
-	existing.Labels, existing.Annotations = mergeMaps(existing.Labels, desired.Labels), mergeMaps(existing.Annotations, desired.Annotations)
-	return r.Update(ctx, existing)
-}
-
-// destroy empties and deletes the Secret holding the key's material. It is
-// found with an API read by name, so stripped labels do not hide it, and
-// recognised by its controller or by the key IDs status records, so a
-// stripped owner reference does not either. Emptying comes first: a
-// finalizer someone added keeps a deleted Secret, and it must keep no key.
-func (r *AccessKeyReconciler) destroy(ctx context.Context, key *keyward.AccessKey) error {
-	name := key.Status.SecretName
-	if name == "" {
-		name = key.SecretName()
-	}
-	var s corev1.Secret
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: name}, &s)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
+	secret, err := r.secrets.Read(ctx, key, false)
 	if err != nil {
-		return err
+		return policy.Observation{}, nil, err
 	}
-	if !secrets.HoldsMaterialOf(&s, key) {
-		return nil // someone else's Secret: not ours to touch
-	}
-	if metav1.GetControllerOf(&s) == nil {
-		// Its owner reference was stripped: the write that empties it
-		// takes it back, so that a manager stopped before the delete
-		// still knows the emptied Secret as the key's (and the garbage
-		// collector takes it with the key).
-		if err := controllerutil.SetControllerReference(key, &s, r.Scheme()); err != nil {
-			return err
+	state := secrets.Inspect(secret, key)
+	if policy.ConfirmSecret(key, state) {
+		if secret, err = r.secrets.Read(ctx, key, true); err != nil {
+			return policy.Observation{}, nil, err
 		}
+		state = secrets.Inspect(secret, key)
 	}
-	return r.scrubAndDelete(ctx, &s)
+	return policy.Observation{Key: key, App: app, Tenant: tenant, Secret: state, Now: now, MaxRequeue: r.Options.MaxRequeue}, secret, nil
 }
 
-// scrubAndDelete empties s's data, then deletes it.
-func (r *AccessKeyReconciler) scrubAndDelete(ctx context.Context, s *corev1.Secret) error {
-	if err := scrub(ctx, r.Client, s); err != nil {
-		return err
-	}
-	if !s.DeletionTimestamp.IsZero() {
-		return nil
-	}
-	return client.IgnoreNotFound(r.Delete(ctx, s, client.Preconditions{UID: &s.UID}))
-}
-
-// scrub empties the data of s. An immutable Secret cannot be emptied; it
-// is deleted all the same.
-func scrub(ctx context.Context, c client.Client, s *corev1.Secret) error {
-	if len(s.Data) == 0 && len(s.StringData) == 0 {
-		return nil
-	}
-	s.Data, s.StringData = nil, nil
-	err := c.Update(ctx, s)
-	if apierrors.IsInvalid(err) || apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
-}
-
-// syncSecretMetadata restores the labels, annotations and controller
-// reference someone removed from the key's intact Secret, and gives its
-// entries the names spec.secretTemplate.dataKeys asks for; the key
-// material is left alone.
-func (r *AccessKeyReconciler) syncSecretMetadata(ctx context.Context, key *keyward.AccessKey, secret *corev1.Secret) error {
-	orig := secret.DeepCopy()
-	changed := secrets.ApplyMetadata(secret, key)
-	changed = secrets.ApplyLayout(secret, key) || changed
-	if !metav1.IsControlledBy(secret, key) {
-		if err := controllerutil.SetControllerReference(key, secret, r.Scheme()); err != nil {
-			return err
-		}
-		changed = true
-	}
-	if !changed {
-		return nil
-	}
-	return r.Patch(ctx, secret, client.MergeFrom(orig))
-}
-
-// secretRefusal tells whether the API server refused the key's Secret for
-// a reason only the user can fix, and which spec fields are at fault. The
-// API server's message is not passed on: it may echo any template value.
-func secretRefusal(err error) (policy.Refusal, bool) {
+// act carries out the plan's Secret I/O on secret, what the plan saw at
+// the key's Secret name, and returns the plan with what was written
+// recorded (or the API server's refusal folded in), and whether new
+// material was written.
+func (r *AccessKeyReconciler) act(ctx context.Context, key *keyward.AccessKey, obs policy.Observation, secret *corev1.Secret, plan policy.Plan) (policy.Plan, bool, error) {
 	switch {
-	case apierrors.IsAlreadyExists(err):
-		return policy.Refusal{Reason: keyward.ReasonSecretNameConflict}, true
-	case apierrors.IsInvalid(err):
-		return policy.Refusal{Reason: keyward.ReasonSecretInvalid, Fields: fieldsOf(err)}, true
-	}
-	return policy.Refusal{}, false
-}
-
-// fieldsOf maps the fields an Invalid error names on the Secret to the
-// AccessKey spec fields that set them.
-func fieldsOf(err error) []string {
-	var status apierrors.APIStatus
-	if !errors.As(err, &status) || status.Status().Details == nil {
-		return nil
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, c := range status.Status().Details.Causes {
-		var f string
-		switch {
-		case strings.HasPrefix(c.Field, "metadata.labels"):
-			f = "spec.secretTemplate.labels"
-		case strings.HasPrefix(c.Field, "metadata.annotations"):
-			f = "spec.secretTemplate.annotations"
-		case strings.HasPrefix(c.Field, "metadata.name"):
-			f = "spec.secretTemplate.name"
-		default:
-			continue
-		}
-		if !seen[f] {
-			seen[f] = true
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func mergeMaps(have, want map[string]string) map[string]string {
-	if have == nil {
-		have = map[string]string{}
-	}
-	for k, v := range want {
-		have[k] = v
-	}
-	return have
-}
-
-// wake asks for the keys of ns that a freed slot changes to be
-// reconciled (see wakingKeys).
-func (r *AccessKeyReconciler) wake(ns string) {
-	ev := event.GenericEvent{Object: &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns}}}
-	select {
-	case r.wakeups <- ev:
-	default:
-		go func() { r.wakeups <- ev }() // never block a worker
-	}
-}
-
-// wakingKeys returns the keys of obj's namespace whose slot decision a
-// freed slot changes (see slotLedger.waking).
-func (r *AccessKeyReconciler) wakingKeys(ctx context.Context, obj client.Object) []ctrl.Request {
-	ns := obj.GetNamespace()
-	tenant, err := tenantPolicy(ctx, r.Client, ns, r.Options.APIKeysEnabledByDefault)
-	if err == nil {
-		var keys []types.NamespacedName
-		if keys, err = r.slots.waking(ctx, ns, tenant); err == nil {
-			reqs := make([]ctrl.Request, len(keys))
-			for i := range keys {
-				reqs[i] = ctrl.Request{NamespacedName: keys[i]}
+	case plan.Material.Writes():
+		material, err := r.secrets.Write(ctx, key, secret, plan.Material)
+		if err != nil {
+			refusal, ok := secretRefusal(err)
+			if !ok {
+				return plan, false, err
 			}
-			return reqs
+			logf.FromContext(ctx).V(1).Info("the API server refused the key's Secret", "reason", refusal.Reason, "error", err.Error())
+			if plan.Material == policy.MaterialIssue && r.slots.release(key) {
+				r.wake(key.Namespace)
+			}
+			return policy.FoldRefusal(obs, refusal), false, nil
 		}
+		plan.RecordMaterial(material.ID, keyformat.HashSecret(material.Secret))
+		return plan, true, nil
+	case plan.Material == policy.MaterialDestroy:
+		return plan, false, r.secrets.Destroy(ctx, key)
+	case obs.Secret == policy.SecretIntact:
+		err := r.secrets.SyncMetadata(ctx, key, secret)
+		if apierrors.IsInvalid(err) {
+			logf.FromContext(ctx).V(1).Info("the API server refused the Secret's metadata", "error", err.Error())
+			return policy.FoldMetadataRefusal(plan, fieldsOf(err)), false, nil
+		}
+		return plan, false, err
 	}
-	logf.FromContext(ctx).Error(err, "waking waiting keys", "namespace", ns)
-	return nil
+	return plan, false, nil
 }
 
 // SetupWithManager watches AccessKeys (not their status updates: those are
 // the controller's own) and their Secrets, and what plans depend on:
 // Applications and TenantSettings, but only when their spec changes or they
 // come or go (never on their status updates), and other keys only when a
-// slot can have freed.
+// slot can have freed (accesskey_watches.go).
 func (r *AccessKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.secrets = secrets.NewWriter(r.Client, r.APIReader)
 	r.slots = newSlotLedger(mgr.GetCache())
 	r.expected = newMaterialExpectations()
 	r.wakeups = make(chan event.GenericEvent, 1024)
 	specChanged := builder.WithPredicates(predicate.GenerationChangedPredicate{})
-	enqueue := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], ns string) {
-		for _, req := range r.wakingKeys(ctx, &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns}}) {
-			q.Add(req)
-		}
-	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("accesskey").
 		For(&keyward.AccessKey{}, builder.WithPredicates(keyChanged)).
@@ -516,53 +205,7 @@ func (r *AccessKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		})).
 		Watches(&keyward.Application{}, handler.EnqueueRequestsFromMapFunc(r.keysOfApplication), specChanged).
 		Watches(&keyward.TenantSettings{}, handler.EnqueueRequestsFromMapFunc(r.keysOfNamespace), specChanged).
-		Watches(&keyward.AccessKey{}, handler.Funcs{
-			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				if slotFreed(e.ObjectOld.(*keyward.AccessKey), e.ObjectNew.(*keyward.AccessKey)) {
-					enqueue(ctx, q, e.ObjectNew.GetNamespace())
-				}
-			},
-			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				if k, ok := e.Object.(*keyward.AccessKey); ok && (policy.IsIssued(k) || k.Status.Phase == "" || r.slots.holds(k)) {
-					enqueue(ctx, q, k.Namespace)
-				}
-			},
-		}).
+		Watches(&keyward.AccessKey{}, r.slotFreedHandler()).
 		WatchesRawSource(source.Channel(r.wakeups, handler.EnqueueRequestsFromMapFunc(r.wakingKeys))).
 		Complete(r)
-}
-
-// slotFreed reports whether an update of a key can have freed a slot: an
-// issued key changed owner, or its Secret was refused (a Pending key holds
-// no slot). A key that starts being deleted frees nothing: it keeps its
-// slot until it is gone, and its removal wakes the waiting keys.
-func slotFreed(old, new *keyward.AccessKey) bool {
-	switch {
-	case policy.IsIssued(new) && old.Spec.Owner != new.Spec.Owner:
-		return true
-	case policy.Refused(new) && !policy.Refused(old):
-		return true
-	}
-	return false
-}
-
-// keyOfSecret maps a Keyward Secret to its key: its controller, or the key
-// its label names (a look-alike going away may unblock that key).
-func keyOfSecret(_ context.Context, obj client.Object) []ctrl.Request {
-	var reqs []ctrl.Request
-	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "AccessKey" {
-		reqs = append(reqs, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: ref.Name}})
-	}
-	if name := obj.GetLabels()[secrets.LabelAccessKey]; name != "" && (len(reqs) == 0 || reqs[0].Name != name) {
-		reqs = append(reqs, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}})
-	}
-	return reqs
-}
-
-func (r *AccessKeyReconciler) keysOfApplication(ctx context.Context, obj client.Object) []ctrl.Request {
-	return listKeys(ctx, r.Client, obj.GetNamespace(), client.MatchingFields{IndexKeyApplication: obj.GetName()}, nil)
-}
-
-func (r *AccessKeyReconciler) keysOfNamespace(ctx context.Context, obj client.Object) []ctrl.Request {
-	return listKeys(ctx, r.Client, obj.GetNamespace(), nil, nil)
 }

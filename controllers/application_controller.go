@@ -78,15 +78,7 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: obj.(*keyward.AccessKey).Spec.Application}}}
 		}), builder.WithPredicates(countsChanged)).
 		Watches(&keyward.TenantSettings{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []ctrl.Request {
-			var apps keyward.ApplicationList
-			if err := r.List(ctx, &apps, client.InNamespace(obj.GetNamespace()), client.UnsafeDisableDeepCopy); err != nil {
-				return nil
-			}
-			reqs := make([]ctrl.Request, 0, len(apps.Items))
-			for i := range apps.Items {
-				reqs = append(reqs, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&apps.Items[i])})
-			}
-			return reqs
+			return requestsFor(ctx, r.Client, &keyward.ApplicationList{}, client.InNamespace(obj.GetNamespace()))
 		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Complete(r)
 }

@@ -76,7 +76,8 @@ func (r *AccessKeyOwnerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A key waiting for its Application is tied when it is created;
 		// nothing else about an Application concerns this controller.
 		Watches(&keyward.Application{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []ctrl.Request {
-			return listKeys(ctx, r.Client, obj.GetNamespace(), client.MatchingFields{IndexKeyApplication: obj.GetName()}, nil)
+			return requestsFor(ctx, r.Client, &keyward.AccessKeyList{}, client.InNamespace(obj.GetNamespace()),
+				client.MatchingFields{IndexKeyApplication: obj.GetName()})
 		}), builder.WithPredicates(predicate.Funcs{
 			UpdateFunc: func(event.UpdateEvent) bool { return false },
 			DeleteFunc: func(event.DeleteEvent) bool { return false },

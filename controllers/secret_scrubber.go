@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/policy"
 	"keyward.dev/keyward/internal/secrets"
 )
 
@@ -44,18 +45,18 @@ func (r *SecretScrubber) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 			return ctrl.Result{}, err
 		}
 	}
-	return ctrl.Result{}, client.IgnoreNotFound(scrub(ctx, r.Client, &s))
+	return ctrl.Result{}, client.IgnoreNotFound(secrets.Scrub(ctx, r.Client, &s))
 }
 
 // keyGone reports whether the AccessKey controlling s no longer exists or
 // is being deleted. A Secret without an AccessKey controller is left to
 // the key its label names (it may be taken back or be a stranger's).
 func (r *SecretScrubber) keyGone(ctx context.Context, s *corev1.Secret) (bool, error) {
-	uid, ok := secrets.ControllerUID(s)
+	ref, ok := policy.ControllingKey(s)
 	if !ok {
 		return false, nil
 	}
-	name := types.NamespacedName{Namespace: s.Namespace, Name: controllerName(s)}
+	uid, name := string(ref.UID), types.NamespacedName{Namespace: s.Namespace, Name: ref.Name}
 	var key keyward.AccessKey
 	err := r.Get(ctx, name, &key)
 	if err == nil && string(key.UID) == uid && key.DeletionTimestamp.IsZero() {
@@ -70,15 +71,6 @@ func (r *SecretScrubber) keyGone(ctx context.Context, s *corev1.Secret) (bool, e
 		return false, err
 	}
 	return string(key.UID) != uid || !key.DeletionTimestamp.IsZero(), nil
-}
-
-func controllerName(s *corev1.Secret) string {
-	for _, ref := range s.OwnerReferences {
-		if ref.Controller != nil && *ref.Controller {
-			return ref.Name
-		}
-	}
-	return ""
 }
 
 // SetupWithManager watches Keyward Secrets that hold data when they appear

@@ -14,43 +14,14 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/policy"
 	"keyward.dev/keyward/internal/secrets"
 )
 
-// Options are the manager-wide settings the controllers share.
-type Options struct {
-	// APIKeysEnabledByDefault is the switch for tenants whose TenantSettings
-	// is missing or leaves apiKeysEnabled unset.
-	APIKeysEnabledByDefault bool
-	// MaxRequeue caps every timer so that a lost one heals.
-	MaxRequeue time.Duration
-	// MaxConcurrentReconciles is how many AccessKeys the AccessKey and the
-	// owner-reference controllers each reconcile at once. Limits stay exact whatever the number: slots are decided one
-	// namespace at a time (see docs/limits.md).
-	MaxConcurrentReconciles int
-	// AdmissionPolicies, when set, tells whether the shipped admission
-	// policies are installed; every TenantSettings reports it.
-	AdmissionPolicies AdmissionPolicies
-	// AdmissionChanged, when set, delivers an event whenever that changes,
-	// so every TenantSettings is reported again.
-	AdmissionChanged <-chan event.GenericEvent
-}
-
-// AdmissionPolicies is what the manager knows of its admission policies
-// (internal/health.AdmissionPolicies).
-type AdmissionPolicies interface {
-	Installed() (installed, known bool)
-	Missing() []string
-}
-
-// DefaultOptions returns the defaults used by the manager's flags.
-func DefaultOptions() Options {
-	return Options{MaxRequeue: 10 * time.Minute, MaxConcurrentReconciles: 4}
-}
+// IndexKeyApplication indexes AccessKeys by spec.application.
+const IndexKeyApplication = "spec.application"
 
 // FieldOwner is the field manager of every write the controllers make, so
 // managedFields show what Keyward wrote (status, metadata, its Secrets).
@@ -58,11 +29,14 @@ const FieldOwner = "keyward"
 
 // CacheOptions restricts the manager's cache to what Keyward reads: of all
 // Secrets, only those it generates, so unrelated Secrets cost no memory and
-// are never read.
+// are never read, and of those no value, only digests: whatever needs a
+// value reads it from the API server.
 func CacheOptions() cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(secrets.ManagedLabels())},
+			// Of all Secrets, Keyward's, each value replaced by its digest:
+			// the manager's memory holds no key (internal/secrets.CacheTransform).
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(secrets.ManagedLabels()), Transform: secrets.CacheTransform},
 			// Of all Roles and RoleBindings, only those kept for key owners.
 			&rbacv1.Role{}:        {Label: ownerAccessSelector},
 			&rbacv1.RoleBinding{}: {Label: ownerAccessSelector},

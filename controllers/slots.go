@@ -114,7 +114,7 @@ func (l *slotLedger) waking(ctx context.Context, ns string, tenant policy.Tenant
 		d := decisions[k.Name]
 		switch {
 		case d.Outcome == policy.SlotGranted,
-			d.Outcome == policy.SlotDenied && (k.Status.Phase != keyward.PhaseRejected || readyReason(k) != d.Reason):
+			d.Outcome == policy.SlotDenied && (k.Status.Phase != keyward.PhaseRejected || k.Status.ReadyReason() != d.Reason):
 			wake = append(wake, types.NamespacedName{Namespace: ns, Name: k.Name})
 		}
 	}

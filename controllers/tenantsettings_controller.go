@@ -88,15 +88,7 @@ func (r *TenantSettingsReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Options.AdmissionChanged != nil {
 		b = b.WatchesRawSource(source.Channel(r.Options.AdmissionChanged, handler.EnqueueRequestsFromMapFunc(
 			func(ctx context.Context, _ client.Object) []ctrl.Request {
-				var all keyward.TenantSettingsList
-				if err := r.List(ctx, &all, client.UnsafeDisableDeepCopy); err != nil {
-					return nil
-				}
-				reqs := make([]ctrl.Request, 0, len(all.Items))
-				for i := range all.Items {
-					reqs = append(reqs, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&all.Items[i])})
-				}
-				return reqs
+				return requestsFor(ctx, r.Client, &keyward.TenantSettingsList{})
 			})))
 	}
 	return b.

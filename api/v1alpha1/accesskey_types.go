@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -309,6 +310,20 @@ func (k *AccessKey) SecretName() string {
 		return k.Spec.SecretTemplate.Name
 	}
 	return k.Name
+}
+
+// ReadyCondition is the status's Ready condition, nil when it has none.
+func (s *AccessKeyStatus) ReadyCondition() *metav1.Condition {
+	return meta.FindStatusCondition(s.Conditions, ConditionReady)
+}
+
+// ReadyReason is the reason of the status's Ready condition, "" when it
+// has none.
+func (s *AccessKeyStatus) ReadyReason() string {
+	if c := s.ReadyCondition(); c != nil {
+		return c.Reason
+	}
+	return ""
 }
 
 func init() {

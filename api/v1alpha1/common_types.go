@@ -15,6 +15,16 @@ func (a AccessLevel) Allows(want AccessLevel) bool {
 	return a == ReadWrite || a == want
 }
 
+// OrDefault is the level a scope grants when its access is left out:
+// ReadOnly, the CRD's default (an object stored before the default may
+// still have none).
+func (a AccessLevel) OrDefault() AccessLevel {
+	if a == "" {
+		return ReadOnly
+	}
+	return a
+}
+
 // Scope is a named permission with an access level.
 type Scope struct {
 	// name of the scope, e.g. "devices" or "reports": an OAuth 2.0 scope

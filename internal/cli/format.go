@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/yaml"
@@ -105,7 +104,7 @@ type ListView[T any] struct {
 }
 
 func ready(k *keyward.AccessKey) (reason, message string) {
-	if c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady); c != nil {
+	if c := k.Status.ReadyCondition(); c != nil {
 		return c.Reason, c.Message
 	}
 	return "", ""

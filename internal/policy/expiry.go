@@ -34,6 +34,38 @@ func EffectiveExpiry(requested, lifetimeLimit *metav1.Time) *metav1.Time {
 	}
 }
 
+// AskedExpiry is the expiry the key's spec asks for now, within the
+// lifetime limit recorded when it was issued: min(spec.expiresAt,
+// status.lifetimeLimit); nil means never. An unreadable spec.expiresAt is
+// an error naming the field.
+func AskedExpiry(k *keyward.AccessKey) (*metav1.Time, error) {
+	requested, err := RequestedExpiry(k)
+	if err != nil {
+		return nil, err
+	}
+	return EffectiveExpiry(requested, k.Status.LifetimeLimit), nil
+}
+
+// VerifiableUntil is when the key stops verifying: the earlier of
+// status.expiresAt (what the controller recorded) and AskedExpiry (what
+// the user asks now, before the controller has recorded it); nil means
+// never. It fails closed: an expiry nobody can read has passed. The
+// result may be shared with k: read it only.
+func VerifiableUntil(k *keyward.AccessKey) *metav1.Time {
+	recorded := k.Status.ExpiresAt
+	asked, err := AskedExpiry(k)
+	switch {
+	case err != nil:
+		return &longExpired
+	case asked == nil || (recorded != nil && !asked.Before(recorded)):
+		return recorded
+	}
+	return asked
+}
+
+// longExpired is the expiry of a key whose spec.expiresAt cannot be read.
+var longExpired = metav1.Time{}
+
 // IsExpired reports whether a key with the given effective expiry is expired at now.
 func IsExpired(expiresAt *metav1.Time, now time.Time) bool {
 	return expiresAt != nil && !now.Before(expiresAt.Time)

@@ -8,7 +8,6 @@ import (
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
@@ -116,7 +115,7 @@ type Plan struct {
 
 // Ready returns the plan's Ready condition.
 func (p *Plan) Ready() *metav1.Condition {
-	return meta.FindStatusCondition(p.Status.Conditions, keyward.ConditionReady)
+	return p.Status.ReadyCondition()
 }
 
 // RecordMaterial records in the planned status the material the controller
@@ -381,14 +380,14 @@ func FoldMetadataRefusal(p Plan, fields []string) Plan {
 // for a Secret name that was taken: it may proceed only once the name is
 // free, which the controller checks before the key competes for a slot.
 func RefusedForName(k *keyward.AccessKey) bool {
-	return Refused(k) && meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady).Reason == keyward.ReasonSecretNameConflict
+	return Refused(k) && k.Status.ReadyCondition().Reason == keyward.ReasonSecretNameConflict
 }
 
 // standingRefusal returns the refusal the key's status records when the
 // API server refused its Secret as invalid for its current spec: only a
 // change of the spec can cure that, so the write is not tried again.
 func standingRefusal(k *keyward.AccessKey) (Refusal, bool) {
-	c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady)
+	c := k.Status.ReadyCondition()
 	if !Refused(k) || c.Reason != keyward.ReasonSecretInvalid {
 		return Refusal{}, false
 	}
@@ -404,7 +403,7 @@ func isRefusal(reason string) bool {
 // Pending key, holds no slot (docs/limits.md); a change of its spec or its retry
 // timer brings it back.
 func Refused(k *keyward.AccessKey) bool {
-	c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady)
+	c := k.Status.ReadyCondition()
 	return k.Status.Phase == keyward.PhasePending && c != nil && isRefusal(c.Reason) &&
 		k.Status.ObservedGeneration == k.Generation
 }
@@ -516,11 +515,11 @@ func PreviousKeyAfter(k *keyward.AccessKey, rotated bool, now time.Time) *keywar
 	} else {
 		return nil
 	}
-	requested, err := RequestedExpiry(k)
+	expiry, err := AskedExpiry(k)
 	if err != nil {
 		return nil // fail closed
 	}
-	if expiry := EffectiveExpiry(requested, k.Status.LifetimeLimit); expiry != nil && expiry.Before(&pk.ValidUntil) {
+	if expiry != nil && expiry.Before(&pk.ValidUntil) {
 		pk.ValidUntil = *expiry.DeepCopy()
 	}
 	if !now.Before(pk.ValidUntil.Time) {

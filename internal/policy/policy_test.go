@@ -712,3 +712,62 @@ func TestValidScopeNameAgreesWithTheCRD(t *testing.T) {
 		t.Fatal("the examples")
 	}
 }
+
+func TestVerifiableUntil(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *metav1.Time { t := metav1.NewTime(now.Add(d)); return &t }
+	spec := func(d time.Duration) *keyward.Timestamp {
+		ts := keyward.Timestamp(now.Add(d).Format(time.RFC3339))
+		return &ts
+	}
+	bad := keyward.Timestamp("not a time")
+	cases := []struct {
+		name            string
+		asked           *keyward.Timestamp
+		limit, recorded *metav1.Time
+		want            *metav1.Time
+	}{
+		{name: "never", want: nil},
+		{name: "recorded only", recorded: at(time.Hour), want: at(time.Hour)},
+		{name: "asked earlier than recorded", asked: spec(time.Minute), recorded: at(time.Hour), want: at(time.Minute)},
+		{name: "asked later than recorded", asked: spec(2 * time.Hour), recorded: at(time.Hour), want: at(time.Hour)},
+		{name: "asked, not recorded yet", asked: spec(time.Hour), want: at(time.Hour)},
+		{name: "lifetime limit caps what is asked", asked: spec(2 * time.Hour), limit: at(time.Hour), recorded: at(3 * time.Hour), want: at(time.Hour)},
+		{name: "unreadable: expired long ago", asked: &bad, recorded: at(time.Hour), want: &metav1.Time{}},
+	}
+	for _, c := range cases {
+		k := &keyward.AccessKey{Spec: keyward.AccessKeySpec{ExpiresAt: c.asked},
+			Status: keyward.AccessKeyStatus{LifetimeLimit: c.limit, ExpiresAt: c.recorded}}
+		got := VerifiableUntil(k)
+		if (got == nil) != (c.want == nil) || (got != nil && !got.Equal(c.want)) {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestConfirmSecret(t *testing.T) {
+	issued := &keyward.AccessKey{Status: keyward.AccessKeyStatus{IssuedAt: &metav1.Time{}, KeyID: "id"}}
+	rotating := issued.DeepCopy()
+	rotating.Annotations = map[string]string{keyward.RotateAnnotation: "now"}
+	revoked := issued.DeepCopy()
+	revoked.Spec.Revoked = true
+	cases := []struct {
+		name   string
+		key    *keyward.AccessKey
+		cached SecretState
+		want   bool
+	}{
+		{"never issued", &keyward.AccessKey{}, SecretMissing, false},
+		{"issued, intact", issued, SecretIntact, false},
+		{"issued, missing", issued, SecretMissing, true},
+		{"issued, tampered", issued, SecretTampered, true},
+		{"issued, foreign", issued, SecretForeign, true},
+		{"rotation asked", rotating, SecretIntact, true},
+		{"revoked", revoked, SecretMissing, false},
+	}
+	for _, c := range cases {
+		if got := ConfirmSecret(c.key, c.cached); got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+}

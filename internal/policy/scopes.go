@@ -28,7 +28,7 @@ func CheckScopes(key *keyward.AccessKey, app *keyward.Application) error {
 		if !ok {
 			return &ScopeError{Scope: s.Name, Requested: s.Access}
 		}
-		if !allowed.Allows(accessOrDefault(s.Access)) {
+		if !allowed.Allows(s.Access.OrDefault()) {
 			return &ScopeError{Scope: s.Name, Requested: s.Access, Allowed: allowed}
 		}
 	}
@@ -72,11 +72,4 @@ func EffectiveScopes(key *keyward.AccessKey, app *keyward.Application) []keyward
 		return key.Spec.Scopes
 	}
 	return app.Spec.Scopes
-}
-
-func accessOrDefault(a keyward.AccessLevel) keyward.AccessLevel {
-	if a == "" {
-		return keyward.ReadOnly
-	}
-	return a
 }

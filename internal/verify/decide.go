@@ -278,7 +278,7 @@ func identity(keyID string, k *keyward.AccessKey, app *keyward.Application) Resu
 		Name:        k.Name,
 		Application: k.Spec.Application,
 		Owner:       k.Spec.Owner,
-		ExpiresAt:   EffectiveExpiry(k),
+		ExpiresAt:   policy.VerifiableUntil(k),
 	}
 	if app != nil {
 		res.Group = app.Spec.Group
@@ -290,33 +290,6 @@ func identity(keyID string, k *keyward.AccessKey, app *keyward.Application) Resu
 	}
 	return res
 }
-
-// EffectiveExpiry is when the key stops verifying: the earlier of
-// status.expiresAt (what the controller recorded) and the expiry that
-// spec.expiresAt gives within status.lifetimeLimit (what the user asks now);
-// nil means never.
-func EffectiveExpiry(k *keyward.AccessKey) *metav1.Time {
-	recorded := k.Status.ExpiresAt
-	var requested time.Time
-	has := false
-	if k.Spec.ExpiresAt != nil {
-		t, err := k.Spec.ExpiresAt.Parse()
-		if err != nil {
-			return &longExpired // fail closed: an expiry nobody can read has passed
-		}
-		requested, has = t, true
-	}
-	if limit := k.Status.LifetimeLimit; limit != nil && (!has || limit.Time.Before(requested)) {
-		requested, has = limit.Time, true
-	}
-	if !has || (recorded != nil && !requested.Before(recorded.Time)) {
-		return recorded // the common case, without a copy: the result is only read
-	}
-	return &metav1.Time{Time: requested}
-}
-
-// longExpired is the expiry of a key whose spec.expiresAt cannot be read.
-var longExpired = metav1.Time{}
 
 // GrantedScopes is what the key grants now: its effective scopes (its own,
 // or the Application's when it names none), each capped by the Application's
@@ -334,7 +307,7 @@ func GrantedScopes(k *keyward.AccessKey, app *keyward.Application) []keyward.Sco
 		if !ok || !policy.ValidScopeName(s.Name) {
 			continue
 		}
-		a, l := accessOrDefault(s.Access), accessOrDefault(limit)
+		a, l := s.Access.OrDefault(), limit.OrDefault()
 		if !l.Allows(a) {
 			a = l
 		}
@@ -348,7 +321,7 @@ func GrantedScopes(k *keyward.AccessKey, app *keyward.Application) []keyward.Sco
 func withinApplication(scopes []keyward.Scope, app *keyward.Application) bool {
 	for _, s := range scopes {
 		limit, ok := app.ScopeLimit(s.Name)
-		if !ok || s.Access == "" || !accessOrDefault(limit).Allows(s.Access) || !policy.ValidScopeName(s.Name) {
+		if !ok || s.Access == "" || !limit.OrDefault().Allows(s.Access) || !policy.ValidScopeName(s.Name) {
 			return false
 		}
 	}
@@ -361,18 +334,11 @@ func scopeGranted(granted []keyward.Scope, scope string, access keyward.AccessLe
 	if scope == "" {
 		return true
 	}
-	want := accessOrDefault(access)
+	want := access.OrDefault()
 	for _, s := range granted {
 		if s.Name == scope && s.Access.Allows(want) {
 			return true
 		}
 	}
 	return false
-}
-
-func accessOrDefault(a keyward.AccessLevel) keyward.AccessLevel {
-	if a == "" {
-		return keyward.ReadOnly
-	}
-	return a
 }

@@ -334,7 +334,7 @@ func joinScopes(scopes []keyward.Scope, sep byte) string {
 		}
 		b.WriteString(s.Name)
 		b.WriteByte(':')
-		b.WriteString(string(accessOrDefault(s.Access)))
+		b.WriteString(string(s.Access.OrDefault()))
 	}
 	return b.String()
 }

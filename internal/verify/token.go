@@ -19,6 +19,7 @@ import (
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
+	"keyward.dev/keyward/internal/policy"
 )
 
 // Endpoints of short-lived access tokens (docs/tokens.md), on the verifier's listener.
@@ -194,7 +195,7 @@ func NarrowScopes(granted, requested []keyward.Scope) ([]keyward.Scope, error) {
 	if requested == nil {
 		out := make([]keyward.Scope, len(granted))
 		for i, s := range granted {
-			out[i] = keyward.Scope{Name: s.Name, Access: accessOrDefault(s.Access)}
+			out[i] = keyward.Scope{Name: s.Name, Access: s.Access.OrDefault()}
 		}
 		return out, nil
 	}
@@ -215,7 +216,7 @@ func FormatScopeParam(scopes []keyward.Scope) string { return joinScopes(scopes,
 // of its grace period. JWT times are whole seconds: rounded down.
 func TokenExpiry(now time.Time, ttl time.Duration, keyID string, k *keyward.AccessKey) time.Time {
 	exp := now.Add(ttl)
-	if e := EffectiveExpiry(k); e != nil && e.Time.Before(exp) {
+	if e := policy.VerifiableUntil(k); e != nil && e.Time.Before(exp) {
 		exp = e.Time
 	}
 	if pk := k.Status.PreviousKey; pk != nil && pk.KeyID == keyID && keyID != k.Status.KeyID && pk.ValidUntil.Time.Before(exp) {

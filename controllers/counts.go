@@ -2,14 +2,10 @@ package controllers
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"golang.org/x/time/rate"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,68 +19,9 @@ import (
 	"keyward.dev/keyward/internal/policy"
 )
 
-// IndexKeyApplication indexes AccessKeys by spec.application.
-const IndexKeyApplication = "spec.application"
-
-// tenantPolicy reads the namespace's TenantSettings "default" (if any) and
-// returns the policy in force.
-func tenantPolicy(ctx context.Context, c client.Client, ns string, enabledByDefault bool) (policy.Tenant, error) {
-	var ts keyward.TenantSettings
-	err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: keyward.TenantSettingsName}, &ts)
-	if apierrors.IsNotFound(err) {
-		return policy.TenantFrom(nil, enabledByDefault), nil
-	}
-	if err != nil {
-		return policy.Tenant{}, err
-	}
-	return policy.TenantFrom(&ts, enabledByDefault), nil
-}
-
-// application returns the Application a key names, or nil when it does not
-// exist or is being deleted.
-func application(ctx context.Context, c client.Reader, ns, name string) (*keyward.Application, error) {
-	var app keyward.Application
-	err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &app)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !app.DeletionTimestamp.IsZero() {
-		return nil, nil
-	}
-	return &app, nil
-}
-
-// readyReason is the reason of a key's Ready condition, "" when none.
-func readyReason(k *keyward.AccessKey) string {
-	if c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady); c != nil {
-		return c.Reason
-	}
-	return ""
-}
-
-// listKeys returns reconcile requests for the AccessKeys of a namespace
-// that match the field selector and keep (either may be nil).
-func listKeys(ctx context.Context, c client.Client, ns string, fields client.MatchingFields, keep func(*keyward.AccessKey) bool) []ctrl.Request {
-	var keys keyward.AccessKeyList
-	opts := []client.ListOption{client.InNamespace(ns), client.UnsafeDisableDeepCopy}
-	if fields != nil {
-		opts = append(opts, fields)
-	}
-	if err := c.List(ctx, &keys, opts...); err != nil {
-		logf.FromContext(ctx).Error(err, "listing access keys", "namespace", ns)
-		return nil
-	}
-	reqs := make([]ctrl.Request, 0, len(keys.Items))
-	for i := range keys.Items {
-		if keep == nil || keep(&keys.Items[i]) {
-			reqs = append(reqs, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&keys.Items[i])})
-		}
-	}
-	return reqs
-}
+// Key counts, which the Application and TenantSettings controllers report
+// in their status: counted in bursts, within a shared write budget
+// (docs/decisions.md, "Issuance at scale").
 
 // countsReporter is what the Application and TenantSettings controllers
 // share: both report key counts in their status.
@@ -176,21 +113,5 @@ var countsChanged = predicate.Funcs{
 		n, ok2 := e.ObjectNew.(*keyward.AccessKey)
 		return !ok1 || !ok2 || o.Status.Phase != n.Status.Phase || !o.Status.ExpiresAt.Equal(n.Status.ExpiresAt) ||
 			o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero()
-	},
-}
-
-// keyChanged passes the AccessKey updates a key's plan can depend on: its
-// spec (generation), its annotations (rotation), its owner references (the
-// Application it belongs to), the start of its deletion and, while it is
-// being deleted, its finalizers (its status names them). The controller's
-// own status writes, and lastUsedAt, are not among them.
-var keyChanged = predicate.Funcs{
-	UpdateFunc: func(e event.UpdateEvent) bool {
-		o, n := e.ObjectOld, e.ObjectNew
-		return o.GetGeneration() != n.GetGeneration() ||
-			!equality.Semantic.DeepEqual(o.GetAnnotations(), n.GetAnnotations()) ||
-			!equality.Semantic.DeepEqual(o.GetOwnerReferences(), n.GetOwnerReferences()) ||
-			o.GetDeletionTimestamp().IsZero() != n.GetDeletionTimestamp().IsZero() ||
-			(!n.GetDeletionTimestamp().IsZero() && !slices.Equal(o.GetFinalizers(), n.GetFinalizers()))
 	},
 }
