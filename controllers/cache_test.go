@@ -24,7 +24,7 @@ var digestForm = regexp.MustCompile(`^(kw_[a-z2-7]{16}_)?sha256:[0-9a-f]{64}$`)
 var _ = Describe("The manager's cache", func() {
 	It("holds no value of any Keyward Secret, only digests, after keys are issued, rotated and re-issued", func() {
 		ns := newTenant()
-		newApp(ns, "app")
+		newApp(ns, "app", withMaxKeys(3))
 		issued := newKey(ns, "issued", "app")
 		rotated := newKey(ns, "rotated", "app")
 		reissued := newKey(ns, "reissued", "app", func(k *keyward.AccessKey) {
