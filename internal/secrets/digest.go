@@ -33,27 +33,47 @@ func DigestValue(v []byte) []byte {
 	return []byte(keyformat.HashPrefix + hex.EncodeToString(sum[:]))
 }
 
-// Digest replaces, in place, every data value of s by its DigestValue and
-// drops what else could hold one (stringData, the last-applied annotation);
-// it returns s. Digesting twice gives other values: apply it once, to a
-// Secret just read.
+// digestedMark marks a Secret whose values Digest replaced. It is kept in
+// metadata.selfLink, which the API server clears before it stores any
+// object and has not returned since Kubernetes 1.20: no Secret read from
+// the API server carries the mark, so none can pass its values off as
+// digests, and a write of a digested Secret drops it.
+const digestedMark = "keyward.dev/digested"
+
+// Digest replaces, in place, every data value of s by its DigestValue,
+// drops what else could hold one (stringData, the last-applied
+// annotation) and marks s as digested; it returns s. A Secret already
+// digested is left as it is: client-go may hand the same object to the
+// cache transform twice (a streamed list goes through a store that
+// transforms before the queue that transforms again).
 func Digest(s *corev1.Secret) *corev1.Secret {
-	if s == nil {
-		return nil
+	if s == nil || IsDigested(s) {
+		return s
 	}
 	for k, v := range s.Data {
 		s.Data[k] = DigestValue(v)
 	}
 	s.StringData = nil
 	delete(s.Annotations, lastAppliedAnnotation)
+	s.SetSelfLink(digestedMark)
 	return s
+}
+
+// IsDigested reports whether s holds digests (Digest) rather than values.
+func IsDigested(s *corev1.Secret) bool { return s.GetSelfLink() == digestedMark }
+
+// digested returns s when it is digested, else a digested copy.
+func digested(s *corev1.Secret) *corev1.Secret {
+	if s == nil || IsDigested(s) {
+		return s
+	}
+	return Digest(s.DeepCopy())
 }
 
 // CacheTransform is the manager's cache transform for Keyward Secrets: the
 // Secret digested (Digest), without managedFields. client-go calls it
-// once per object, before the object is stored or handed to any handler
-// (never again on resyncs or tombstones), so the cache never holds a
-// value.
+// before an object is stored or handed to any handler, so the cache never
+// holds a value.
 func CacheTransform(obj any) (any, error) {
 	s, ok := obj.(*corev1.Secret)
 	if !ok {

@@ -79,12 +79,14 @@ func Material(s *corev1.Secret) (keyformat.Key, bool) {
 }
 
 // Inspect says what s, the Secret found at key's Secret name (nil when
-// none), digested (Digest), is to key. The key's Secret is the one it
+// none), is to key; it reads digests (a Secret not digested yet is read
+// through a digested copy). The key's Secret is the one it
 // controls; a Secret whose owner reference someone stripped is taken back
 // only while it still holds exactly the key status records. Anything else
 // at that name — a stranger's Secret, or a look-alike with Keyward's labels
 // and the public key ID — is foreign: never used, overwritten or adopted.
 func Inspect(s *corev1.Secret, key *keyward.AccessKey) policy.SecretState {
+	s = digested(s)
 	if s == nil || (!s.DeletionTimestamp.IsZero() && len(s.Data) == 0) {
 		return policy.SecretMissing
 	}
@@ -101,7 +103,7 @@ func Inspect(s *corev1.Secret, key *keyward.AccessKey) policy.SecretState {
 	return policy.SecretForeign
 }
 
-// holdsRecordedKey reports whether digested s holds exactly the key status
+// holdsRecordedKey reports whether s, digested, holds exactly the key status
 // records: the key whose ID and secret hash status records, that ID, and
 // the key's application.
 func holdsRecordedKey(s *corev1.Secret, key *keyward.AccessKey) bool {
@@ -112,14 +114,14 @@ func holdsRecordedKey(s *corev1.Secret, key *keyward.AccessKey) bool {
 		holdsDigestOf(s.Data[l.KeyID], id) && holdsDigestOf(s.Data[l.Application], key.Spec.Application)
 }
 
-// HoldsMaterialOf reports whether s, digested, must be destroyed with key's
-// material: key controls it, or it holds (in keyId or accessKey) a key ID
+// HoldsMaterialOf reports whether s must be destroyed with key's material: key controls it, or it holds (in keyId or accessKey) a key ID
 // that key's status records — whatever happened to its labels and owner
 // references.
 func HoldsMaterialOf(s *corev1.Secret, key *keyward.AccessKey) bool {
 	if metav1.IsControlledBy(s, key) {
 		return true
 	}
+	s = digested(s)
 	ids := []string{key.Status.KeyID}
 	if pk := key.Status.PreviousKey; pk != nil {
 		ids = append(ids, pk.KeyID)

@@ -1,6 +1,7 @@
 package secrets
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -195,6 +196,13 @@ func TestCacheTransformKeepsNoValue(t *testing.T) {
 	if Inspect(cached, k) != policy.SecretIntact {
 		t.Fatal("the digested Secret is not intact")
 	}
+	again, _ := CacheTransform(cached.DeepCopy())
+	if !reflect.DeepEqual(again, cached) {
+		t.Fatal("transforming a transformed Secret changed it: client-go may transform an object twice")
+	}
+	if Inspect(Desired(k, m), k) != policy.SecretIntact || !HoldsMaterialOf(Desired(k, m), k) {
+		t.Fatal("a Secret as the API server holds it is read through a digested copy")
+	}
 	if other, ok := CacheTransform("not a Secret"); ok != nil || other != "not a Secret" {
 		t.Fatal("other objects must pass unchanged")
 	}
@@ -207,7 +215,7 @@ func TestForgedDigestIsTampered(t *testing.T) {
 	k, m := issuedKey(t)
 	s := controlledBy(Desired(k, m), k)
 	s.Data[DataAccessKey] = []byte(m.Digest())
-	if got := Inspect(Digest(s), k); got != policy.SecretTampered {
+	if got := Inspect(s, k); got != policy.SecretTampered {
 		t.Fatalf("a Secret holding the digest of its key instead of the key: %v", got)
 	}
 }

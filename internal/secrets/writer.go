@@ -247,7 +247,7 @@ func (w *Writer) moveEntries(ctx context.Context, key *keyward.AccessKey) error 
 	if err := w.api.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.SecretName()}, &s); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if Inspect(Digest(s.DeepCopy()), key) != policy.SecretIntact {
+	if Inspect(&s, key) != policy.SecretIntact {
 		return nil // changed meanwhile: its watch event brings the key back
 	}
 	orig := s.DeepCopy()
