@@ -21,7 +21,7 @@ import (
 // (its public ID and the hash status records) or the SHA-256 of a value.
 var digestForm = regexp.MustCompile(`^(kw_[a-z2-7]{16}_)?sha256:[0-9a-f]{64}$`)
 
-var _ = Describe("The manager's cache", func() {
+var _ = Describe("The manager's cache", Serial, func() {
 	It("holds no value of any Keyward Secret, only digests, after keys are issued, rotated and re-issued", func() {
 		ns := newTenant()
 		newApp(ns, "app", withMaxKeys(3))
@@ -55,36 +55,12 @@ var _ = Describe("The manager's cache", func() {
 			material = append(material, m)
 		}
 		seenKeys.Unlock()
-		Eventually(func(g Gomega) {
-			var cached corev1.SecretList
-			g.Expect(mgr.GetCache().List(ctx, &cached)).To(Succeed())
-			inNamespace := 0
-			for i := range cached.Items {
-				s := &cached.Items[i]
-				if s.Namespace == ns {
-					inNamespace++
-				}
-				// Cached values are compared with what the API server holds
-				// by their digests, so that a failure prints no key.
-				var stored corev1.Secret
-				if err := k8s.Get(ctx, client.ObjectKeyFromObject(s), &stored); err == nil && stored.ResourceVersion == s.ResourceVersion {
-					g.Expect(len(s.Data)).To(Equal(len(stored.Data)), "Secret %s/%s keeps its entries", s.Namespace, s.Name)
-					for n, v := range stored.Data {
-						g.Expect(bytes.Equal(s.Data[n], secrets.DigestValue(v))).To(BeTrue(),
-							"entry %s of Secret %s/%s is the digest of the stored value", n, s.Namespace, s.Name)
-					}
-				}
-				for n, v := range s.Data {
-					g.Expect(digestForm.MatchString(string(v))).To(BeTrue(), "entry %s of Secret %s/%s holds no digest", n, s.Namespace, s.Name)
-				}
-				raw, err := json.Marshal(s)
-				g.Expect(err).NotTo(HaveOccurred())
-				for _, m := range material {
-					g.Expect(strings.Contains(string(raw), m)).To(BeFalse(), "Secret %s/%s holds key material in the cache", s.Namespace, s.Name)
-				}
-			}
-			g.Expect(inNamespace).To(Equal(3), "the cache holds the three keys' Secrets")
-		}, timeout, interval).Should(Succeed())
+		expectOnlyDigests(ns, material)
+
+		By("after a restart, the new manager's cache holds only digests too (its first list, not watch events)")
+		stopMgr()
+		mgr, stopMgr = startManager()
+		expectOnlyDigests(ns, material)
 
 		By("the digests are enough: the keys stay as they are, nothing is re-issued")
 		ids := map[string]string{}
@@ -107,3 +83,40 @@ var _ = Describe("The manager's cache", func() {
 		Expect(eventReasons(rotated)()).NotTo(ContainElement(keyward.EventSecretRecreated))
 	})
 })
+
+// expectOnlyDigests reads every Keyward Secret from the manager's own
+// cache until each data value is the digest of what the API server holds,
+// none holds any of material, and ns's three Secrets are there.
+func expectOnlyDigests(ns string, material []string) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		var cached corev1.SecretList
+		g.Expect(mgr.GetCache().List(ctx, &cached)).To(Succeed())
+		inNamespace := 0
+		for i := range cached.Items {
+			s := &cached.Items[i]
+			if s.Namespace == ns {
+				inNamespace++
+			}
+			// Cached values are compared with what the API server holds
+			// by their digests, so that a failure prints no key.
+			var stored corev1.Secret
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(s), &stored); err == nil && stored.ResourceVersion == s.ResourceVersion {
+				g.Expect(len(s.Data)).To(Equal(len(stored.Data)), "Secret %s/%s keeps its entries", s.Namespace, s.Name)
+				for n, v := range stored.Data {
+					g.Expect(bytes.Equal(s.Data[n], secrets.DigestValue(v))).To(BeTrue(),
+						"entry %s of Secret %s/%s is the digest of the stored value", n, s.Namespace, s.Name)
+				}
+			}
+			for n, v := range s.Data {
+				g.Expect(digestForm.MatchString(string(v))).To(BeTrue(), "entry %s of Secret %s/%s holds no digest", n, s.Namespace, s.Name)
+			}
+			raw, err := json.Marshal(s)
+			g.Expect(err).NotTo(HaveOccurred())
+			for _, m := range material {
+				g.Expect(strings.Contains(string(raw), m)).To(BeFalse(), "Secret %s/%s holds key material in the cache", s.Namespace, s.Name)
+			}
+		}
+		g.Expect(inNamespace).To(Equal(3), "the cache holds the three keys' Secrets")
+	}, timeout, interval).Should(Succeed())
+}
