@@ -24,7 +24,7 @@ import (
 	keywardv1alpha1 "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/internal/health"
-	"keyward.dev/keyward/internal/verify"
+	"keyward.dev/keyward/internal/serve"
 )
 
 var scheme = runtime.NewScheme()
@@ -48,7 +48,7 @@ func main() {
 		kubeAPIQPS           float64
 		kubeAPIBurst         int
 		opts                 = controllers.DefaultOptions()
-		verifyOpts           = verify.DefaultOptions()
+		verifyOpts           = serve.DefaultOptions()
 	)
 	metricsOpts.bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
@@ -133,7 +133,7 @@ func main() {
 		os.Exit(1)
 	}
 	verifyOpts.APIKeysEnabledByDefault = opts.APIKeysEnabledByDefault
-	if _, err := verify.SetupWithManager(ctx, mgr, verifyOpts); err != nil {
+	if _, err := serve.SetupWithManager(ctx, mgr, verifyOpts); err != nil {
 		log.Error(err, "unable to set up the verifier")
 		os.Exit(1)
 	}
