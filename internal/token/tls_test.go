@@ -84,4 +84,3 @@ func TestTokenEndpointsRequireTLS(t *testing.T) {
 		})
 	}
 }
-
