@@ -110,9 +110,8 @@ func DefaultOptions() Options {
 		BindAddress: DefaultBindAddress, GRPCBindAddress: DefaultGRPCBindAddress,
 		FailureRate: DefaultFailureRate, FailureBurst: DefaultFailureBurst, MaxClients: DefaultMaxClients,
 		LastUsedGran: DefaultLastUsedGran, HeavyUseThreshold: DefaultHeavyUseThreshold, FlushInterval: DefaultFlushInterval,
-		PerKeyMetrics: true,
-		TLS:           DefaultTLS, ServiceName: DefaultServiceName, TLSSecret: DefaultTLSSecret, TLSCAConfigMap: DefaultTLSCAConfigMap,
-		Tokens: true, TokenTTL: DefaultTokenTTL,
+		TLS: DefaultTLS, ServiceName: DefaultServiceName, TLSSecret: DefaultTLSSecret, TLSCAConfigMap: DefaultTLSCAConfigMap,
+		Tokens: true, TokenTTL: DefaultTokenTTL, PerKeyMetrics: true,
 		TokenSigningSecret: DefaultTokenSigningSecret, TokenSigningRotation: DefaultTokenSigningRotation,
 		TokenSigningRefresh: DefaultTokenSigningRefresh, TokenJWKSMaxAge: DefaultTokenJWKSMaxAge,
 	}
