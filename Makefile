@@ -83,7 +83,7 @@ test-rules: tools ## The shipped alerts and dashboard: promtool check and test r
 	@mkdir -p bin
 	set +e; { $(PROMTOOL) check rules config/prometheus/keyward.rules.yaml && $(PROMTOOL) test rules test/rules/keyward_test.yaml && \
 	  (cd hack/tools && go test ./promqlcheck/ -count=1 -v); } 2>&1 | tee bin/test-rules.log \
-	  | grep -E '^(--- FAIL|FAIL|ok|panic|SUCCESS|  FAILED)|Checking|Unit Testing|FAILED:|found [0-9]+ rules' ; status=$${PIPESTATUS[0]}; \
+	  | grep -E '^(--- FAIL|FAIL|ok|panic)|^Checking|^Processing test file|SUCCESS|FAILED' ; status=$${PIPESTATUS[0]}; \
 	  [ $$status -eq 0 ] || tail -60 bin/test-rules.log; \
 	  echo "test-rules: exit $$status (full log: bin/test-rules.log)"; exit $$status
 
