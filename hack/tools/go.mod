@@ -1,6 +1,8 @@
 // Module tools builds the command-line tools the tests run that are not part
-// of Keyward: promtool (Prometheus' rule tester). It is never a dependency of
-// keyward.dev/keyward, whose go.mod stays free of Prometheus' server.
+// of Keyward: promtool (Prometheus' rule tester; hack/tools/build.sh), and
+// holds the PromQL check of the shipped alerts and dashboard (promqlcheck).
+// It is never a dependency of keyward.dev/keyward, whose go.mod stays free of
+// Prometheus' server (docs/decisions.md 111). The go line is Prometheus'.
 module keyward.dev/keyward/hack/tools
 
 go 1.26.7
