@@ -57,6 +57,9 @@ type Options struct {
 	LastUsedGran      time.Duration
 	HeavyUseThreshold int
 	FlushInterval     time.Duration
+	// PerKeyMetrics: the leader reports one expiry series per AccessKey
+	// (docs/operations.md, "Metrics and Prometheus").
+	PerKeyMetrics bool
 	// Tokens switches the access-token endpoints on (docs/tokens.md).
 	Tokens bool
 	// TokenIssuer is iss, the base of each tenant's aud and the base URL of the token
@@ -85,7 +88,7 @@ func DefaultOptions() Options {
 		FailureRate: verify.DefaultFailureRate, FailureBurst: verify.DefaultFailureBurst, MaxClients: verify.DefaultMaxClients,
 		LastUsedGran: verify.DefaultLastUsedGran, HeavyUseThreshold: verify.DefaultHeavyUseThreshold, FlushInterval: verify.DefaultFlushInterval,
 		TLS: DefaultTLS, ServiceName: DefaultServiceName, TLSSecret: DefaultTLSSecret, TLSCAConfigMap: DefaultTLSCAConfigMap,
-		Tokens: true, TokenTTL: token.DefaultTTL,
+		Tokens: true, TokenTTL: token.DefaultTTL, PerKeyMetrics: true,
 		TokenSigningSecret: token.DefaultSigningSecret, TokenSigningRotation: token.DefaultSigningRotation,
 		TokenSigningRefresh: token.DefaultSigningRefresh, TokenJWKSMaxAge: token.DefaultJWKSMaxAge,
 	}
@@ -108,6 +111,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MaxClients, "verify-failure-max-clients", o.MaxClients, "Client addresses the failure limiter remembers; the least recently failing is forgotten first.")
 	fs.DurationVar(&o.LastUsedGran, "last-used-granularity", o.LastUsedGran, "status.lastUsedAt is written at most once per this duration per key.")
 	fs.IntVar(&o.HeavyUseThreshold, "heavy-use-threshold", o.HeavyUseThreshold, "Verifications per minute of one key, on one replica, above which it is in heavy use (HeavyUse Event, metric); 0 turns it off.")
+	fs.BoolVar(&o.PerKeyMetrics, "metrics-per-key", o.PerKeyMetrics, "Report "+verify.MetricKeyExpiry+", one series per AccessKey with an expiry, from the leader only; false drops it (the expiry alerts then have nothing to read).")
 	fs.BoolVar(&o.Tokens, "tokens", o.Tokens, "Serve short-lived access tokens on the verification API: POST /v1/token, POST /v1/introspect, /.well-known/openid-configuration and /.well-known/jwks.json.")
 	fs.StringVar(&o.TokenIssuer, "token-issuer", o.TokenIssuer, "The issuer (iss; each tenant's aud is <issuer>/namespaces/<namespace>) of access tokens: the URL clients and gateways reach the verification API at; the discovery document's endpoints are under it. Default: https://<--verify-service-name>.<namespace>.svc:<port of --verify-bind-address> (http:// with --verify-tls=off; the bind address itself when it is a loopback address).")
 	fs.DurationVar(&o.TokenTTL, "token-ttl", o.TokenTTL, "Lifetime of an access token (shorter when the key expires or its grace period ends sooner).")

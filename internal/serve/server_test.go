@@ -164,3 +164,18 @@ func TestReadyOnlyWhenSynced(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestPerKeyMetricsGate(t *testing.T) {
+	elected := make(chan struct{})
+	on := perKeyMetrics(true, elected)
+	if on() {
+		t.Fatal("per-key series before this replica was elected")
+	}
+	close(elected)
+	if !on() {
+		t.Fatal("no per-key series on the leader")
+	}
+	if perKeyMetrics(false, elected)() {
+		t.Fatal("per-key series with --metrics-per-key=false")
+	}
+}

@@ -130,6 +130,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ver
 	}
 	synced := &syncGate{cache: mgr.GetCache()}
 	m.CollectWhen(synced.ready.Load)
+	m.ReportPerKeyWhen(perKeyMetrics(opts.PerKeyMetrics, mgr.Elected()))
 	if err := mgr.Add(synced); err != nil {
 		return nil, err
 	}
@@ -171,6 +172,24 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ver
 		}
 	}
 	return out, nil
+}
+
+// perKeyMetrics reports whether this replica reports the per-key series: only
+// once it is the leader (elected is closed at once without leader election),
+// and never when switched off. A replica that loses the lease exits, so the
+// answer never goes back to false.
+func perKeyMetrics(on bool, elected <-chan struct{}) func() bool {
+	return func() bool {
+		if !on {
+			return false
+		}
+		select {
+		case <-elected:
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // syncGate starts the informers the verifier reads and opens once they are synced.

@@ -26,8 +26,10 @@ const (
 )
 
 // Metrics are the verifier's Prometheus metrics. The request counters carry
-// no per-key label (cardinality); the per-key gauges are one series per
-// AccessKey, like cert-manager's certificate expiry.
+// no per-key label (cardinality). The per-key expiry gauge is one series per
+// AccessKey, like cert-manager's certificate expiry, reported by the leader
+// only and switched off by --metrics-per-key=false; the cardinality of each
+// metric is in docs/operations.md ("Metrics and Prometheus").
 type Metrics struct {
 	requests *prometheus.CounterVec
 	duration prometheus.Histogram
@@ -55,8 +57,8 @@ func NewMetrics(store Store) *Metrics {
 			store: store,
 			count: prometheus.NewDesc(MetricAccessKeys, "AccessKeys by namespace, application and phase.",
 				[]string{labelNamespace, labelApplication, labelPhase}, nil),
-			expiry: prometheus.NewDesc(MetricKeyExpiry, "The effective expiry of an AccessKey (status.expiresAt), in seconds since the epoch.",
-				[]string{labelNamespace, labelName}, nil),
+			expiry: prometheus.NewDesc(MetricKeyExpiry, "The effective expiry of an AccessKey (status.expiresAt), in seconds since the epoch, with its application and phase; reported by the leader only, and not at all with --metrics-per-key=false.",
+				[]string{labelNamespace, labelName, labelApplication, labelPhase}, nil),
 		},
 	}
 }
@@ -104,6 +106,11 @@ func RegisterOrReuse[T prometheus.Collector](reg prometheus.Registerer, c *T) er
 // reports true (the caches are synced).
 func (m *Metrics) CollectWhen(ready func() bool) { m.keys.ready = ready }
 
+// ReportPerKeyWhen makes the key collector report the per-key expiry
+// series only while perKey reports true (on the leader, unless switched
+// off).
+func (m *Metrics) ReportPerKeyWhen(perKey func() bool) { m.keys.perKey = perKey }
+
 // Observe counts one verification.
 func (m *Metrics) Observe(res Result, took time.Duration) {
 	m.requests.WithLabelValues(res.Namespace, res.Application, string(res.Reason)).Inc()
@@ -130,6 +137,11 @@ type keysCollector struct {
 	// every other metric (keyward_watch_failing among them) from a
 	// manager that cannot watch.
 	ready func() bool
+	// perKey reports whether this replica reports the per-key expiry
+	// series: the leader does (one series per key in the cluster, not one
+	// per replica), no replica does with --metrics-per-key=false. nil means
+	// always.
+	perKey func() bool
 }
 
 func (c *keysCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.count; ch <- c.expiry }
@@ -145,6 +157,7 @@ func (c *keysCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(c.count, err)
 		return
 	}
+	perKey := c.perKey == nil || c.perKey()
 	type group struct{ ns, app, phase string }
 	counts := map[group]int{}
 	for _, k := range keys {
@@ -153,9 +166,9 @@ func (c *keysCollector) Collect(ch chan<- prometheus.Metric) {
 			phase = string(keyward.PhasePending)
 		}
 		counts[group{k.Namespace, k.Spec.Application, phase}]++
-		if k.Status.ExpiresAt != nil {
+		if perKey && k.Status.ExpiresAt != nil {
 			ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue,
-				float64(k.Status.ExpiresAt.Unix()), k.Namespace, k.Name)
+				float64(k.Status.ExpiresAt.Unix()), k.Namespace, k.Name, k.Spec.Application, phase)
 		}
 	}
 	for g, n := range counts {
