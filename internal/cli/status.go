@@ -16,22 +16,30 @@ import (
 const recentEvents = 10
 
 func newStatusCommand(o *Options) *cobra.Command {
-	var output string
-	var all bool
+	var l *listing
 	cmd := &cobra.Command{
-		Use:   "status [KEY]",
-		Short: "Show the state of one AccessKey (with its recent Events) or of all keys in the namespace",
+		Use:   "status [KEY] [-l SELECTOR] [-A] [-o wide|name|json|yaml|jsonpath=...|custom-columns=...]",
+		Short: "Show the state of one AccessKey (with its recent Events) or of the keys in the namespace",
+		Long: `Without KEY: a table of the namespace's keys (-A: of every namespace; -l: those
+matching a label selector). With KEY: that key in detail, with its recent Events.
+-o prints the AccessKeys themselves, as kubectl get does: json, yaml, name,
+jsonpath=..., custom-columns=..., go-template=...; -o wide adds columns.`,
 		Example: `  kubectl keyward status -n shop
   kubectl keyward status dana-key -n shop
-  kubectl keyward status -A -o yaml`,
+  kubectl keyward status -A -l team=payments -o wide
+  kubectl keyward status -n shop -o custom-columns=NAME:.metadata.name,KEY:.status.keyID --no-headers
+  kubectl keyward status dana-key -n shop -o jsonpath='{.status.phase}'`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return fmt.Errorf("status takes at most one AccessKey, got %d arguments", len(args))
 			}
-			if len(args) == 1 && all {
+			if len(args) == 1 && l.all {
 				return fmt.Errorf("status KEY looks in one namespace: use -n instead of -A")
 			}
-			return checkOutput(output)
+			if len(args) == 1 && l.selector != "" {
+				return fmt.Errorf("status takes either a KEY or -l, not both")
+			}
+			return l.check()
 		},
 		ValidArgsFunction: o.completeKeys,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -40,27 +48,29 @@ func newStatusCommand(o *Options) *cobra.Command {
 				return err
 			}
 			if len(args) == 1 {
-				return s.statusOne(args[0], output)
+				return s.statusOne(args[0], l)
 			}
-			return s.statusList(all, output)
+			return s.statusList(l)
 		},
 	}
-	outputFlag(cmd, &output)
-	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "list the keys of every namespace")
+	l = newListing(cmd, "list the keys of every namespace")
 	return cmd
 }
 
-func (s *session) statusOne(name, output string) error {
+func (s *session) statusOne(name string, l *listing) error {
 	k, err := s.getKey(name)
 	if err != nil {
 		return err
 	}
 	v := viewOf(k)
-	v.Events, v.EventsError = s.events(k)
-	if output != "" {
-		return printStructured(s.Out, output, v)
+	switch {
+	case l.output() == "":
+		v.Events, v.EventsError = s.events(k)
+		return printKeyDetail(s.Out, v, s.Now())
+	case l.human():
+		return s.printTable(l, tableOf(statusColumns(s.Now()), []KeyView{v}))
 	}
-	return printKeyDetail(s.Out, v, s.Now())
+	return s.printObjects(l, []KeyView{v}, true)
 }
 
 // events returns the key's most recent Events, oldest first, or why they
@@ -86,9 +96,15 @@ func (s *session) events(k *keyward.AccessKey) ([]EventView, string) {
 	return views, ""
 }
 
-func (s *session) listKeys(all bool) ([]keyward.AccessKey, error) {
+// listKeys lists the keys of the namespace (all: of every namespace)
+// matching the label selector, by namespace and name.
+func (s *session) listKeys(all bool, selector string) ([]keyward.AccessKey, error) {
+	sel, err := parseSelector(selector)
+	if err != nil {
+		return nil, err
+	}
 	var list keyward.AccessKeyList
-	var opts []client.ListOption
+	opts := []client.ListOption{client.MatchingLabelsSelector{Selector: sel}}
 	if !all {
 		opts = append(opts, client.InNamespace(s.ns))
 	}
@@ -105,8 +121,8 @@ func (s *session) listKeys(all bool) ([]keyward.AccessKey, error) {
 	return list.Items, nil
 }
 
-func (s *session) statusList(all bool, output string) error {
-	keys, err := s.listKeys(all)
+func (s *session) statusList(l *listing) error {
+	keys, err := s.listKeys(l.all, l.selector)
 	if err != nil {
 		return err
 	}
@@ -114,17 +130,24 @@ func (s *session) statusList(all bool, output string) error {
 	for i := range keys {
 		views = append(views, viewOf(&keys[i]))
 	}
-	if output != "" {
-		return printStructured(s.Out, output, ListView[KeyView]{Items: views})
+	if !l.human() {
+		return s.printObjects(l, views, false)
 	}
 	if len(views) == 0 {
-		_, _ = fmt.Fprintln(s.ErrOut, noKeys(all, s.ns))
+		_, _ = fmt.Fprintln(s.ErrOut, noKeys(l.all, s.ns, l.selector))
 		return nil
 	}
-	return printKeyTable(s.Out, views, all, s.Now())
+	return s.printTable(l, tableOf(statusColumns(s.Now()), views))
 }
 
-func noKeys(all bool, ns string) string {
+func noKeys(all bool, ns, selector string) string {
+	where := "in namespace " + ns
+	if all {
+		where = "in any namespace"
+	}
+	if selector != "" {
+		return fmt.Sprintf("No AccessKeys %s match -l %s.", where, selector)
+	}
 	if all {
 		return "No AccessKeys found."
 	}
