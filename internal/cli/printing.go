@@ -87,8 +87,8 @@ func (s *session) printTable(l *listing, t *metav1.Table) error {
 
 // printObjects prints the AccessKeys themselves, as kubectl get would:
 // -o json|yaml|name|jsonpath|custom-columns|go-template. Like kubectl, it
-// prints them as the API serves them (unstructured), so times are the
-// strings of the API, and missing fields <none>.
+// prints them exactly as the API served them (unstructured, defaults
+// included), so times are the API's strings and missing fields <none>.
 func (s *session) printObjects(l *listing, views []KeyView, one bool) error {
 	p, err := l.print.ToPrinter()
 	if err != nil {
@@ -97,13 +97,11 @@ func (s *session) printObjects(l *listing, views []KeyView, one bool) error {
 	list := &unstructured.UnstructuredList{Items: []unstructured.Unstructured{}}
 	list.SetGroupVersionKind(keyward.GroupVersion.WithKind("AccessKeyList"))
 	for _, v := range views {
-		k := v.key.DeepCopy()
-		k.SetGroupVersionKind(keyward.GroupVersion.WithKind("AccessKey"))
-		content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(k)
-		if err != nil {
-			return err
+		u, ok := s.served[v.Namespace+"/"+v.Name]
+		if !ok {
+			return fmt.Errorf("accesskey %s/%s was not read as the API serves it", v.Namespace, v.Name)
 		}
-		list.Items = append(list.Items, unstructured.Unstructured{Object: content})
+		list.Items = append(list.Items, *u)
 	}
 	if one && len(list.Items) == 1 {
 		return p.PrintObj(&list.Items[0], s.Out)

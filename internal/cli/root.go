@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -165,6 +166,9 @@ type session struct {
 	c          client.Client
 	ns         string
 	nsExplicit bool
+	// served holds the AccessKeys read as the API serves them, by
+	// namespace/name, for -o (see listKeys).
+	served map[string]*unstructured.Unstructured
 }
 
 func (o *Options) session(cmd *cobra.Command) (*session, error) {

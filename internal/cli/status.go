@@ -7,6 +7,8 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
@@ -58,7 +60,7 @@ jsonpath=..., custom-columns=..., go-template=...; -o wide adds columns.`,
 }
 
 func (s *session) statusOne(name string, l *listing) error {
-	k, err := s.getKey(name)
+	k, err := s.getServed(name)
 	if err != nil {
 		return err
 	}
@@ -97,13 +99,15 @@ func (s *session) events(k *keyward.AccessKey) ([]EventView, string) {
 }
 
 // listKeys lists the keys of the namespace (all: of every namespace)
-// matching the label selector, by namespace and name.
+// matching the label selector, by namespace and name. It reads them as the
+// API serves them and keeps that form for -o (see served).
 func (s *session) listKeys(all bool, selector string) ([]keyward.AccessKey, error) {
 	sel, err := parseSelector(selector)
 	if err != nil {
 		return nil, err
 	}
-	var list keyward.AccessKeyList
+	var list unstructured.UnstructuredList
+	list.SetGroupVersionKind(keyward.GroupVersion.WithKind("AccessKeyList"))
 	opts := []client.ListOption{client.MatchingLabelsSelector{Selector: sel}}
 	if !all {
 		opts = append(opts, client.InNamespace(s.ns))
@@ -111,14 +115,46 @@ func (s *session) listKeys(all bool, selector string) ([]keyward.AccessKey, erro
 	if err := s.c.List(s.ctx, &list, opts...); err != nil {
 		return nil, explain(err)
 	}
-	sort.SliceStable(list.Items, func(i, j int) bool {
-		a, b := list.Items[i], list.Items[j]
+	keys := make([]keyward.AccessKey, len(list.Items))
+	for i := range list.Items {
+		if err := s.keep(&list.Items[i], &keys[i]); err != nil {
+			return nil, err
+		}
+	}
+	sort.SliceStable(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
 		if a.Namespace != b.Namespace {
 			return a.Namespace < b.Namespace
 		}
 		return a.Name < b.Name
 	})
-	return list.Items, nil
+	return keys, nil
+}
+
+// keep records an AccessKey as the API served it and decodes it into k.
+func (s *session) keep(u *unstructured.Unstructured, k *keyward.AccessKey) error {
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, k); err != nil {
+		return fmt.Errorf("accesskey %s/%s: %v", u.GetNamespace(), u.GetName(), err)
+	}
+	if s.served == nil {
+		s.served = map[string]*unstructured.Unstructured{}
+	}
+	s.served[u.GetNamespace()+"/"+u.GetName()] = u
+	return nil
+}
+
+// getServed reads one key as the API serves it (for -o).
+func (s *session) getServed(name string) (*keyward.AccessKey, error) {
+	var u unstructured.Unstructured
+	u.SetGroupVersionKind(keyward.GroupVersion.WithKind("AccessKey"))
+	if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: s.ns, Name: name}, &u); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("accesskey %q not found in namespace %q", name, s.ns)
+		}
+		return nil, explain(err)
+	}
+	var k keyward.AccessKey
+	return &k, s.keep(&u, &k)
 }
 
 func (s *session) statusList(l *listing) error {

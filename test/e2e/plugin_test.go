@@ -360,14 +360,17 @@ spec: {application: billing, expiresAt: "2026-01-01T00:00:00Z"}
 		kubectl("wait", "-n", exp, "--for=jsonpath={.status.phase}=Expired", "accesskey/expired", "--timeout=60s")
 
 		var list struct {
-			Items []struct{ Namespace, Name, ExpiresAt string }
+			Kind  string
+			Items []struct{ Metadata struct{ Name string } }
 		}
 		Expect(json.Unmarshal([]byte(ok("expiring", "--within", "72h", "-n", exp, "-o", "json")), &list)).To(Succeed())
+		Expect(list.Kind).To(Equal("AccessKeyList"))
 		var names []string
 		for _, k := range list.Items {
-			names = append(names, k.Name)
+			names = append(names, k.Metadata.Name)
 		}
 		Expect(names).To(Equal([]string{"in-two-hours", "in-two-days"}))
+		Expect(ok("expiring", "--within", "3d", "-n", exp, "-o", "jsonpath={.items[*].metadata.name}")).To(Equal("in-two-hours in-two-days"))
 
 		table := ok("expiring", "--within", "3d", "-A")
 		var rows []string
@@ -427,9 +430,12 @@ spec: {application: reports}
 		Expect(ok("status", "-n", kw, "--no-headers")).NotTo(ContainSubstring("PHASE"))
 		Expect(ok("expiring", "-A", "--within", "1d", "-l", "team=analytics", "-o", "name")).To(BeEmpty(), "keys that never expire are not expiring")
 
-		By("version: the plugin's own, and the manager's when it runs as a Deployment (here it runs as a process)")
-		Expect(ok("version", "--client")).To(HavePrefix("Client Version: "))
-		Expect(ok("version")).To(MatchRegexp(`Manager Version: unknown \(no Deployment labelled app.kubernetes.io/name=keyward`))
+		By("version: the plugin's own, and the manager's from the image tag of config/default's Deployment")
+		Expect(ok("version", "--client")).To(MatchRegexp(`^Client Version: \S+ \(revision \S+, go\S+, \S+/\S+\)\n$`))
+		image := jsonpath("keyward-system", "deployment/keyward-controller-manager", `.spec.template.spec.containers[?(@.name=="manager")].image`)
+		tag := image[strings.LastIndex(image, ":")+1:]
+		Expect(ok("version")).To(ContainSubstring("\nManager Version: " + tag + " (image " + image + ", Deployment keyward-system/keyward-controller-manager)\n"))
+		Expect(ok("version", "--as", "tess")).To(ContainSubstring("\nManager Version: unknown (you may not list deployments in all namespaces)\n"))
 
 		By("one duration syntax: --timeout takes days as --within and --by do")
 		Expect(ok("deactivate", "web", "-n", kw, "--timeout", "1d")).To(ContainSubstring("phase Inactive"))
@@ -443,7 +449,7 @@ spec: {application: reports}
 		}, timeout, interval).Should(Equal("yes"))
 		Expect(refused("", "revoke", "-l", "team=analytics", "-n", kw, "--as", "tess")).To(Equal("error: revoking 2 accesskeys (" +
 			kw + "/analytics-1, " + kw + "/analytics-2) cannot be undone: confirm with --yes (standard input is not a terminal, so there is no one to ask)"))
-		Expect(jsonpath(kw, "accesskey/analytics-1", ".spec.revoked")).To(BeEmpty())
+		Expect(jsonpath(kw, "accesskey/analytics-1", ".spec.revoked")).To(Equal("false"))
 		out := ok("revoke", "-l", "team=analytics", "-n", kw, "--as", "tess", "--yes", "--timeout", "2m")
 		Expect(out).To(ContainSubstring("accesskey " + kw + "/analytics-1 revoked: key ID"))
 		Expect(out).To(ContainSubstring("accesskey " + kw + "/analytics-2 revoked: key ID"))
