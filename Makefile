@@ -210,9 +210,10 @@ argocd-cm: ## Write config/argocd/argocd-cm.yaml (Argo CD health checks and the 
 	go run ./hack/dist argocd-cm
 
 .PHONY: check-generated
-check-generated: manifests generate build-installer chart monitoring argocd-cm ## Fail when generated files differ from what is committed (CI).
+check-generated: manifests generate build-installer chart monitoring argocd-cm ## Fail when generated files differ from what is committed, or a Mermaid diagram in README.md or docs/ is malformed (CI).
 	@git diff --exit-code --stat -- config/ dist/ charts/ api/ || { echo "generated files are out of date: run make manifests generate build-installer chart monitoring argocd-cm and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- config/ dist/ charts/ api/)" || { git status --short -- config/ dist/ charts/ api/; echo "untracked generated files: commit them"; exit 1; }
+	@go run ./hack/docscheck README.md docs
 
 ##@ Deployment (against the cluster in KUBECONFIG)
 
