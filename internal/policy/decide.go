@@ -18,6 +18,7 @@ type decision struct {
 	expiresAt       *metav1.Time
 	rotationRequest string // the rotate annotation value acted on (or recorded at issue)
 	wakeAt          []*metav1.Time
+	refusal         *keyward.SecretRefusal // the refusal of the key's Secret that stands, if any
 }
 
 func decide(o Observation) decision {
@@ -32,32 +33,12 @@ func decide(o Observation) decision {
 		return d
 	}
 	keep := decision{lifetimeLimit: k.Status.LifetimeLimit, expiresAt: k.Status.ExpiresAt}
-	pending := func(reason, message string) decision {
-		keep.phase, keep.reason, keep.message = keyward.PhasePending, reason, message
-		return keep
-	}
 	requested, err := RequestedExpiry(k)
-	if err != nil {
-		// Fail closed: an expiry nobody can read could be in the past.
-		return pending(keyward.ReasonInvalidSpec, err.Error()+"; the key does not verify until it is fixed, and its key material is kept")
-	}
-	if IsIssued(k) {
+	if err == nil && IsIssued(k) {
 		keep.expiresAt = EffectiveExpiry(requested, k.Status.LifetimeLimit)
 	}
-	app := ApplicationOf(k, o.App)
-	switch {
-	case app == nil && ApplicationReplaced(k, o.App):
-		return pending(keyward.ReasonApplicationNotFound, fmt.Sprintf(
-			"application %q was deleted and created again; this key belonged to the deleted one and is deleted with it by the garbage collector (it never takes on the new application's group, scopes or limits)", k.Spec.Application))
-	case app == nil:
-		return pending(keyward.ReasonApplicationNotFound, fmt.Sprintf("application %q does not exist in this namespace", k.Spec.Application))
-	case o.Tenant.Invalid != "":
-		return pending(keyward.ReasonInvalidTenantSettings, "TenantSettings \"default\": "+o.Tenant.Invalid+"; no key is issued or verifies in this tenant until it is fixed")
-	case !o.Tenant.Enabled:
-		return pending(keyward.ReasonAPIKeysDisabled, "API keys are switched off for this tenant (TenantSettings \"default\", spec.apiKeysEnabled); existing key material is kept")
-	}
-	if err := CheckScopes(k, app); err != nil {
-		keep.phase, keep.reason, keep.message = keyward.PhaseRejected, keyward.ReasonScopeNotAllowed, err.Error()
+	if ob, blocked := obstacleTo(k, o.App, o.Tenant); blocked {
+		keep.phase, keep.reason, keep.message = ob.phase, ob.reason, ob.message
 		return keep
 	}
 	if o.Secret == SecretForeign && o.Refusal == nil {
@@ -114,6 +95,3 @@ func decide(o Observation) decision {
 	}
 	return d
 }
-
-// refused turns a decision to write material into Pending with the
-// refusal's reason; it tries again every SecretRetry and on any spec change.

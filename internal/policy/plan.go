@@ -96,29 +96,13 @@ func PlanKey(o Observation) Plan {
 	return build(o, d)
 }
 
-// NeedsSlot reports whether the plan of a key depends on the limits: a
-// key never issued that nothing else keeps from being issued. Only for such
-// keys does the controller ask for a slot.
-func NeedsSlot(o Observation) bool {
-	k := o.Key
-	if k.Spec.Revoked || IsIssued(k) || !k.DeletionTimestamp.IsZero() || o.Secret == SecretForeign || o.Refusal != nil {
-		return false
-	}
-	if _, standing := standingRefusal(k); standing {
-		return false
-	}
-	if _, err := RequestedExpiry(k); err != nil {
-		return false
-	}
-	app := ApplicationOf(k, o.App)
-	return app != nil && o.Tenant.Invalid == "" && o.Tenant.Enabled && CheckScopes(k, app) == nil
-}
-
+// build turns a decision into the complete status, Event and wake-up.
 func build(o Observation, d decision) Plan {
 	k := o.Key
 	st := *k.Status.DeepCopy()
 	st.ObservedGeneration = k.Generation
 	st.Phase = d.phase
+	st.SecretRefusal = d.refusal
 
 	previous := PreviousKeyAfter(k, false, o.Now) // drops it when its grace period is over
 	switch d.material {
@@ -187,6 +171,7 @@ func MinimalStatus(p Plan, k *keyward.AccessKey) keyward.AccessKeyStatus {
 		// The rotation request acted on (at most 71 characters) is kept
 		// too: without it the same request would be acted on again.
 		Rotation: p.Status.Rotation, LastRotatedAt: p.Status.LastRotatedAt,
+		SecretRefusal: p.Status.SecretRefusal,
 	}
 	if c != nil {
 		// Ready, and Reconciling or Stalled, as planned.

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"fmt"
+	"regexp"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -21,8 +23,6 @@ type Refusal struct {
 	Reason string
 	// Fields names the spec fields to fix (for SecretInvalid).
 	Fields []string
-	// standing is the message of a refusal status already records.
-	standing string
 }
 
 // FoldRefusal is PlanKey for a reconcile whose Secret write the API server
@@ -33,25 +33,27 @@ func FoldRefusal(o Observation, r Refusal) Plan {
 	return PlanKey(o)
 }
 
+// refused turns a decision to write material into Pending with the
+// refusal's reason; it tries again every SecretRetry and on any spec change.
 func refused(d decision, k *keyward.AccessKey, r Refusal) decision {
 	d.phase, d.reason, d.material = keyward.PhasePending, r.Reason, MaterialKeep
-	switch {
-	case r.standing != "":
-		d.message = r.standing
-	case r.Reason == keyward.ReasonSecretNameConflict:
+	d.refusal = &keyward.SecretRefusal{Reason: r.Reason, Fields: r.Fields, Generation: k.Generation}
+	if r.Reason == keyward.ReasonSecretNameConflict {
 		d.message = fmt.Sprintf("a Secret named %q that this key does not control already exists (or the key's previous Secret is still being deleted); delete it or set spec.secretTemplate.name", k.SecretName())
-	default:
-		fields := "spec.secretTemplate"
-		if len(r.Fields) > 0 {
-			fields = fmt.Sprint(r.Fields)
-		}
-		d.message = "the API server refused the key's Secret; fix " + fields + " (labels must be valid Kubernetes labels, annotations at most 256 KiB together)"
+	} else {
+		d.message = "the API server refused the key's Secret; fix " + fieldList(r.Fields) + " (labels must be valid Kubernetes labels, annotations at most 256 KiB together)"
 	}
 	d.wakeAt = nil // build sets the retry
 	return d
 }
 
-// build turns a decision into the complete status, Event and wake-up.
+// fieldList names the spec fields to fix in a message.
+func fieldList(fields []string) string {
+	if len(fields) == 0 {
+		return "spec.secretTemplate"
+	}
+	return fmt.Sprint(fields)
+}
 
 // FoldMetadataRefusal notes in a plan that the API server refused the
 // labels or annotations of the key's intact Secret: the key still works,
@@ -59,42 +61,69 @@ func refused(d decision, k *keyward.AccessKey, r Refusal) decision {
 func FoldMetadataRefusal(p Plan, fields []string) Plan {
 	p.Status = *p.Status.DeepCopy()
 	c := p.Ready()
-	f := "spec.secretTemplate"
-	if len(fields) > 0 {
-		f = fmt.Sprint(fields)
-	}
-	c.Message = BoundMessage(c.Message + "; the API server refused the Secret's labels or annotations, fix " + f)
+	c.Message = BoundMessage(c.Message + "; the API server refused the Secret's labels or annotations, fix " + fieldList(fields))
 	return p
+}
+
+// RefusalOf returns the refusal of the key's Secret that stands for its
+// current spec, as status.secretRefusal records it. Such a key is Pending
+// and, like every Pending key, holds no slot (docs/limits.md); a change of
+// its spec (or, for a taken name, its retry timer) brings it back.
+//
+// A status written before that field existed records a refusal only as the
+// reason of its Ready condition: it is read from there (once: the plan's
+// status then carries the field).
+func RefusalOf(k *keyward.AccessKey) (Refusal, bool) {
+	if r := k.Status.SecretRefusal; r != nil {
+		if r.Generation != k.Generation {
+			return Refusal{}, false
+		}
+		return Refusal{Reason: r.Reason, Fields: r.Fields}, true
+	}
+	c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady)
+	if k.Status.Phase != keyward.PhasePending || c == nil || k.Status.ObservedGeneration != k.Generation {
+		return Refusal{}, false
+	}
+	switch c.Reason {
+	case keyward.ReasonSecretNameConflict:
+		return Refusal{Reason: c.Reason}, true
+	case keyward.ReasonSecretInvalid:
+		return Refusal{Reason: c.Reason, Fields: legacyFields(c.Message)}, true
+	}
+	return Refusal{}, false
+}
+
+// legacyFields reads back the spec fields an older status named in its
+// message ("fix [spec.secretTemplate.labels ...]").
+var legacyFieldsPattern = regexp.MustCompile(`fix \[([^\]]*)\]`)
+
+func legacyFields(message string) []string {
+	m := legacyFieldsPattern.FindStringSubmatch(message)
+	if m == nil {
+		return nil
+	}
+	return strings.Fields(m[1])
+}
+
+// Refused reports whether a refusal of the key's Secret stands for its
+// current spec (RefusalOf).
+func Refused(k *keyward.AccessKey) bool {
+	_, ok := RefusalOf(k)
+	return ok
 }
 
 // RefusedForName reports whether the key waits, for its current spec,
 // for a Secret name that was taken: it may proceed only once the name is
 // free, which the controller checks before the key competes for a slot.
 func RefusedForName(k *keyward.AccessKey) bool {
-	return Refused(k) && meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady).Reason == keyward.ReasonSecretNameConflict
+	r, ok := RefusalOf(k)
+	return ok && r.Reason == keyward.ReasonSecretNameConflict
 }
 
-// standingRefusal returns the refusal the key's status records when the
-// API server refused its Secret as invalid for its current spec: only a
-// change of the spec can cure that, so the write is not tried again.
+// standingRefusal returns the refusal of the key's Secret as invalid that
+// stands for its current spec: only a change of the spec can cure that, so
+// the write is not tried again.
 func standingRefusal(k *keyward.AccessKey) (Refusal, bool) {
-	c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady)
-	if !Refused(k) || c.Reason != keyward.ReasonSecretInvalid {
-		return Refusal{}, false
-	}
-	return Refusal{Reason: keyward.ReasonSecretInvalid, standing: c.Message}, true
-}
-
-func isRefusal(reason string) bool {
-	return reason == keyward.ReasonSecretNameConflict || reason == keyward.ReasonSecretInvalid
-}
-
-// Refused reports whether the key's status says the API server refused its
-// Secret for the key's current spec. Such a key is Pending and, like every
-// Pending key, holds no slot (docs/limits.md); a change of its spec or its retry
-// timer brings it back.
-func Refused(k *keyward.AccessKey) bool {
-	c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady)
-	return k.Status.Phase == keyward.PhasePending && c != nil && isRefusal(c.Reason) &&
-		k.Status.ObservedGeneration == k.Generation
+	r, ok := RefusalOf(k)
+	return r, ok && r.Reason == keyward.ReasonSecretInvalid
 }

@@ -110,7 +110,7 @@ func allocate(s Slots, only *keyward.AccessKey) map[string]SlotDecision {
 			out[k.Name] = SlotDecision{Outcome: SlotNotCandidate}
 		case only != nil && k != only && !olderThan(k, only):
 			// Ranks after the key asking: it cannot take that key's slot.
-		case !competes(k, s.Apps[k.Spec.Application], s.Self):
+		case !Competes(k, s.Apps[k.Spec.Application], s.Tenant, k.Name == s.Self):
 			out[k.Name] = SlotDecision{Outcome: SlotNotCandidate}
 		default:
 			waiting = append(waiting, k)
@@ -138,18 +138,6 @@ func allocate(s Slots, only *keyward.AccessKey) map[string]SlotDecision {
 		}
 	}
 	return out
-}
-
-// competes reports whether a key never issued waits for a slot.
-func competes(k *keyward.AccessKey, app *keyward.Application, self string) bool {
-	if k.Spec.Revoked || (Refused(k) && k.Name != self) {
-		return false
-	}
-	if _, err := RequestedExpiry(k); err != nil {
-		return false
-	}
-	a := ApplicationOf(k, app)
-	return a != nil && CheckScopes(k, a) == nil
 }
 
 func olderThan(a, b *keyward.AccessKey) bool {
