@@ -119,25 +119,34 @@ func allocate(s Slots, only *keyward.AccessKey) map[string]SlotDecision {
 
 	sort.Slice(waiting, func(i, j int) bool { return olderThan(waiting[i], waiting[j]) })
 	for _, k := range waiting {
-		app := s.Apps[k.Spec.Application]
-		switch {
-		case usedByApp[k.Spec.Application] >= maxAccessKeys(app):
-			out[k.Name] = SlotDecision{Outcome: SlotDenied, Reason: keyward.ReasonApplicationLimitExceeded,
-				Message: fmt.Sprintf("application %q already holds its maximum of %d keys; delete one to make room", app.Name, maxAccessKeys(app))}
-		case usedByOwner[k.Spec.Owner] >= s.Tenant.MaxKeysPerOwner:
-			out[k.Name] = SlotDecision{Outcome: SlotDenied, Reason: keyward.ReasonOwnerLimitExceeded,
-				Message: fmt.Sprintf("%s already holds the tenant's maximum of %d keys; delete one to make room", ownerName(k.Spec.Owner), s.Tenant.MaxKeysPerOwner)}
-		case usedByTenant >= s.Tenant.MaxKeys:
-			out[k.Name] = SlotDecision{Outcome: SlotDenied, Reason: keyward.ReasonTenantLimitExceeded,
-				Message: fmt.Sprintf("the tenant already holds its maximum of %d keys (TenantSettings spec.maxKeys); delete one to make room", s.Tenant.MaxKeys)}
-		default:
+		d := slotFor(k, s.Apps[k.Spec.Application], s.Tenant, usedByApp[k.Spec.Application], usedByOwner[k.Spec.Owner], usedByTenant)
+		if d.Outcome == SlotGranted {
 			usedByApp[k.Spec.Application]++
 			usedByOwner[k.Spec.Owner]++
 			usedByTenant++
-			out[k.Name] = SlotDecision{Outcome: SlotGranted}
 		}
+		out[k.Name] = d
 	}
 	return out
+}
+
+// slotFor decides for a waiting key of app, given the slots its
+// Application, its owner and the tenant use so far: granted, or denied by
+// the first limit that is full (the Application's, the owner's, the
+// tenant's), with a message that says which and how to make room.
+func slotFor(k *keyward.AccessKey, app *keyward.Application, t Tenant, usedByApp, usedByOwner, usedByTenant int32) SlotDecision {
+	switch {
+	case usedByApp >= maxAccessKeys(app):
+		return SlotDecision{Outcome: SlotDenied, Reason: keyward.ReasonApplicationLimitExceeded,
+			Message: fmt.Sprintf("application %q already holds its maximum of %d keys; delete one to make room", app.Name, maxAccessKeys(app))}
+	case usedByOwner >= t.MaxKeysPerOwner:
+		return SlotDecision{Outcome: SlotDenied, Reason: keyward.ReasonOwnerLimitExceeded,
+			Message: fmt.Sprintf("%s already holds the tenant's maximum of %d keys; delete one to make room", ownerName(k.Spec.Owner), t.MaxKeysPerOwner)}
+	case usedByTenant >= t.MaxKeys:
+		return SlotDecision{Outcome: SlotDenied, Reason: keyward.ReasonTenantLimitExceeded,
+			Message: fmt.Sprintf("the tenant already holds its maximum of %d keys (TenantSettings spec.maxKeys); delete one to make room", t.MaxKeys)}
+	}
+	return SlotDecision{Outcome: SlotGranted}
 }
 
 func olderThan(a, b *keyward.AccessKey) bool {
