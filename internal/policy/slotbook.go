@@ -132,9 +132,14 @@ func (b *SlotBook) ForgetKey(uid types.UID) (freed bool) {
 }
 
 // ObserveApplication records the Application a as it is now, and judges
-// the keys that name it again.
+// the keys that name it again when what they depend on changed (its
+// object, spec or deletion; not its status).
 func (b *SlotBook) ObserveApplication(a *keyward.Application) (freed bool) {
+	old, had := b.apps[a.Name]
 	b.apps[a.Name] = a
+	if had && old.UID == a.UID && old.Generation == a.Generation && old.DeletionTimestamp.IsZero() == a.DeletionTimestamp.IsZero() {
+		return false
+	}
 	return b.judgeApp(a.Name)
 }
 
@@ -213,7 +218,12 @@ func (b *SlotBook) judge(e *slotEntry) (freed bool) {
 	if e.placed && held == e.held && waits == e.waits && e.app == k.Spec.Application && e.owner == k.Spec.Owner {
 		return false
 	}
-	freed = b.unplace(e)
+	// Others may take a slot when this key stops holding one, or stops
+	// waiting without taking one (it may have been served before them), or
+	// moves to another Application or owner.
+	moved := e.placed && (e.app != k.Spec.Application || e.owner != k.Spec.Owner)
+	freed = (e.held && !held) || (e.waits && !waits && !held) || ((e.held || e.waits) && moved)
+	b.unplace(e)
 	e.held, e.waits, e.app, e.owner = held, waits, k.Spec.Application, k.Spec.Owner
 	if held {
 		b.heldByApp[e.app]++

@@ -31,6 +31,10 @@ type slotHistory struct {
 	secrets map[string]types.UID
 	tenant  Tenant
 	serial  int
+	// freed is what the book reported for the last change of a key, its
+	// grant or its Secret; subject is that key (nil for other changes).
+	freed   bool
+	subject *keyward.AccessKey
 }
 
 func newSlotHistory(t *testing.T, data []byte) *slotHistory {
@@ -56,7 +60,7 @@ func (h *slotHistory) put(k *keyward.AccessKey) {
 	if IsIssued(k) {
 		delete(h.granted, k.UID)
 	}
-	h.book.ObserveKey(k)
+	h.freed, h.subject = h.book.ObserveKey(k), k
 }
 
 func (h *slotHistory) pick() *keyward.AccessKey {
@@ -83,6 +87,7 @@ func (h *slotHistory) nameFree(name string) bool {
 // step makes one change.
 func (h *slotHistory) step() {
 	f := h.f
+	h.freed, h.subject = false, nil
 	switch f.n(14) {
 	case 0, 1, 2: // a key is created
 		name := fmt.Sprintf("k%d", f.n(12))
@@ -111,7 +116,7 @@ func (h *slotHistory) step() {
 		if k := h.pick(); k != nil && !IsIssued(k) {
 			if h.granted[k.UID] {
 				delete(h.granted, k.UID)
-				h.book.Release(k.UID)
+				h.freed, h.subject = h.book.Release(k.UID), k
 			} else {
 				h.granted[k.UID] = true
 				h.book.Grant(k.UID)
@@ -145,17 +150,17 @@ func (h *slotHistory) step() {
 			} else {
 				delete(h.keys, k.UID)
 				delete(h.granted, k.UID)
-				h.book.ForgetKey(k.UID)
+				h.freed, h.subject = h.book.ForgetKey(k.UID), k
 			}
 		}
 	case 9: // a Secret of an unrecorded issue appears or goes
 		if k := h.pick(); k != nil {
 			if h.secrets[k.SecretName()] == k.UID {
 				delete(h.secrets, k.SecretName())
-				h.book.ObserveSecret(k.SecretName(), "")
+				h.freed, h.subject = h.book.ObserveSecret(k.SecretName(), ""), k
 			} else {
 				h.secrets[k.SecretName()] = k.UID
-				h.book.ObserveSecret(k.SecretName(), k.UID)
+				h.freed, h.subject = h.book.ObserveSecret(k.SecretName(), k.UID), k
 			}
 		}
 	case 10: // an Application resized or narrowed
@@ -243,7 +248,16 @@ func readyReasonOf(k *keyward.AccessKey) string {
 func runSlotHistory(t *testing.T, data []byte) {
 	h := newSlotHistory(t, data[:min(len(data), 1000)]) // longer histories add nothing but time
 	for i := 0; len(h.f.b) > 0; i++ {
+		before := AllocateSlots(h.reference(""))
 		h.step()
+		if h.subject != nil && !h.freed {
+			// A change the book calls no freeing lets no other key in.
+			for name, d := range AllocateSlots(h.reference("")) {
+				if name != h.subject.Name && d.Outcome == SlotGranted && before[name].Outcome != SlotGranted {
+					t.Fatalf("step %d: %s may take a slot after a change of %s the book did not report", i, name, h.subject.Name)
+				}
+			}
+		}
 		if k := h.pick(); k != nil && h.f.n(3) == 0 {
 			if d, ok := h.book.Decide(k, h.tenant); ok && d.Outcome == SlotDenied {
 				k.Status.Phase = keyward.PhaseRejected
