@@ -42,7 +42,13 @@ type slotLedger struct {
 type namespaceSlots struct {
 	mu   sync.Mutex
 	book *policy.SlotBook
+	// changed is closed (and replaced) whenever the book observes a key.
+	changed chan struct{}
 }
+
+// bookLag bounds how long a key waits for the book to observe it before it
+// is taken from the cache's index instead.
+const bookLag = 2 * time.Second
 
 // newSlotLedger registers the ledger's handlers with the cache's informers
 // of AccessKeys, Applications and Keyward Secrets.
@@ -108,6 +114,8 @@ func (l *slotLedger) observe(obj any, gone bool) {
 		} else {
 			freed = n.book.ObserveKey(o)
 		}
+		close(n.changed)
+		n.changed = make(chan struct{})
 	case *keyward.Application:
 		if gone {
 			freed = n.book.ForgetApplication(o.Name, o.UID)
@@ -132,7 +140,7 @@ func (l *slotLedger) namespace(ns string) *namespaceSlots {
 	defer l.mu.Unlock()
 	n, ok := l.namespaces[ns]
 	if !ok {
-		n = &namespaceSlots{book: policy.NewSlotBook()}
+		n = &namespaceSlots{book: policy.NewSlotBook(), changed: make(chan struct{})}
 		l.namespaces[ns] = n
 	}
 	return n
@@ -163,20 +171,34 @@ func (l *slotLedger) plan(ctx context.Context, key *keyward.AccessKey, obs polic
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	d, ok := n.book.Decide(key, obs.Tenant)
-	if !ok {
-		// The book has not observed the key yet: take it from the cache,
-		// if it is still there (its deletion then reaches the book after
-		// this, under the same lock).
+	for deadline := time.Now().Add(bookLag); !ok; d, ok = n.book.Decide(key, obs.Tenant) {
+		// The book has not observed the key yet (its handler runs a little
+		// after the cache's index is updated). Once it has, it has observed
+		// every key created before it too, so wait for it: deciding now
+		// could pass over an older key the book has not seen either.
 		cached, found, err := l.keys.GetByKey(key.Namespace + "/" + key.Name)
 		if err != nil {
 			return policy.Plan{}, false, err
 		}
-		k, _ := cached.(*keyward.AccessKey)
-		if !found || k == nil || k.UID != key.UID {
-			return policy.Plan{}, false, nil
+		if k, _ := cached.(*keyward.AccessKey); !found || k == nil || k.UID != key.UID {
+			return policy.Plan{}, false, nil // deleted meanwhile
+		} else if time.Now().After(deadline) {
+			// Still not observed: take it from the index (its deletion
+			// then reaches the book after this, under the same lock).
+			n.book.ObserveKeyIfAbsent(k)
+			continue
 		}
-		n.book.ObserveKeyIfAbsent(k)
-		d, _ = n.book.Decide(key, obs.Tenant)
+		changed := n.changed
+		n.mu.Unlock()
+		select {
+		case <-changed:
+		case <-time.After(time.Until(deadline)):
+		case <-ctx.Done():
+		}
+		n.mu.Lock()
+		if ctx.Err() != nil {
+			return policy.Plan{}, false, ctx.Err()
+		}
 	}
 	if d.Outcome == policy.SlotHeld {
 		d.Outcome = policy.SlotGranted // its own slot: it may be issued into it
