@@ -16,8 +16,17 @@ import (
 // whole tenant, and the keys waiting for one, per Application in the order
 // they are served (oldest first, then by name).
 //
-// It gives the answers AllocateSlots gives over the same objects (the
-// property tests hold it to that); a decision costs O(log N) in the keys of
+// The rule: keys holding a slot keep it (HoldsSlot); the remaining slots go
+// to the waiting keys (Competes) oldest first — creationTimestamp, then
+// name — each one granted while its Application's maxAccessKeys, its
+// owner's maxKeysPerOwner and the tenant's maxKeys have room, so a waiting
+// key is never passed over for one that ranks after it, and the answer is
+// the same whichever key asks first. Keys without an owner share one
+// owner's limit, so leaving the owner out is no way around
+// maxKeysPerOwner. The tests hold the book to the same rule written as one
+// pass over the namespace (AllocateSlots, slots_reference_test.go).
+//
+// A decision costs O(log N) in the keys of
 // the namespace, plus one step per waiting key that ranks before the key
 // asking in an Application with room (in a burst, the keys being issued
 // beside it; keys of full Applications are never visited).
@@ -292,8 +301,8 @@ func (b *SlotBook) judgeApp(name string) (freed bool) {
 	return freed
 }
 
-// Decide is DecideSlot for key (as the reconciler read it): whether it
-// holds a slot, may take one, or is denied and why. ok is false when the
+// Decide is the slot decision for key (as the reconciler read it): whether
+// it holds a slot, may take one, or is denied and why. ok is false when the
 // book does not hold the key.
 func (b *SlotBook) Decide(k *keyward.AccessKey, t Tenant) (SlotDecision, bool) {
 	e, ok := b.keys[k.UID]
@@ -336,7 +345,7 @@ func (b *SlotBook) Waking(t Tenant) []string {
 }
 
 // server hands the free slots to the waiting keys in rank order, as
-// AllocateSlots does, counting what it grants on top of the held slots.
+// the rule says, counting what it grants on top of the held slots.
 type server struct {
 	b              *SlotBook
 	tenant         Tenant
