@@ -103,4 +103,3 @@ func allocate(s Slots, only *keyward.AccessKey) map[string]SlotDecision {
 	}
 	return out
 }
-
