@@ -233,6 +233,10 @@ func (b *SlotBook) judge(e *slotEntry) (freed bool) {
 	moved := e.placed && (e.app != k.Spec.Application || e.owner != k.Spec.Owner)
 	freed = (e.held && !held) || (e.waits && !waits && !held) || ((e.held || e.waits) && moved)
 	b.unplace(e)
+	// A key that starts waiting ahead of others may be served before them
+	// and push one of them out of a limit, which can leave room in another
+	// limit for a key after it. A new key ranks last, so this is rare.
+	freed = freed || (waits && !e.waits && b.ranksBeforeAWaitingKey(e))
 	e.held, e.waits, e.app, e.owner = held, waits, k.Spec.Application, k.Spec.Owner
 	if held {
 		b.heldByApp[e.app]++
@@ -292,6 +296,16 @@ func (b *SlotBook) unplace(e *slotEntry) (freed bool) {
 	freed = e.held || e.waits
 	e.held, e.waits, e.placed = false, false, false
 	return freed
+}
+
+// ranksBeforeAWaitingKey reports whether a waiting key other than e ranks after it.
+func (b *SlotBook) ranksBeforeAWaitingKey(e *slotEntry) bool {
+	for _, t := range b.waiting {
+		if last, ok := t.Max(); ok && last != e && lessRank(e, last) {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *SlotBook) judgeApp(name string) (freed bool) {

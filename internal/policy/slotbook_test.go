@@ -110,7 +110,9 @@ func (h *slotHistory) step() {
 		if k := h.pick(); k != nil && !IsIssued(k) {
 			k.Status.IssuedAt = &metav1.Time{Time: h.now}
 			k.Status.Phase = keyward.PhaseActive
+			decided := h.granted[k.UID]
 			h.put(k)
+			h.contract(decided)
 		}
 	case 4: // granted by the manager, or released
 		if k := h.pick(); k != nil && !IsIssued(k) {
@@ -118,8 +120,11 @@ func (h *slotHistory) step() {
 				delete(h.granted, k.UID)
 				h.freed, h.subject = h.book.Release(k.UID), k
 			} else {
+				d, _ := h.book.Decide(k, h.tenant)
 				h.granted[k.UID] = true
 				h.book.Grant(k.UID)
+				h.subject = k
+				h.contract(d.Outcome == SlotGranted)
 			}
 		}
 	case 5: // its Secret refused, or its spec changed since
@@ -159,8 +164,10 @@ func (h *slotHistory) step() {
 				delete(h.secrets, k.SecretName())
 				h.freed, h.subject = h.book.ObserveSecret(k.SecretName(), ""), k
 			} else {
+				decided := h.granted[k.UID] || IsIssued(k)
 				h.secrets[k.SecretName()] = k.UID
 				h.freed, h.subject = h.book.ObserveSecret(k.SecretName(), k.UID), k
+				h.contract(decided)
 			}
 		}
 	case 10: // an Application resized or narrowed
@@ -188,6 +195,18 @@ func (h *slotHistory) step() {
 		h.tenant.MaxKeysPerOwner, h.tenant.MaxKeys = int32(1+f.n(4)), int32(1+f.n(7))
 	case 13: // the tenant is switched off or on
 		h.tenant.Enabled = !h.tenant.Enabled
+	}
+}
+
+// contract leaves a change out of the check that the book reports every
+// change that can let another key in, unless the manager made it: a key
+// takes a slot only by a grant the book decided (its issue and its Secret
+// follow that grant). A key taking a slot the rule did not give it (only a
+// test does that) can push an earlier key out of one limit and so leave
+// room in another; the decisions are still checked.
+func (h *slotHistory) contract(decided bool) {
+	if !decided {
+		h.subject = nil
 	}
 }
 
