@@ -24,7 +24,7 @@ COPY controllers/ controllers/
 COPY internal/ internal/
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
-    go build -trimpath -ldflags="-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" -o /out/manager .
+    go build -trimpath -ldflags="-s -w -X keyward.dev/keyward/internal/version.Version=${VERSION} -X keyward.dev/keyward/internal/version.Revision=${REVISION}" -o /out/manager .
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev

@@ -30,7 +30,7 @@ rm -rf "$ctx"
 mkdir -p "$ctx/etc"
 echo "building the manager: CGO_ENABLED=0 GOOS=linux GOARCH=$GOARCH, version $VERSION, revision $REVISION"
 CGO_ENABLED=0 GOOS=linux GOARCH="$GOARCH" go build -trimpath \
-  -ldflags "-s -w -X main.version=$VERSION -X main.revision=$REVISION" -o "$ctx/manager" .
+  -ldflags "-s -w -X keyward.dev/keyward/internal/version.Version=$VERSION -X keyward.dev/keyward/internal/version.Revision=$REVISION" -o "$ctx/manager" .
 # The same user and group entries as distroless' nonroot image.
 printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' \
   'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' >"$ctx/etc/passwd"
