@@ -30,7 +30,7 @@ FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG SOURCE=https://keyward.dev/keyward
-ARG LICENSES=NOASSERTION
+ARG LICENSES=Apache-2.0
 WORKDIR /
 COPY --from=builder /out/manager /manager
 USER 65532:65532

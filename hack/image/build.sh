@@ -6,6 +6,8 @@
 #   IMG       image reference (default keyward/manager:dev)
 #   VERSION   stamped into the binary and the image label (default: git describe)
 #   REVISION  source commit (default: git rev-parse HEAD, "-dirty" if modified)
+#   SOURCE_DATE_EPOCH  the image's creation and file times (default: the
+#             commit's time), so that a build is reproducible (podman, buildah)
 #   IMAGE_SOURCE, IMAGE_LICENSES  the OCI labels' values
 #   IMAGE_TOOL, PODMAN_FLAGS      see hack/image/lib.sh
 set -euo pipefail
@@ -20,8 +22,9 @@ if [ -z "${REVISION:-}" ]; then
     REVISION+=-dirty
   fi
 fi
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 IMAGE_SOURCE=${IMAGE_SOURCE:-https://keyward.dev/keyward}
-IMAGE_LICENSES=${IMAGE_LICENSES:-NOASSERTION}
+IMAGE_LICENSES=${IMAGE_LICENSES:-Apache-2.0}
 GOARCH=${GOARCH:-$(go env GOARCH)}
 t=$(image_tool)
 
@@ -43,6 +46,7 @@ args=(-f hack/image/Containerfile -t "$IMG"
   --build-arg "SOURCE=$IMAGE_SOURCE" --build-arg "LICENSES=$IMAGE_LICENSES")
 [ "$t" = docker ] || args+=(--platform "linux/$GOARCH")
 [ "$t" != podman ] || args+=(--layers=false) # one layer, no intermediate images left behind
+[ "$t" = docker ] || args+=(--timestamp "$SOURCE_DATE_EPOCH")
 # The image IMG named before this build, removed after it if nothing else
 # names it, so repeated builds leave no untagged images behind.
 old=""

@@ -1,6 +1,7 @@
 package chartrender
 
 import (
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -8,6 +9,8 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -288,5 +291,34 @@ func TestServiceMonitorCAVerifies(t *testing.T) {
 		"enabled": true, "tlsConfig": map[string]any{"ca": map[string]any{"secret": map[string]any{"name": "ca", "key": "ca.crt"}}}}}}, serviceMonitorAPI)
 	if err == nil || !strings.Contains(err.Error(), "insecureSkipVerify") {
 		t.Errorf("a CA with insecureSkipVerify still true: %v", err)
+	}
+}
+
+// config/prometheus is the chart's ServiceMonitor for a release named
+// keyward: the same monitor, scraper ServiceAccount, token Secret and
+// binding.
+func TestConfigPrometheusMatchesTheChart(t *testing.T) {
+	root := filepath.Dir(filepath.Dir(chartDir(t)))
+	opts := krusty.MakeDefaultOptions()
+	resMap, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), filepath.Join(root, "config", "prometheus"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := resMap.AsYaml()
+	kustomize, err := Objects(string(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chart []*unstructured.Unstructured
+	for _, o := range render(t, map[string]any{"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}}, serviceMonitorAPI) {
+		if strings.Contains(o.GetName(), "metrics-scraper") || o.GetKind() == "ServiceMonitor" {
+			chart = append(chart, o)
+		}
+	}
+	if len(kustomize) != 4 || len(chart) != 4 {
+		t.Errorf("config/prometheus has %d objects, the chart's monitor %d; want 4 each", len(kustomize), len(chart))
+	}
+	for _, d := range Diff("config/prometheus", kustomize, "the chart", chart) {
+		t.Error(d)
 	}
 }
