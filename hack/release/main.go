@@ -298,9 +298,9 @@ func (r *release) sbom(binary, name string) error {
 		}
 		return c
 	}
-	main := cdx.Component{BOMRef: purl(info.Main.Path, r.version), Type: cdx.ComponentTypeApplication, Name: filepath.Base(strings.TrimSuffix(name, ".cdx.json")),
+	app := cdx.Component{BOMRef: purl(info.Main.Path, r.version), Type: cdx.ComponentTypeApplication, Name: filepath.Base(strings.TrimSuffix(name, ".cdx.json")),
 		Version: r.version, PackageURL: purl(info.Main.Path, r.version),
-		Licenses: &cdx.Licenses{{License: &cdx.License{ID: "Apache-2.0"}}},
+		Licenses:   &cdx.Licenses{{License: &cdx.License{ID: "Apache-2.0"}}},
 		Properties: &[]cdx.Property{{Name: "go:version", Value: info.GoVersion}, {Name: "vcs:revision", Value: r.revision}}}
 	var deps []cdx.Component
 	var refs []string
@@ -315,10 +315,10 @@ func (r *release) sbom(binary, name string) error {
 	}
 	bom := cdx.NewBOM()
 	bom.SerialNumber = "" // reproducible: no random serial
-	bom.Metadata = &cdx.Metadata{Timestamp: r.epoch.Format(time.RFC3339), Component: &main,
+	bom.Metadata = &cdx.Metadata{Timestamp: r.epoch.Format(time.RFC3339), Component: &app,
 		Tools: &cdx.ToolsChoice{Components: &[]cdx.Component{{Type: cdx.ComponentTypeApplication, Name: "keyward hack/release (debug/buildinfo, github.com/CycloneDX/cyclonedx-go)"}}}}
 	bom.Components = &deps
-	bom.Dependencies = &[]cdx.Dependency{{Ref: main.BOMRef, Dependencies: &refs}}
+	bom.Dependencies = &[]cdx.Dependency{{Ref: app.BOMRef, Dependencies: &refs}}
 	var b bytes.Buffer
 	enc := cdx.NewBOMEncoder(&b, cdx.BOMFileFormatJSON)
 	enc.SetPretty(true)

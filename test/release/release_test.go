@@ -366,8 +366,10 @@ func TestSBOMs(t *testing.T) {
 		var bom struct {
 			BOMFormat   string
 			SpecVersion string
-			Metadata    struct{ Component struct{ Name, Version string } }
-			Components  []struct{ Name, Version, Purl string }
+			Metadata    struct {
+				Component struct{ Name, Version string }
+			}
+			Components []struct{ Name, Version, Purl string }
 		}
 		if err := json.Unmarshal(read(t, file), &bom); err != nil {
 			t.Fatalf("%s: %v", file, err)
