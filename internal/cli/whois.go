@@ -60,7 +60,7 @@ is "unknown" (exit code 1).`,
 			if len(args) > 0 {
 				return fmt.Errorf("whois reads the key from standard input, never from an argument (arguments land in shell history): kubectl keyward whois < key.txt")
 			}
-			return checkOutput(output)
+			return checkResultOutput(output)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := o.session(cmd)
@@ -70,7 +70,7 @@ is "unknown" (exit code 1).`,
 			return s.whois(all || !s.nsExplicit, output)
 		},
 	}
-	outputFlag(cmd, &output)
+	resultOutputFlag(cmd, &output)
 	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "search every namespace you may list (the default unless -n is given)")
 	return cmd
 }

@@ -294,9 +294,9 @@ func TestServiceMonitorCAVerifies(t *testing.T) {
 	}
 }
 
-// config/prometheus is the chart's ServiceMonitor for a release named
-// keyward: the same monitor, scraper ServiceAccount, token Secret and
-// binding.
+// config/prometheus is the chart's ServiceMonitor and PrometheusRule for a
+// release named keyward: the same monitor, scraper ServiceAccount, token
+// Secret and binding, and the same rules.
 func TestConfigPrometheusMatchesTheChart(t *testing.T) {
 	root := filepath.Dir(filepath.Dir(chartDir(t)))
 	opts := krusty.MakeDefaultOptions()
@@ -310,13 +310,14 @@ func TestConfigPrometheusMatchesTheChart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var chart []*unstructured.Unstructured
-	for _, o := range render(t, map[string]any{"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}}, serviceMonitorAPI) {
-		if strings.Contains(o.GetName(), "metrics-scraper") || o.GetKind() == "ServiceMonitor" {
+	for _, o := range render(t, map[string]any{"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
+		"prometheusRule": map[string]any{"enabled": true}}, serviceMonitorAPI) {
+		if strings.Contains(o.GetName(), "metrics-scraper") || o.GetKind() == "ServiceMonitor" || o.GetKind() == "PrometheusRule" {
 			chart = append(chart, o)
 		}
 	}
-	if len(kustomize) != 4 || len(chart) != 4 {
-		t.Errorf("config/prometheus has %d objects, the chart's monitor %d; want 4 each", len(kustomize), len(chart))
+	if len(kustomize) != 5 || len(chart) != 5 {
+		t.Errorf("config/prometheus has %d objects, the chart's monitoring %d; want 5 each", len(kustomize), len(chart))
 	}
 	for _, d := range Diff("config/prometheus", kustomize, "the chart", chart) {
 		t.Error(d)
