@@ -25,6 +25,7 @@ import (
 	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/internal/health"
 	"keyward.dev/keyward/internal/serve"
+	"keyward.dev/keyward/internal/version"
 )
 
 var scheme = runtime.NewScheme()
@@ -49,7 +50,9 @@ func main() {
 		kubeAPIBurst         int
 		opts                 = controllers.DefaultOptions()
 		verifyOpts           = serve.DefaultOptions()
+		showVersion          bool
 	)
+	flag.BoolVar(&showVersion, "version", false, "Print the version, source revision, Go version and platform, and exit.")
 	metricsOpts.bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address Go's pprof profiles are served on, for profiling (empty: off; keep it on loopback).")
@@ -71,6 +74,10 @@ func main() {
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if showVersion {
+		fmt.Println("keyward-manager", version.Get())
+		return
+	}
 
 	ctrl.SetLogger(capVerbosity(zap.New(zap.UseFlagOptions(&zapOpts)), maxLogVerbosity))
 	log := ctrl.Log.WithName("setup")
