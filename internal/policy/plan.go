@@ -29,6 +29,10 @@ const (
 	// stranger's, or a look-alike with Keyward's labels and the key ID).
 	// It is never used, overwritten or adopted.
 	SecretForeign
+	// SecretImportable: a key never issued asks for an import, and the
+	// Secret holds exactly the material its annotations name, controlled
+	// by no other object (docs/backup-restore.md).
+	SecretImportable
 )
 
 // MaterialAction is what to do with the key material.
@@ -40,6 +44,7 @@ const (
 	MaterialReissue                       // the Secret was lost or edited: generate anew, into a new Secret
 	MaterialRotate                        // a rotation was requested: generate anew, keep the old one for the grace period
 	MaterialDestroy                       // revoked: empty and delete the Secret, forget the hash
+	MaterialImport                        // a restored key: adopt the Secret and the material its import annotations name
 )
 
 // Writes reports whether the action writes new key material.
@@ -72,7 +77,10 @@ type Observation struct {
 	Secret SecretState
 	// Refusal is set when the API server refused the key's Secret.
 	Refusal *Refusal
-	Now     time.Time
+	// ImportHeldBy names ("namespace/name") another AccessKey whose status
+	// records the key ID a key's import asks for; "" when none.
+	ImportHeldBy string
+	Now          time.Time
 	// MaxRequeue caps the wake-up so that a lost timer heals.
 	MaxRequeue time.Duration
 }
@@ -172,6 +180,9 @@ func NeedsSlot(o Observation) bool {
 	if _, standing := standingRefusal(k); standing {
 		return false
 	}
+	if _, waiting := importWait(o); ImportRequested(k) && waiting {
+		return false
+	}
 	if _, err := RequestedExpiry(k); err != nil {
 		return false
 	}
@@ -227,6 +238,9 @@ func decide(o Observation) decision {
 		keep.phase, keep.reason, keep.message = keyward.PhaseRejected, keyward.ReasonScopeNotAllowed, err.Error()
 		return keep
 	}
+	if msg, waiting := importWait(o); ImportRequested(k) && waiting {
+		return pending(keyward.ReasonImportPending, msg)
+	}
 	if o.Secret == SecretForeign && o.Refusal == nil {
 		o.Refusal = &Refusal{Reason: keyward.ReasonSecretNameConflict}
 	}
@@ -248,6 +262,9 @@ func decide(o Observation) decision {
 			return d
 		}
 		d.material = MaterialIssue
+		if ImportRequested(k) {
+			d.material = MaterialImport
+		}
 		d.lifetimeLimit = LifetimeLimit(o.Now, o.Tenant)
 		d.expiresAt = EffectiveExpiry(requested, d.lifetimeLimit)
 		d.rotationRequest = RotationRecord(k.Annotations[keyward.RotateAnnotation])
@@ -262,6 +279,9 @@ func decide(o Observation) decision {
 		if d.material != MaterialKeep && o.Refusal != nil {
 			d.rotationRequest = rotationRecorded(k) // the request stays unanswered
 			return refused(d, k, *o.Refusal)
+		}
+		if d.material == MaterialRotate && RenewsLifetime(k) {
+			d.lifetimeLimit, d.expiresAt = RenewedLifetime(requested, o.Tenant, o.Now)
 		}
 	}
 
@@ -314,12 +334,18 @@ func build(o Observation, d decision) Plan {
 	case MaterialIssue:
 		st.IssuedAt = &metav1.Time{Time: o.Now}
 		st.SecretName = k.SecretName()
+	case MaterialImport:
+		// The material the annotations name, which the Secret holds.
+		st.IssuedAt = &metav1.Time{Time: o.Now}
+		st.SecretName = k.SecretName()
+		id := k.Annotations[keyward.ImportKeyIDAnnotation]
+		st.KeyID, st.ShortKeyID, st.SecretHash = id, shortID(id), k.Annotations[keyward.ImportSecretHashAnnotation]
 	case MaterialReissue:
 		st.SecretName = k.SecretName()
 	case MaterialRotate:
 		st.LastRotatedAt = &metav1.Time{Time: o.Now}
 		st.SecretName = k.SecretName()
-		previous = PreviousKeyAfter(k, true, o.Now)
+		previous = RotatedOutKey(k, o.Tenant, o.Now)
 	case MaterialDestroy:
 		st.SecretHash, st.SecretName, previous = "", "", nil
 	}
@@ -354,8 +380,9 @@ func build(o Observation, d decision) Plan {
 		p.Event.Actor = Actor(k, reason)
 	}
 	wake := d.wakeAt
-	if d.phase == keyward.PhasePending && d.reason == keyward.ReasonSecretNameConflict {
-		// The name may be freed by a Secret this manager does not watch.
+	if d.phase == keyward.PhasePending && (d.reason == keyward.ReasonSecretNameConflict || d.reason == keyward.ReasonImportPending) {
+		// The name may be freed by a Secret this manager does not watch;
+		// a key the import waits for may be deleted elsewhere.
 		retry := metav1.NewTime(o.Now.Add(SecretRetry))
 		wake = []*metav1.Time{&retry}
 	}
@@ -535,6 +562,8 @@ func transitionEvent(from keyward.KeyPhase, d decision) string {
 	switch d.material {
 	case MaterialIssue:
 		return keyward.EventIssued
+	case MaterialImport:
+		return keyward.EventImported
 	case MaterialRotate:
 		return keyward.EventRotated
 	case MaterialReissue:
