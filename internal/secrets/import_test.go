@@ -46,7 +46,9 @@ func TestImportable(t *testing.T) {
 		{"the named ID, another secret part", func(k *keyward.AccessKey, _ *corev1.Secret) {
 			k.Annotations[keyward.ImportSecretHashAnnotation] = keyformat.HashSecret(other.Secret)
 		}, policy.SecretForeign},
-		{"only the key ID named", func(k *keyward.AccessKey, _ *corev1.Secret) { delete(k.Annotations, keyward.ImportSecretHashAnnotation) }, policy.SecretForeign},
+		{"only the key ID named", func(k *keyward.AccessKey, _ *corev1.Secret) {
+			delete(k.Annotations, keyward.ImportSecretHashAnnotation)
+		}, policy.SecretForeign},
 		{"keyId entry disagrees", func(_ *keyward.AccessKey, s *corev1.Secret) { s.Data[DataKeyID] = []byte(other.ID) }, policy.SecretForeign},
 		{"another application's", func(k *keyward.AccessKey, _ *corev1.Secret) { k.Spec.Application = "billing" }, policy.SecretForeign},
 		{"controlled by another object", func(_ *keyward.AccessKey, s *corev1.Secret) {
