@@ -153,8 +153,9 @@ var _ = Describe("Restore without re-keying", Ordered, func() {
 		err = dana.Patch(ctx, importing(web.DeepCopy()), client.MergeFrom(web))
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
 		Expect(err.Error()).To(ContainSubstring("needs the import verb"))
-		err = dana.Create(ctx, importing(&keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: dst, Name: "web-copy"},
-			Spec: keyward.AccessKeySpec{Application: "portal", SecretTemplate: &keyward.SecretTemplate{Name: "web"}}}))
+		err = dana.Create(ctx, &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: dst, Name: "web-copy",
+			Annotations: map[string]string{keyward.ImportKeyIDAnnotation: recorded["web"][0], keyward.ImportSecretHashAnnotation: recorded["web"][1]}},
+			Spec: keyward.AccessKeySpec{Application: "portal", SecretTemplate: &keyward.SecretTemplate{Name: "web"}}})
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
 
 		By("the tenant admin imports it: the key takes back the same material")
