@@ -123,7 +123,6 @@ func main() {
 			}
 		}}
 	opts.AdmissionPolicies, opts.AdmissionChanged = admission, admissionChanged
-	metrics.Registry.MustRegister(append(watches.Collectors(), admission.Collectors()...)...)
 	if err := mgr.Add(admission); err != nil {
 		log.Error(err, "unable to set up the admission policy check")
 		os.Exit(1)
@@ -133,7 +132,8 @@ func main() {
 		os.Exit(1)
 	}
 	verifyOpts.APIKeysEnabledByDefault = opts.APIKeysEnabledByDefault
-	if _, err := verify.SetupWithManager(ctx, mgr, verifyOpts); err != nil {
+	verification, err := verify.SetupWithManager(ctx, mgr, verifyOpts)
+	if err != nil {
 		log.Error(err, "unable to set up the verifier")
 		os.Exit(1)
 	}
@@ -141,15 +141,18 @@ func main() {
 		log.Error(err, "unable to set up health check")
 		os.Exit(1)
 	}
-	for name, check := range map[string]healthz.Checker{
+	readiness := map[string]healthz.Checker{
 		"informers-synced": health.CacheSynced(mgr.GetCache()),
 		"watches":          watches.Check,
-	} {
+	}
+	for name, check := range readiness {
 		if err := mgr.AddReadyzCheck(name, check); err != nil {
 			log.Error(err, "unable to set up ready check", "check", name)
 			os.Exit(1)
 		}
 	}
+	readiness[verify.ReadyzCheck] = verification.Ready // registered by verify.SetupWithManager
+	metrics.Registry.MustRegister(managerCollectors(watches, admission, mgr.Elected(), readiness)...)
 	log.Info("starting manager")
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "manager exited with an error")
