@@ -51,7 +51,7 @@ lint: ## go vet and staticcheck (a go tool; checks in staticcheck.conf).
 	go tool staticcheck ./...
 
 .PHONY: controlplane
-controlplane: ## Build kube-apiserver, kube-controller-manager, kubectl and etcd from Go modules into bin/k8s (no-op when present).
+controlplane: ## Build kube-apiserver, kube-controller-manager, kubectl, etcd, etcdctl and etcdutl from Go modules into bin/k8s (no-op when present).
 	CONTROLPLANE_DIR=$(CONTROLPLANE_DIR) hack/controlplane/build.sh
 
 GATEWAYS_DIR ?= $(CURDIR)/bin/gateways
@@ -61,8 +61,15 @@ export GATEWAYS_DIR
 gateways: ## Build the real gateways the verifier's tests run (Caddy) from Go modules into bin/gateways (no-op when present).
 	GATEWAYS_DIR=$(GATEWAYS_DIR) hack/gateways/build.sh
 
+TOOLS_DIR ?= $(CURDIR)/bin/tools
+PROMTOOL ?= $(TOOLS_DIR)/promtool
+
+.PHONY: tools
+tools: ## Build the tools the tests run (promtool) from Go modules into bin/tools (no-op when present).
+	TOOLS_DIR=$(TOOLS_DIR) hack/tools/build.sh
+
 .PHONY: test
-test: manifests generate vet test-unit test-fuzz test-integration ## Everything: unit tests, fuzzing briefly, then integration tests on a real API server.
+test: manifests generate vet test-unit test-rules test-fuzz test-integration ## Everything: unit tests, the alerts' and dashboard's tests, fuzzing briefly, then integration tests on a real API server.
 
 .PHONY: test-unit
 test-unit: ## Unit tests of pure logic (no cluster): the manager's own package, the plugin, internal/, api/ and the harness.
@@ -70,6 +77,15 @@ test-unit: ## Unit tests of pure logic (no cluster): the manager's own package, 
 	set +e; go test . ./cmd/... ./internal/... ./api/... ./test/harness/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
 	  [ $$status -eq 0 ] || hack/failures.sh bin/test-unit.log | head -120; \
 	  echo "test-unit: $$(grep -c -- '--- PASS' bin/test-unit.log) passed, $$(grep -c -- '--- FAIL' bin/test-unit.log) failed (full log: bin/test-unit.log)"; exit $$status
+
+.PHONY: test-rules
+test-rules: tools ## The shipped alerts and dashboard: promtool check and test rules (test/rules), and their PromQL parsed and checked against the manager's metrics (hack/tools/promqlcheck); log bin/test-rules.log.
+	@mkdir -p bin
+	set +e; { $(PROMTOOL) check rules config/prometheus/keyward.rules.yaml && $(PROMTOOL) test rules test/rules/keyward_test.yaml && \
+	  (cd hack/tools && go test ./promqlcheck/ -count=1 -v); } 2>&1 | tee bin/test-rules.log \
+	  | grep -E '^(--- FAIL|FAIL|ok|panic)|^Checking|^Processing test file|SUCCESS|FAILED' ; status=$${PIPESTATUS[0]}; \
+	  [ $$status -eq 0 ] || tail -60 bin/test-rules.log; \
+	  echo "test-rules: exit $$status (full log: bin/test-rules.log)"; exit $$status
 
 .PHONY: test-fuzz
 test-fuzz: ## Run each fuzz target for FUZZTIME (default 100000x executions, bounded by FUZZ_TIMEOUT), from the committed corpus in testdata/fuzz.
@@ -185,14 +201,63 @@ build-installer: manifests ## Write dist/install.yaml: config/default in one fil
 chart: manifests ## Sync the Helm chart charts/keyward (CRDs, roles, admission policies) from config/.
 	go run ./hack/dist chart -dir charts/keyward
 
+.PHONY: monitoring
+monitoring: ## Write config/prometheus/prometheusrule.yaml and the chart's copies of the alerts and the Grafana dashboard (charts/keyward/files) from config/prometheus/keyward.rules.yaml and config/grafana/keyward.json.
+	go run ./hack/dist monitoring -dir charts/keyward
+
 .PHONY: argocd-cm
 argocd-cm: ## Write config/argocd/argocd-cm.yaml (Argo CD health checks and the rotate action) from the Lua scripts.
 	go run ./hack/dist argocd-cm
 
 .PHONY: check-generated
-check-generated: manifests generate build-installer chart argocd-cm ## Fail when generated files differ from what is committed (CI).
-	@git diff --exit-code --stat -- config/ dist/ charts/ api/ || { echo "generated files are out of date: run make manifests generate build-installer chart argocd-cm and commit"; exit 1; }
+check-generated: manifests generate build-installer chart monitoring argocd-cm ## Fail when generated files differ from what is committed, or a Mermaid diagram in README.md or docs/ is malformed (CI).
+	@git diff --exit-code --stat -- config/ dist/ charts/ api/ || { echo "generated files are out of date: run make manifests generate build-installer chart monitoring argocd-cm and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- config/ dist/ charts/ api/)" || { git status --short -- config/ dist/ charts/ api/; echo "untracked generated files: commit them"; exit 1; }
+	@go run ./hack/docscheck README.md docs
+
+##@ Release (versioned artifacts anyone can install from; docs/operations.md#releases)
+
+# The public image name a release is pushed to and its manifests name
+# (decisions.md 104): $(REGISTRY)/$(IMAGE_NAME):$(VERSION).
+REGISTRY ?= ghcr.io/keyward
+IMAGE_NAME ?= manager
+RELEASE_IMAGE = $(REGISTRY)/$(IMAGE_NAME)
+RELEASE_DIR ?= dist
+# Where the plugin archives are published (the krew manifest's URIs).
+RELEASE_URL ?= https://github.com/keyward/keyward/releases/download/$(VERSION)
+RELEASE_PLATFORMS ?= linux/amd64,linux/arm64,darwin/amd64,darwin/arm64,windows/amd64
+# 1: run make image-test's suite on the very image the release ships, before
+# it is saved (needs the control plane in bin/k8s and podman).
+RELEASE_IMAGE_TEST ?= 1
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell [ -z "$$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || echo -dirty)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+RELEASE_ENV = IMG=$(RELEASE_IMAGE):$(VERSION) IMG_DEFAULT=$(IMG_DEFAULT) VERSION=$(VERSION) REVISION=$(REVISION) \
+  SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) CONTAINERS_CONF=$(IMAGE_CONTAINERS_CONF)
+
+.PHONY: release
+release: manifests ## Write a release into RELEASE_DIR (dist): install.yaml, the image as an OCI archive, the packaged chart, kubectl-keyward archives, krew manifest, SBOMs, SHA256SUMS. VERSION=vX.Y.Z required; REGISTRY, IMAGE_NAME, RELEASE_URL settable.
+	@[[ "$(VERSION)" =~ ^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?$$ ]] || { echo "make release needs VERSION=vX.Y.Z (got '$(VERSION)')"; exit 2; }
+	@echo "release $(VERSION): image $(RELEASE_IMAGE):$(VERSION), revision $(REVISION), into $(RELEASE_DIR)/"
+	rm -rf $(RELEASE_DIR) && mkdir -p $(RELEASE_DIR) bin
+	go run ./hack/dist installer -img $(RELEASE_IMAGE):$(VERSION) -out $(RELEASE_DIR)/install.yaml
+	$(RELEASE_ENV) hack/image/build.sh
+	if [ "$(RELEASE_IMAGE_TEST)" = 1 ]; then $(RELEASE_ENV) IMAGE_TEST_IMG=$(RELEASE_IMAGE):$(VERSION) IMAGE_TEST_PREBUILT=1 \
+	  KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) hack/image/test.sh; fi
+	$(RELEASE_ENV) IMAGE_ARCHIVE=$(RELEASE_DIR)/keyward-manager_$(VERSION)_linux_$$(go env GOARCH).oci.tar hack/image/save.sh
+	go run ./hack/release -version $(VERSION) -revision $(REVISION) -image $(RELEASE_IMAGE) -out $(RELEASE_DIR) \
+	  -url '$(RELEASE_URL)' -platforms $(RELEASE_PLATFORMS) -epoch $(SOURCE_DATE_EPOCH)
+	@echo "release $(VERSION) in $(RELEASE_DIR)/:"; cat $(RELEASE_DIR)/SHA256SUMS
+
+RELEASE_CHECK_VERSION ?= v0.0.0-check
+RELEASE_CHECK_DIR ?= bin/release-check
+
+.PHONY: release-check
+release-check: ## Build a release (VERSION v0.0.0-check into bin/release-check, without the image test) and check it: checksums, pinned image, chart = install.yaml, krew sha256 values (test/release; CI).
+	$(MAKE) release VERSION=$(RELEASE_CHECK_VERSION) RELEASE_DIR=$(RELEASE_CHECK_DIR) RELEASE_IMAGE_TEST=0
+	set +e; RELEASE_DIR=$(CURDIR)/$(RELEASE_CHECK_DIR) RELEASE_VERSION=$(RELEASE_CHECK_VERSION) RELEASE_IMAGE=$(RELEASE_IMAGE) RELEASE_PLATFORMS=$(RELEASE_PLATFORMS) \
+	  go test -tags release ./test/release -count=1 -v 2>&1 | tee bin/test-release.log | grep -E '^\s*(--- |ok|FAIL|panic)'; status=$${PIPESTATUS[0]}; \
+	  . hack/image/lib.sh && tool rmi $(RELEASE_IMAGE):$(RELEASE_CHECK_VERSION) >/dev/null 2>&1 || true; \
+	  echo "release-check: exit $$status (full log: bin/test-release.log)"; exit $$status
 
 ##@ Deployment (against the cluster in KUBECONFIG)
 

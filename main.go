@@ -24,7 +24,8 @@ import (
 	keywardv1alpha1 "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/internal/health"
-	"keyward.dev/keyward/internal/verify"
+	"keyward.dev/keyward/internal/serve"
+	"keyward.dev/keyward/internal/version"
 )
 
 var scheme = runtime.NewScheme()
@@ -48,8 +49,10 @@ func main() {
 		kubeAPIQPS           float64
 		kubeAPIBurst         int
 		opts                 = controllers.DefaultOptions()
-		verifyOpts           = verify.DefaultOptions()
+		verifyOpts           = serve.DefaultOptions()
+		showVersion          bool
 	)
+	flag.BoolVar(&showVersion, "version", false, "Print the version, source revision, Go version and platform, and exit.")
 	metricsOpts.bind(flag.CommandLine)
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address Go's pprof profiles are served on, for profiling (empty: off; keep it on loopback).")
@@ -71,6 +74,10 @@ func main() {
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if showVersion {
+		fmt.Println("keyward-manager", version.Get())
+		return
+	}
 
 	ctrl.SetLogger(capVerbosity(zap.New(zap.UseFlagOptions(&zapOpts)), maxLogVerbosity))
 	log := ctrl.Log.WithName("setup")
@@ -123,7 +130,6 @@ func main() {
 			}
 		}}
 	opts.AdmissionPolicies, opts.AdmissionChanged = admission, admissionChanged
-	metrics.Registry.MustRegister(append(watches.Collectors(), admission.Collectors()...)...)
 	if err := mgr.Add(admission); err != nil {
 		log.Error(err, "unable to set up the admission policy check")
 		os.Exit(1)
@@ -133,7 +139,8 @@ func main() {
 		os.Exit(1)
 	}
 	verifyOpts.APIKeysEnabledByDefault = opts.APIKeysEnabledByDefault
-	if _, err := verify.SetupWithManager(ctx, mgr, verifyOpts); err != nil {
+	verification, err := serve.SetupWithManager(ctx, mgr, verifyOpts)
+	if err != nil {
 		log.Error(err, "unable to set up the verifier")
 		os.Exit(1)
 	}
@@ -141,15 +148,18 @@ func main() {
 		log.Error(err, "unable to set up health check")
 		os.Exit(1)
 	}
-	for name, check := range map[string]healthz.Checker{
+	readiness := map[string]healthz.Checker{
 		"informers-synced": health.CacheSynced(mgr.GetCache()),
 		"watches":          watches.Check,
-	} {
+	}
+	for name, check := range readiness {
 		if err := mgr.AddReadyzCheck(name, check); err != nil {
 			log.Error(err, "unable to set up ready check", "check", name)
 			os.Exit(1)
 		}
 	}
+	readiness[serve.ReadyzCheck] = verification.Ready // registered by serve.SetupWithManager
+	metrics.Registry.MustRegister(managerCollectors(watches, admission, mgr.Elected(), readiness)...)
 	log.Info("starting manager")
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "manager exited with an error")

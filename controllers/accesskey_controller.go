@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -78,18 +79,23 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+
+	// Plan; a key that needs a slot is planned by the slot ledger, which
+	// records a grant only for a plan that issues.
+	var plan policy.Plan
 	if policy.NeedsSlot(obs) {
-		slot, ok, err := r.slots.decide(ctx, &key, obs.Tenant)
-		if err != nil || !ok {
+		var ok bool
+		if plan, ok, err = r.slots.plan(ctx, &key, obs); err != nil || !ok {
 			return ctrl.Result{}, err // !ok: deleted meanwhile
 		}
-		obs.Slot = slot
-	} else if !policy.IsIssued(&key) && r.slots.release(&key) {
-		r.wake(key.Namespace) // it no longer needs the slot it was granted
+	} else {
+		if !policy.IsIssued(&key) && r.slots.release(&key) {
+			r.wake(key.Namespace) // it no longer needs the slot it was granted
+		}
+		plan = policy.PlanKey(obs)
 	}
 
-	// Plan, then act on it: the Secret I/O; a refusal folds into the plan.
-	plan := policy.PlanKey(obs)
+	// Act: the Secret I/O; a refusal folds into the plan.
 	plan, wrote, err := r.act(ctx, &key, obs, secret, plan)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -125,7 +131,8 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 // gather reads what the key's plan depends on: its Application, the
 // tenant's policy and its Secret (digested), from the cache, and the
 // Secret again from the API server when the cache's word is not enough
-// (policy.ConfirmSecret). The slot decision is the limits' part.
+// (policy.ConfirmSecret); for an import, which other key holds the key ID
+// it asks for.
 func (r *AccessKeyReconciler) gather(ctx context.Context, key *keyward.AccessKey, now time.Time) (policy.Observation, *corev1.Secret, error) {
 	app, err := application(ctx, r.Client, key.Namespace, key.Spec.Application)
 	if err != nil {
@@ -146,7 +153,12 @@ func (r *AccessKeyReconciler) gather(ctx context.Context, key *keyward.AccessKey
 		}
 		state = secrets.Inspect(secret, key)
 	}
-	return policy.Observation{Key: key, App: app, Tenant: tenant, Secret: state, Now: now, MaxRequeue: r.Options.MaxRequeue}, secret, nil
+	heldBy, err := r.importHolder(ctx, key, state)
+	if err != nil {
+		return policy.Observation{}, nil, err
+	}
+	return policy.Observation{Key: key, App: app, Tenant: tenant, Secret: state, ImportHeldBy: heldBy,
+		Now: now, MaxRequeue: r.Options.MaxRequeue}, secret, nil
 }
 
 // act carries out the plan's Secret I/O on secret, what the plan saw at
@@ -170,6 +182,14 @@ func (r *AccessKeyReconciler) act(ctx context.Context, key *keyward.AccessKey, o
 		}
 		plan.RecordMaterial(material.ID, keyformat.HashSecret(material.Secret))
 		return plan, true, nil
+	case plan.Material == policy.MaterialImport:
+		if err := r.secrets.Import(ctx, key, secret); err != nil {
+			if r.slots.release(key) {
+				r.wake(key.Namespace)
+			}
+			return plan, false, err
+		}
+		return plan, true, nil
 	case plan.Material == policy.MaterialDestroy:
 		return plan, false, r.secrets.Destroy(ctx, key)
 	case obs.Secret == policy.SecretIntact:
@@ -186,26 +206,32 @@ func (r *AccessKeyReconciler) act(ctx context.Context, key *keyward.AccessKey, o
 // SetupWithManager watches AccessKeys (not their status updates: those are
 // the controller's own) and their Secrets, and what plans depend on:
 // Applications and TenantSettings, but only when their spec changes or they
-// come or go (never on their status updates), and other keys only when a
-// slot can have freed (accesskey_watches.go).
+// come or go (never on their status updates); the slot ledger wakes other
+// keys when a slot can have freed (accesskey_watches.go).
 func (r *AccessKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.secrets = secrets.NewWriter(r.Client, r.APIReader)
-	r.slots = newSlotLedger(mgr.GetCache())
 	r.expected = newMaterialExpectations()
 	r.wakeups = make(chan event.GenericEvent, 1024)
+	// The ledger's books follow the cache's keys, Applications and Secrets,
+	// and wake a namespace's waiting keys when a slot can have freed.
+	var err error
+	if r.slots, err = newSlotLedger(context.Background(), mgr.GetCache(), r.wake); err != nil {
+		return err
+	}
 	specChanged := builder.WithPredicates(predicate.GenerationChangedPredicate{})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("accesskey").
 		For(&keyward.AccessKey{}, builder.WithPredicates(keyChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
 		// A Secret matters when it changes or goes; its creation is ours,
-		// or shows when the key tries to write its own.
+		// or shows when the key tries to write its own — except a Secret
+		// restored without an owner, which a key waiting to import it
+		// needs to see.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(keyOfSecret), builder.WithPredicates(predicate.Funcs{
-			CreateFunc: func(event.CreateEvent) bool { return false },
+			CreateFunc: func(e event.CreateEvent) bool { return metav1.GetControllerOf(e.Object) == nil },
 		})).
 		Watches(&keyward.Application{}, handler.EnqueueRequestsFromMapFunc(r.keysOfApplication), specChanged).
 		Watches(&keyward.TenantSettings{}, handler.EnqueueRequestsFromMapFunc(r.keysOfNamespace), specChanged).
-		Watches(&keyward.AccessKey{}, r.slotFreedHandler()).
 		WatchesRawSource(source.Channel(r.wakeups, handler.EnqueueRequestsFromMapFunc(r.wakingKeys))).
 		Complete(r)
 }

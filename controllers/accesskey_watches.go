@@ -7,14 +7,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/policy"
@@ -68,43 +65,6 @@ func (r *AccessKeyReconciler) wakingKeys(ctx context.Context, obj client.Object)
 	}
 	logf.FromContext(ctx).Error(err, "waking waiting keys", "namespace", ns)
 	return nil
-}
-
-// slotFreedHandler wakes the waiting keys of a namespace when another key
-// there can have freed a slot: an update that frees one (slotFreed), or
-// the removal of a key that held one.
-func (r *AccessKeyReconciler) slotFreedHandler() handler.EventHandler {
-	enqueue := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], ns string) {
-		for _, req := range r.wakingKeys(ctx, &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns}}) {
-			q.Add(req)
-		}
-	}
-	return handler.Funcs{
-		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if slotFreed(e.ObjectOld.(*keyward.AccessKey), e.ObjectNew.(*keyward.AccessKey)) {
-				enqueue(ctx, q, e.ObjectNew.GetNamespace())
-			}
-		},
-		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if k, ok := e.Object.(*keyward.AccessKey); ok && (policy.IsIssued(k) || k.Status.Phase == "" || r.slots.holds(k)) {
-				enqueue(ctx, q, k.Namespace)
-			}
-		},
-	}
-}
-
-// slotFreed reports whether an update of a key can have freed a slot: an
-// issued key changed owner, or its Secret was refused (a Pending key holds
-// no slot). A key that starts being deleted frees nothing: it keeps its
-// slot until it is gone, and its removal wakes the waiting keys.
-func slotFreed(old, new *keyward.AccessKey) bool {
-	switch {
-	case policy.IsIssued(new) && old.Spec.Owner != new.Spec.Owner:
-		return true
-	case policy.Refused(new) && !policy.Refused(old):
-		return true
-	}
-	return false
 }
 
 // keyOfSecret maps a Keyward Secret to its key: its controller, or the key

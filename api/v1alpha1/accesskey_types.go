@@ -25,6 +25,24 @@ const (
 	// RotationRequestedByAnnotation names the user who last changed the
 	// rotate annotation.
 	RotationRequestedByAnnotation = "keyward.dev/rotation-requested-by"
+	// ImportedByAnnotation names the user who last set or changed the
+	// import annotations.
+	ImportedByAnnotation = "keyward.dev/imported-by"
+)
+
+// Import: a key restored object by object (a Velero restore, a namespace
+// moved) takes back the key material its Secret holds, instead of being
+// issued anew, when both annotations name that material: the key ID and
+// the hash of the secret part, as status.keyID and status.secretHash
+// recorded them before the backup. Setting or changing them needs the
+// custom verb `import` on accesskeys (admission policy
+// keyward-accesskey-rights; docs/backup-restore.md). The controller adopts
+// the Secret only if the key was never issued, the Secret is controlled by
+// no other object and holds exactly that material, and no other
+// AccessKey holds the key ID.
+const (
+	ImportKeyIDAnnotation      = "keyward.dev/import-key-id"
+	ImportSecretHashAnnotation = "keyward.dev/import-secret-hash"
 )
 
 // KeyState is the state a user asks for.
@@ -52,12 +70,23 @@ const (
 // RotationSpec tunes rotation.
 type RotationSpec struct {
 	// gracePeriod is how long the previous key keeps verifying after a
-	// rotation, as a Go duration such as 10m or 24h.
+	// rotation, as a Go duration such as 10m or 24h; 0s ends it at once
+	// (a rotation because the key leaked). Unset: the tenant's
+	// TenantSettings rotationGracePeriod (5m by default, long enough for
+	// the kubelet to refresh a mounted Secret).
 	// It is at most 720h (30 days), and the previous key never verifies
-	// past the key's own expiry.
+	// past its own expiry.
 	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('720h')",message="gracePeriod is at most 720h (30 days)"
 	// +optional
 	GracePeriod *Duration `json:"gracePeriod,omitempty"`
+
+	// renewLifetime: a rotation starts a new lifetime for the new key
+	// material, bounded by the tenant's maxKeyLifetime in force at the
+	// rotation (status.lifetimeLimit moves to rotation time +
+	// maxKeyLifetime). Off, a rotation keeps the lifetime fixed at first
+	// issue. The previous key still never verifies past its own lifetime.
+	// +optional
+	RenewLifetime bool `json:"renewLifetime,omitempty"`
 }
 
 // SecretTemplate shapes the Secret that holds the key.
@@ -194,6 +223,29 @@ type RotationStatus struct {
 	LastRequest string `json:"lastRequest,omitempty"`
 }
 
+// SecretRefusal records that the API server refused the key's Secret for a
+// reason only the user can fix. It stands for one generation of the spec:
+// a change of the spec tries again.
+type SecretRefusal struct {
+	// reason is SecretNameConflict (a Secret the key does not control has
+	// the name; it is tried again every 30 s) or SecretInvalid (the API
+	// server refused the Secret the template describes; it is not tried
+	// again until the spec changes).
+	// +kubebuilder:validation:Enum=SecretNameConflict;SecretInvalid
+	Reason string `json:"reason"`
+
+	// fields names the spec fields to fix (SecretInvalid).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=64
+	Fields []string `json:"fields,omitempty"`
+
+	// generation is the spec generation (metadata.generation) the Secret
+	// was refused for.
+	Generation int64 `json:"generation"`
+}
+
 // AccessKeyStatus is what the controller observed and did. It never holds key
 // material: only the public key ID and a hash of the secret part.
 type AccessKeyStatus struct {
@@ -261,6 +313,13 @@ type AccessKeyStatus struct {
 
 	// +optional
 	Rotation *RotationStatus `json:"rotation,omitempty"`
+
+	// secretRefusal is set while the API server's refusal of the key's
+	// Secret stands for the current spec: the key is Pending with the
+	// refusal's reason and holds no slot. Keys written before this field
+	// existed are read from their Ready condition once and then get it.
+	// +optional
+	SecretRefusal *SecretRefusal `json:"secretRefusal,omitempty"`
 
 	// conditions: Ready, with a reason.
 	// +listType=map

@@ -9,10 +9,11 @@ import keyward "keyward.dev/keyward/api/v1alpha1"
 // replaced on its word: an issued key that is not revoked is confirmed
 // when its cached Secret is not intact (a re-issue) or a rotation is
 // asked for. A key waiting for a taken Secret name looks whether the name
-// is free before it competes again. A first issue needs no read (a taken
+// is free before it competes again, and a key asked to import a restored
+// Secret checks it where it is. A first issue needs no read (a taken
 // name refuses the create) and destruction reads the Secret itself.
 func ConfirmSecret(k *keyward.AccessKey, cached SecretState) bool {
-	if RefusedForName(k) {
+	if RefusedForName(k) || ImportRequested(k) {
 		return true
 	}
 	return !k.Spec.Revoked && IsIssued(k) && (cached != SecretIntact || rotationRequested(k))

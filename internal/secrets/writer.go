@@ -2,6 +2,7 @@ package secrets
 
 import (
 	"context"
+	"errors"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -137,6 +138,28 @@ func (w *Writer) Reissue(ctx context.Context, key *keyward.AccessKey, existing *
 		return material, w.client.Create(ctx, desired) // AlreadyExists while a finalizer keeps the old one
 	}
 	return keyformat.Key{}, nameTaken(key) // foreign
+}
+
+// Import adopts for key the restored Secret that Inspect found importable
+// in seen (docs/backup-restore.md): its controller reference, Keyward's
+// labels and annotations, the entry names key asks for. Renaming entries
+// moves their values, so the Secret is read again from the API server; it
+// is adopted only as it was when checked (the same resourceVersion, still
+// importable), and the update carries that resourceVersion, so a Secret
+// changed meanwhile is not adopted (the conflict makes the key look again).
+func (w *Writer) Import(ctx context.Context, key *keyward.AccessKey, seen *corev1.Secret) error {
+	var s corev1.Secret
+	if err := w.api.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.SecretName()}, &s); err != nil {
+		return err
+	}
+	if seen == nil || s.UID != seen.UID || s.ResourceVersion != seen.ResourceVersion || !Importable(&s, key) {
+		return apierrors.NewConflict(corev1.Resource("secrets"), s.Name, errors.New("the restored Secret changed since it was checked"))
+	}
+	Adopt(&s, key)
+	if err := controllerutil.SetControllerReference(key, &s, w.client.Scheme()); err != nil {
+		return err
+	}
+	return w.client.Update(ctx, &s)
 }
 
 // desired is fresh material and the Secret to hold it, controlled by key.

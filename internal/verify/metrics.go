@@ -17,7 +17,6 @@ const (
 	MetricAccessKeys  = "keyward_access_keys"
 	MetricKeyExpiry   = "keyward_access_key_expiry_timestamp_seconds"
 	MetricKeyHeavyUse = "keyward_access_key_heavy_use"
-	MetricTokens      = "keyward_tokens_total"
 	labelNamespace    = "namespace"
 	labelApplication  = "application"
 	labelResult       = "result"
@@ -27,13 +26,14 @@ const (
 )
 
 // Metrics are the verifier's Prometheus metrics. The request counters carry
-// no per-key label (cardinality); the per-key gauges are one series per
-// AccessKey, like cert-manager's certificate expiry.
+// no per-key label (cardinality). The per-key expiry gauge is one series per
+// AccessKey, like cert-manager's certificate expiry, reported by the leader
+// only and switched off by --metrics-per-key=false; the cardinality of each
+// metric is in docs/operations.md ("Metrics and Prometheus").
 type Metrics struct {
 	requests *prometheus.CounterVec
 	duration prometheus.Histogram
 	heavyUse *prometheus.GaugeVec
-	tokens   *prometheus.CounterVec
 	keys     *keysCollector
 }
 
@@ -53,16 +53,12 @@ func NewMetrics(store Store) *Metrics {
 			Name: MetricKeyHeavyUse,
 			Help: "1 while a key is used more often than --heavy-use-threshold requests per minute on this replica.",
 		}, []string{labelNamespace, labelName}),
-		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricTokens,
-			Help: "Token requests at /v1/token by namespace, application and result: issued, the verification reason of a refused client, or the OAuth error (invalid_request, unsupported_grant_type, invalid_scope).",
-		}, []string{labelNamespace, labelApplication, labelResult}),
 		keys: &keysCollector{
 			store: store,
 			count: prometheus.NewDesc(MetricAccessKeys, "AccessKeys by namespace, application and phase.",
 				[]string{labelNamespace, labelApplication, labelPhase}, nil),
-			expiry: prometheus.NewDesc(MetricKeyExpiry, "The effective expiry of an AccessKey (status.expiresAt), in seconds since the epoch.",
-				[]string{labelNamespace, labelName}, nil),
+			expiry: prometheus.NewDesc(MetricKeyExpiry, "The effective expiry of an AccessKey (status.expiresAt), in seconds since the epoch, with its application and phase; reported by the leader only, and not at all with --metrics-per-key=false.",
+				[]string{labelNamespace, labelName, labelApplication, labelPhase}, nil),
 		},
 	}
 }
@@ -71,16 +67,13 @@ func NewMetrics(store Store) *Metrics {
 // second verifier in the same process, as in tests) are reused; an earlier
 // key collector is replaced by this one.
 func (m *Metrics) Register(reg prometheus.Registerer) error {
-	if err := register(reg, &m.requests); err != nil {
+	if err := RegisterOrReuse(reg, &m.requests); err != nil {
 		return err
 	}
-	if err := register(reg, &m.duration); err != nil {
+	if err := RegisterOrReuse(reg, &m.duration); err != nil {
 		return err
 	}
-	if err := register(reg, &m.heavyUse); err != nil {
-		return err
-	}
-	if err := register(reg, &m.tokens); err != nil {
+	if err := RegisterOrReuse(reg, &m.heavyUse); err != nil {
 		return err
 	}
 	if err := reg.Register(m.keys); err != nil {
@@ -94,7 +87,10 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 	return nil
 }
 
-func register[T prometheus.Collector](reg prometheus.Registerer, c *T) error {
+// RegisterOrReuse registers *c with reg, or, when a collector of its type
+// is registered under its name already (a second manager in one process, as
+// in tests), points *c at that one.
+func RegisterOrReuse[T prometheus.Collector](reg prometheus.Registerer, c *T) error {
 	err := reg.Register(*c)
 	var are prometheus.AlreadyRegisteredError
 	if errors.As(err, &are) {
@@ -106,15 +102,19 @@ func register[T prometheus.Collector](reg prometheus.Registerer, c *T) error {
 	return err
 }
 
+// CollectWhen makes the key collector read the store only while ready
+// reports true (the caches are synced).
+func (m *Metrics) CollectWhen(ready func() bool) { m.keys.ready = ready }
+
+// ReportPerKeyWhen makes the key collector report the per-key expiry
+// series only while perKey reports true (on the leader, unless switched
+// off).
+func (m *Metrics) ReportPerKeyWhen(perKey func() bool) { m.keys.perKey = perKey }
+
 // Observe counts one verification.
 func (m *Metrics) Observe(res Result, took time.Duration) {
 	m.requests.WithLabelValues(res.Namespace, res.Application, string(res.Reason)).Inc()
 	m.duration.Observe(took.Seconds())
-}
-
-// ObserveToken counts one token request.
-func (m *Metrics) ObserveToken(namespace, application, result string) {
-	m.tokens.WithLabelValues(namespace, application, result).Inc()
 }
 
 // SetHeavyUse shows or clears a key's heavy use.
@@ -137,6 +137,11 @@ type keysCollector struct {
 	// every other metric (keyward_watch_failing among them) from a
 	// manager that cannot watch.
 	ready func() bool
+	// perKey reports whether this replica reports the per-key expiry
+	// series: the leader does (one series per key in the cluster, not one
+	// per replica), no replica does with --metrics-per-key=false. nil means
+	// always.
+	perKey func() bool
 }
 
 func (c *keysCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.count; ch <- c.expiry }
@@ -152,6 +157,7 @@ func (c *keysCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(c.count, err)
 		return
 	}
+	perKey := c.perKey == nil || c.perKey()
 	type group struct{ ns, app, phase string }
 	counts := map[group]int{}
 	for _, k := range keys {
@@ -160,9 +166,9 @@ func (c *keysCollector) Collect(ch chan<- prometheus.Metric) {
 			phase = string(keyward.PhasePending)
 		}
 		counts[group{k.Namespace, k.Spec.Application, phase}]++
-		if k.Status.ExpiresAt != nil {
+		if perKey && k.Status.ExpiresAt != nil {
 			ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue,
-				float64(k.Status.ExpiresAt.Unix()), k.Namespace, k.Name)
+				float64(k.Status.ExpiresAt.Unix()), k.Namespace, k.Name, k.Spec.Application, phase)
 		}
 	}
 	for g, n := range counts {
