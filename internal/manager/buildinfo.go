@@ -1,32 +1,22 @@
-package main
+package manager
 
 import (
 	"runtime"
 	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
-// version and revision are stamped at link time by `make image` (through
-// hack/image/build.sh) and by the Dockerfile:
-//
-//	go build -ldflags "-X main.version=v0.3.0 -X main.revision=<commit>"
-//
-// An unstamped build (go build, go run, make local) reports "dev" and the
-// commit Go recorded from the checkout, if any.
-var (
-	version  = "dev"
-	revision = ""
-)
-
-// The build is visible where operators already look: the metrics endpoint
-// serves keyward_build_info{version, revision, goversion} 1.
-func init() {
+// RegisterBuildInfo makes the build visible where operators already look:
+// the metrics endpoint serves keyward_build_info{version, revision,
+// goversion} 1. version and revision are what the link stamped into main
+// (docs/image.md); an empty revision falls back to the commit the Go
+// toolchain recorded from the checkout, if any.
+func RegisterBuildInfo(reg prometheus.Registerer, version, revision string) error {
 	if revision == "" {
 		revision = vcsRevision()
 	}
-	metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	return reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "keyward_build_info",
 		Help:        "Always 1; the labels name the manager's version, source revision and Go version.",
 		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()},

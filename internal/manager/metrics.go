@@ -1,4 +1,4 @@
-package main
+package manager
 
 import (
 	"crypto/tls"
@@ -14,17 +14,17 @@ import (
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
-// metricsFlags are the manager's metrics options: HTTPS with authentication
+// MetricsFlags are the manager's metrics options: HTTPS with authentication
 // and authorization on :8443 by default (as kubebuilder scaffolds it);
 // --metrics-secure=false serves plain HTTP without either, for a loopback
 // address on a developer's machine.
-type metricsFlags struct {
+type MetricsFlags struct {
 	addr    string
 	secure  bool
 	certDir string
 }
 
-func (m *metricsFlags) bind(fs *flag.FlagSet) {
+func (m *MetricsFlags) Bind(fs *flag.FlagSet) {
 	fs.StringVar(&m.addr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; 0 disables it.")
 	fs.BoolVar(&m.secure, "metrics-secure", true,
 		"Serve metrics over HTTPS, authenticating callers with TokenReview and authorizing them with SubjectAccessReview; false serves plain HTTP to anyone (local use only).")
@@ -32,7 +32,7 @@ func (m *metricsFlags) bind(fs *flag.FlagSet) {
 		"Directory holding tls.crt and tls.key for the metrics endpoint; empty = a self-signed certificate generated at start.")
 }
 
-func (m *metricsFlags) options() metricsserver.Options {
+func (m *MetricsFlags) options() metricsserver.Options {
 	o := metricsserver.Options{
 		BindAddress:   m.addr,
 		SecureServing: m.secure,
