@@ -61,8 +61,15 @@ export GATEWAYS_DIR
 gateways: ## Build the real gateways the verifier's tests run (Caddy) from Go modules into bin/gateways (no-op when present).
 	GATEWAYS_DIR=$(GATEWAYS_DIR) hack/gateways/build.sh
 
+TOOLS_DIR ?= $(CURDIR)/bin/tools
+PROMTOOL ?= $(TOOLS_DIR)/promtool
+
+.PHONY: tools
+tools: ## Build the tools the tests run (promtool) from Go modules into bin/tools (no-op when present).
+	TOOLS_DIR=$(TOOLS_DIR) hack/tools/build.sh
+
 .PHONY: test
-test: manifests generate vet test-unit test-fuzz test-integration ## Everything: unit tests, fuzzing briefly, then integration tests on a real API server.
+test: manifests generate vet test-unit test-rules test-fuzz test-integration ## Everything: unit tests, the alerts' and dashboard's tests, fuzzing briefly, then integration tests on a real API server.
 
 .PHONY: test-unit
 test-unit: ## Unit tests of pure logic (no cluster): the plugin, internal/ (the manager's wiring included), api/, hack/local, hack/maketargets and the harness.
@@ -70,6 +77,15 @@ test-unit: ## Unit tests of pure logic (no cluster): the plugin, internal/ (the 
 	set +e; go test . ./cmd/... ./internal/... ./api/... ./hack/local/... ./hack/maketargets/... ./test/harness/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
 	  [ $$status -eq 0 ] || hack/failures.sh bin/test-unit.log | head -120; \
 	  echo "test-unit: $$(grep -c -- '--- PASS' bin/test-unit.log) passed, $$(grep -c -- '--- FAIL' bin/test-unit.log) failed (full log: bin/test-unit.log)"; exit $$status
+
+.PHONY: test-rules
+test-rules: tools ## The shipped alerts and dashboard: promtool check and test rules (test/rules), and their PromQL parsed and checked against the manager's metrics (hack/tools/promqlcheck); log bin/test-rules.log.
+	@mkdir -p bin
+	set +e; { $(PROMTOOL) check rules config/prometheus/keyward.rules.yaml && $(PROMTOOL) test rules test/rules/keyward_test.yaml && \
+	  (cd hack/tools && go test ./promqlcheck/ -count=1 -v); } 2>&1 | tee bin/test-rules.log \
+	  | grep -E '^(--- FAIL|FAIL|ok|panic)|^Checking|^Processing test file|SUCCESS|FAILED' ; status=$${PIPESTATUS[0]}; \
+	  [ $$status -eq 0 ] || tail -60 bin/test-rules.log; \
+	  echo "test-rules: exit $$status (full log: bin/test-rules.log)"; exit $$status
 
 .PHONY: test-fuzz
 test-fuzz: ## Run each fuzz target for FUZZTIME (default 100000x executions, bounded by FUZZ_TIMEOUT), from the committed corpus in testdata/fuzz.
@@ -190,6 +206,10 @@ build-installer: manifests ## Write dist/install.yaml: config/default in one fil
 chart: manifests ## Sync the Helm chart charts/keyward (CRDs, roles, admission policies) from config/.
 	go run ./hack/dist chart -dir charts/keyward
 
+.PHONY: monitoring
+monitoring: ## Write config/prometheus/prometheusrule.yaml and the chart's copies of the alerts and the Grafana dashboard (charts/keyward/files) from config/prometheus/keyward.rules.yaml and config/grafana/keyward.json.
+	go run ./hack/dist monitoring -dir charts/keyward
+
 .PHONY: argocd-cm
 argocd-cm: ## Write config/argocd/argocd-cm.yaml (Argo CD health checks and the rotate action) from the Lua scripts.
 	go run ./hack/dist argocd-cm
@@ -199,8 +219,8 @@ docs-targets: ## Write the table of make targets in docs/development.md from thi
 	go run ./hack/maketargets -makefile Makefile -doc docs/development.md
 
 .PHONY: check-generated
-check-generated: manifests generate build-installer chart argocd-cm docs-targets ## Fail when generated files differ from what is committed (CI).
-	@git diff --exit-code --stat -- config/ dist/ charts/ api/ docs/development.md || { echo "generated files are out of date: run make manifests generate build-installer chart argocd-cm docs-targets and commit"; exit 1; }
+check-generated: manifests generate build-installer chart monitoring argocd-cm docs-targets ## Fail when generated files differ from what is committed (CI).
+	@git diff --exit-code --stat -- config/ dist/ charts/ api/ docs/development.md || { echo "generated files are out of date: run make manifests generate build-installer chart monitoring argocd-cm docs-targets and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- config/ dist/ charts/ api/)" || { git status --short -- config/ dist/ charts/ api/; echo "untracked generated files: commit them"; exit 1; }
 
 ##@ Deployment (against the cluster in KUBECONFIG)

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"keyward.dev/keyward/controllers"
@@ -54,8 +55,10 @@ func main() {
 	exitOn(err, "unable to create manager")
 	exitOn(controllers.SetupWithManager(ctx, mgr, flags.Controllers), "unable to set up controllers")
 	verifyOpts.APIKeysEnabledByDefault = flags.Controllers.APIKeysEnabledByDefault
-	_, err = verify.SetupWithManager(ctx, mgr, verifyOpts)
+	verification, err := verify.SetupWithManager(ctx, mgr, verifyOpts)
 	exitOn(err, "unable to set up the verifier")
+	exitOn(mgr.RegisterMetrics(metrics.Registry, map[string]healthz.Checker{verify.ReadyzCheck: verification.Ready}),
+		"unable to register the manager's metrics")
 
 	log.Info("starting manager")
 	exitOn(mgr.Start(ctx), "manager exited with an error")

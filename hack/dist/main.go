@@ -4,6 +4,7 @@
 //	go run ./hack/dist installer -img keyward/manager:dev   # dist/install.yaml
 //	go run ./hack/dist chart                                # charts/keyward/templates/generated
 //	go run ./hack/dist argocd-cm                            # config/argocd/argocd-cm.yaml
+//	go run ./hack/dist monitoring                           # config/prometheus/prometheusrule.yaml, charts/keyward/files
 //
 // The installer is `kustomize build config/default` with the manager's image
 // set. The chart's CRDs, ClusterRoles and admission policies are copies of
@@ -27,7 +28,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: dist installer [-img IMAGE] [-out FILE] | dist chart [-dir DIR] | dist argocd-cm")
+		fmt.Fprintln(os.Stderr, "usage: dist installer [-img IMAGE] [-out FILE] | dist chart [-dir DIR] | dist argocd-cm | dist monitoring [-dir DIR]")
 		os.Exit(2)
 	}
 	var err error
@@ -45,6 +46,11 @@ func main() {
 		err = chart(*dir)
 	case "argocd-cm":
 		err = argocdCM(filepath.Join("config", "argocd"))
+	case "monitoring":
+		fs := flag.NewFlagSet("monitoring", flag.ExitOnError)
+		dir := fs.String("dir", "charts/keyward", "the chart")
+		_ = fs.Parse(os.Args[2:])
+		err = monitoring(*dir)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

@@ -3,9 +3,11 @@ package manager
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -17,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	keywardv1alpha1 "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/controllers"
@@ -47,7 +48,7 @@ func SetupLogging(f *Flags) {
 // the policies come or go; the Go memory limit follows the container's.
 // ctx is the signal handler's: once it is done the process leaves within
 // the shutdown timeout plus 5s, whatever state it is in.
-func New(ctx context.Context, f *Flags) (ctrl.Manager, error) {
+func New(ctx context.Context, f *Flags) (*Manager, error) {
 	log := ctrl.Log.WithName("setup")
 	watches := health.NewWatchMonitor(ctrl.Log.WithName("watch"))
 	watches.UnreachableGrace = f.UnreachableGrace
@@ -89,26 +90,46 @@ func New(ctx context.Context, f *Flags) (ctrl.Manager, error) {
 			}
 		}}
 	f.Controllers.AdmissionPolicies, f.Controllers.AdmissionChanged = admission, admissionChanged
-	for _, c := range append(watches.Collectors(), admission.Collectors()...) {
-		if err := metrics.Registry.Register(c); err != nil {
-			return nil, fmt.Errorf("unable to register the health metrics: %w", err)
-		}
-	}
 	if err := mgr.Add(admission); err != nil {
 		return nil, fmt.Errorf("unable to set up the admission policy check: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("unable to set up health check: %w", err)
 	}
-	for name, check := range map[string]healthz.Checker{
+	readiness := map[string]healthz.Checker{
 		"informers-synced": health.CacheSynced(mgr.GetCache()),
 		"watches":          watches.Check,
-	} {
+	}
+	for name, check := range readiness {
 		if err := mgr.AddReadyzCheck(name, check); err != nil {
 			return nil, fmt.Errorf("unable to set up ready check %s: %w", name, err)
 		}
 	}
-	return mgr, nil
+	return &Manager{Manager: mgr, watches: watches, admission: admission, readiness: readiness}, nil
+}
+
+// Manager is controller-runtime's manager with what New wired around it,
+// kept for the manager's own metrics.
+type Manager struct {
+	ctrl.Manager
+	watches   *health.WatchMonitor
+	admission *health.AdmissionPolicies
+	readiness map[string]healthz.Checker
+}
+
+// RegisterMetrics registers the manager's own metrics on reg: the watch
+// monitor's and the admission check's, keyward_ready for each readiness
+// check (New's and more, which others registered with the manager, such as
+// the verifier's) and keyward_leader. Call it once everything is set up.
+func (m *Manager) RegisterMetrics(reg prometheus.Registerer, more map[string]healthz.Checker) error {
+	checks := maps.Clone(m.readiness)
+	maps.Copy(checks, more)
+	for _, c := range managerCollectors(m.watches, m.admission, m.Elected(), checks) {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // exitAfterShutdownTimeout ends the process once limit has passed after ctx

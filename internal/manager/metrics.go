@@ -1,11 +1,18 @@
 package manager
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
+	"net/http"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"keyward.dev/keyward/internal/health"
 )
 
 // The metrics endpoint authenticates every scrape with a TokenReview and
@@ -44,4 +51,45 @@ func (m *MetricsFlags) options() metricsserver.Options {
 		o.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 	return o
+}
+
+// managerCollectors are the manager's own metrics besides the verifier's
+// (verify.SetupWithManager registers those), keyward_build_info
+// (RegisterBuildInfo) and controller-runtime's (registered when its packages
+// load): the watch monitor's, the admission check's, one readiness gauge per
+// readiness check and leadership. Manager.RegisterMetrics registers them;
+// the metric inventory test builds the registry with the same function.
+func managerCollectors(watches *health.WatchMonitor, admission *health.AdmissionPolicies,
+	elected <-chan struct{}, checks map[string]healthz.Checker) []prometheus.Collector {
+	out := append(watches.Collectors(), admission.Collectors()...)
+	for name, check := range checks {
+		out = append(out, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "keyward_ready",
+			Help:        "1 while the readiness check named by check passes on this replica, 0 while it fails (the replica is then out of the verifier's Service).",
+			ConstLabels: prometheus.Labels{"check": name},
+		}, func() float64 { return passing(check) }))
+	}
+	out = append(out, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keyward_leader",
+		Help: "1 on the replica that holds the leader lease (it reconciles and reports the per-key series), 0 on the others.",
+	}, func() float64 {
+		select {
+		case <-elected:
+			return 1
+		default:
+			return 0
+		}
+	}))
+	return out
+}
+
+// passing runs a readiness check as /readyz would, bounded in time.
+func passing(check healthz.Checker) float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "/readyz", nil)
+	if err != nil || check(req) != nil {
+		return 0
+	}
+	return 1
 }

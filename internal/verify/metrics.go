@@ -27,8 +27,10 @@ const (
 )
 
 // Metrics are the verifier's Prometheus metrics. The request counters carry
-// no per-key label (cardinality); the per-key gauges are one series per
-// AccessKey, like cert-manager's certificate expiry.
+// no per-key label (cardinality). The per-key expiry gauge is one series per
+// AccessKey, like cert-manager's certificate expiry, reported by the leader
+// only and switched off by --metrics-per-key=false; the cardinality of each
+// metric is in docs/operations.md ("Metrics and Prometheus").
 type Metrics struct {
 	requests *prometheus.CounterVec
 	duration prometheus.Histogram
@@ -61,8 +63,8 @@ func NewMetrics(store Store) *Metrics {
 			store: store,
 			count: prometheus.NewDesc(MetricAccessKeys, "AccessKeys by namespace, application and phase.",
 				[]string{labelNamespace, labelApplication, labelPhase}, nil),
-			expiry: prometheus.NewDesc(MetricKeyExpiry, "The effective expiry of an AccessKey (status.expiresAt), in seconds since the epoch.",
-				[]string{labelNamespace, labelName}, nil),
+			expiry: prometheus.NewDesc(MetricKeyExpiry, "The effective expiry of an AccessKey (status.expiresAt), in seconds since the epoch, with its application and phase; reported by the leader only, and not at all with --metrics-per-key=false.",
+				[]string{labelNamespace, labelName, labelApplication, labelPhase}, nil),
 		},
 	}
 }
@@ -137,6 +139,11 @@ type keysCollector struct {
 	// every other metric (keyward_watch_failing among them) from a
 	// manager that cannot watch.
 	ready func() bool
+	// perKey reports whether this replica reports the per-key expiry
+	// series: the leader does (one series per key in the cluster, not one
+	// per replica), no replica does with --metrics-per-key=false. nil means
+	// always.
+	perKey func() bool
 }
 
 func (c *keysCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.count; ch <- c.expiry }
@@ -152,6 +159,7 @@ func (c *keysCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(c.count, err)
 		return
 	}
+	perKey := c.perKey == nil || c.perKey()
 	type group struct{ ns, app, phase string }
 	counts := map[group]int{}
 	for _, k := range keys {
@@ -160,9 +168,9 @@ func (c *keysCollector) Collect(ch chan<- prometheus.Metric) {
 			phase = string(keyward.PhasePending)
 		}
 		counts[group{k.Namespace, k.Spec.Application, phase}]++
-		if k.Status.ExpiresAt != nil {
+		if perKey && k.Status.ExpiresAt != nil {
 			ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue,
-				float64(k.Status.ExpiresAt.Unix()), k.Namespace, k.Name)
+				float64(k.Status.ExpiresAt.Unix()), k.Namespace, k.Name, k.Spec.Application, phase)
 		}
 	}
 	for g, n := range counts {

@@ -79,6 +79,9 @@ type Options struct {
 	LastUsedGran      time.Duration
 	HeavyUseThreshold int
 	FlushInterval     time.Duration
+	// PerKeyMetrics: the leader reports one expiry series per AccessKey
+	// (docs/operations.md, "Metrics and Prometheus").
+	PerKeyMetrics bool
 	// Tokens switches the access-token endpoints on (docs/tokens.md).
 	Tokens bool
 	// TokenIssuer is iss, the base of each tenant's aud and the base URL of the token
@@ -108,7 +111,7 @@ func DefaultOptions() Options {
 		FailureRate: DefaultFailureRate, FailureBurst: DefaultFailureBurst, MaxClients: DefaultMaxClients,
 		LastUsedGran: DefaultLastUsedGran, HeavyUseThreshold: DefaultHeavyUseThreshold, FlushInterval: DefaultFlushInterval,
 		TLS: DefaultTLS, ServiceName: DefaultServiceName, TLSSecret: DefaultTLSSecret, TLSCAConfigMap: DefaultTLSCAConfigMap,
-		Tokens: true, TokenTTL: DefaultTokenTTL,
+		Tokens: true, TokenTTL: DefaultTokenTTL, PerKeyMetrics: true,
 		TokenSigningSecret: DefaultTokenSigningSecret, TokenSigningRotation: DefaultTokenSigningRotation,
 		TokenSigningRefresh: DefaultTokenSigningRefresh, TokenJWKSMaxAge: DefaultTokenJWKSMaxAge,
 	}
@@ -131,6 +134,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MaxClients, "verify-failure-max-clients", o.MaxClients, "Client addresses the failure limiter remembers; the least recently failing is forgotten first.")
 	fs.DurationVar(&o.LastUsedGran, "last-used-granularity", o.LastUsedGran, "status.lastUsedAt is written at most once per this duration per key.")
 	fs.IntVar(&o.HeavyUseThreshold, "heavy-use-threshold", o.HeavyUseThreshold, "Verifications per minute of one key, on one replica, above which it is in heavy use (HeavyUse Event, metric); 0 turns it off.")
+	fs.BoolVar(&o.PerKeyMetrics, "metrics-per-key", o.PerKeyMetrics, "Report "+MetricKeyExpiry+", one series per AccessKey with an expiry, from the leader only; false drops it (the expiry alerts then have nothing to read).")
 	fs.BoolVar(&o.Tokens, "tokens", o.Tokens, "Serve short-lived access tokens on the verification API: POST /v1/token, POST /v1/introspect, /.well-known/openid-configuration and /.well-known/jwks.json.")
 	fs.StringVar(&o.TokenIssuer, "token-issuer", o.TokenIssuer, "The issuer (iss; each tenant's aud is <issuer>/namespaces/<namespace>) of access tokens: the URL clients and gateways reach the verification API at; the discovery document's endpoints are under it. Default: https://<--verify-service-name>.<namespace>.svc:<port of --verify-bind-address> (http:// with --verify-tls=off; the bind address itself when it is a loopback address).")
 	fs.DurationVar(&o.TokenTTL, "token-ttl", o.TokenTTL, "Lifetime of an access token (shorter when the key expires or its grace period ends sooner).")
@@ -242,6 +246,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ver
 	}
 	synced := &syncGate{cache: mgr.GetCache()}
 	m.keys.ready = synced.ready.Load
+	m.keys.perKey = perKeyMetrics(opts.PerKeyMetrics, mgr.Elected())
 	if err := mgr.Add(synced); err != nil {
 		return nil, err
 	}
@@ -283,6 +288,24 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) (*Ver
 		}
 	}
 	return out, nil
+}
+
+// perKeyMetrics reports whether this replica reports the per-key series: only
+// once it is the leader (elected is closed at once without leader election),
+// and never when switched off. A replica that loses the lease exits, so the
+// answer never goes back to false.
+func perKeyMetrics(on bool, elected <-chan struct{}) func() bool {
+	return func() bool {
+		if !on {
+			return false
+		}
+		select {
+		case <-elected:
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // syncGate starts the informers the verifier reads and opens once they are synced.

@@ -165,15 +165,66 @@ func TestMetricsCollector(t *testing.T) {
 # TYPE keyward_access_keys gauge
 keyward_access_keys{application="billing",namespace="t",phase="Active"} 1
 keyward_access_keys{application="billing",namespace="t",phase="Expired"} 1
-# HELP keyward_access_key_expiry_timestamp_seconds The effective expiry of an AccessKey (status.expiresAt), in seconds since the epoch.
+# HELP keyward_access_key_expiry_timestamp_seconds The effective expiry of an AccessKey (status.expiresAt), in seconds since the epoch, with its application and phase; reported by the leader only, and not at all with --metrics-per-key=false.
 # TYPE keyward_access_key_expiry_timestamp_seconds gauge
-keyward_access_key_expiry_timestamp_seconds{name="k2",namespace="t"} 1.795518e+09
+keyward_access_key_expiry_timestamp_seconds{application="billing",name="k2",namespace="t",phase="Expired"} 1.795518e+09
 # HELP keyward_verify_requests_total Key verifications by namespace, application and result (the reason, docs/gateways.md).
 # TYPE keyward_verify_requests_total counter
 keyward_verify_requests_total{application="billing",namespace="t",result="ok"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(expected), MetricAccessKeys, MetricKeyExpiry, MetricRequests); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The per-key expiry series come from the leader only (one series per key
+// in the cluster, not one per replica) and from no replica with
+// --metrics-per-key=false; the per-phase counts from every replica.
+func TestMetricsPerKeyOnlyWhereAsked(t *testing.T) {
+	key := issuedKey(mustKey(t))
+	key.Status.ExpiresAt = at(time.Hour)
+	for _, tc := range []struct {
+		name       string
+		perKey     func() bool
+		wantExpiry int
+	}{
+		{"leader", func() bool { return true }, 1},
+		{"not the leader, or --metrics-per-key=false", func() bool { return false }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := NewMetrics(NewMemStore(key))
+			m.keys.perKey = tc.perKey
+			reg := prometheus.NewRegistry()
+			if err := m.Register(reg); err != nil {
+				t.Fatal(err)
+			}
+			counts := map[string]int{}
+			families, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range families {
+				counts[f.GetName()] = len(f.GetMetric())
+			}
+			if counts[MetricKeyExpiry] != tc.wantExpiry || counts[MetricAccessKeys] != 1 {
+				t.Fatalf("series: %v, want %d expiry and 1 count", counts, tc.wantExpiry)
+			}
+		})
+	}
+}
+
+func TestPerKeyMetricsGate(t *testing.T) {
+	elected := make(chan struct{})
+	on := perKeyMetrics(true, elected)
+	if on() {
+		t.Fatal("per-key series before this replica was elected")
+	}
+	close(elected)
+	if !on() {
+		t.Fatal("no per-key series on the leader")
+	}
+	if perKeyMetrics(false, elected)() {
+		t.Fatal("per-key series with --metrics-per-key=false")
 	}
 }
 
