@@ -24,13 +24,13 @@ COPY controllers/ controllers/
 COPY internal/ internal/
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
-    go build -trimpath -ldflags="-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" -o /out/manager .
+    go build -trimpath -ldflags="-s -w -X keyward.dev/keyward/internal/version.Version=${VERSION} -X keyward.dev/keyward/internal/version.Revision=${REVISION}" -o /out/manager .
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG SOURCE=https://keyward.dev/keyward
-ARG LICENSES=NOASSERTION
+ARG LICENSES=Apache-2.0
 WORKDIR /
 COPY --from=builder /out/manager /manager
 USER 65532:65532

@@ -219,9 +219,54 @@ docs-targets: ## Write the table of make targets in docs/development.md from thi
 	go run ./hack/maketargets -makefile Makefile -doc docs/development.md
 
 .PHONY: check-generated
-check-generated: manifests generate build-installer chart monitoring argocd-cm docs-targets ## Fail when generated files differ from what is committed (CI).
+check-generated: manifests generate build-installer chart monitoring argocd-cm docs-targets ## Fail when generated files differ from what is committed, or a Mermaid diagram in README.md or docs/ is malformed (CI).
 	@git diff --exit-code --stat -- config/ dist/ charts/ api/ docs/development.md || { echo "generated files are out of date: run make manifests generate build-installer chart monitoring argocd-cm docs-targets and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- config/ dist/ charts/ api/)" || { git status --short -- config/ dist/ charts/ api/; echo "untracked generated files: commit them"; exit 1; }
+	@go run ./hack/docscheck README.md docs
+
+##@ Release (versioned artifacts anyone can install from; docs/operations.md#releases)
+
+# The public image name a release is pushed to and its manifests name
+# (decisions.md 104): $(REGISTRY)/$(IMAGE_NAME):$(VERSION).
+REGISTRY ?= ghcr.io/keyward
+IMAGE_NAME ?= manager
+RELEASE_IMAGE = $(REGISTRY)/$(IMAGE_NAME)
+RELEASE_DIR ?= dist
+# Where the plugin archives are published (the krew manifest's URIs).
+RELEASE_URL ?= https://github.com/keyward/keyward/releases/download/$(VERSION)
+RELEASE_PLATFORMS ?= linux/amd64,linux/arm64,darwin/amd64,darwin/arm64,windows/amd64
+# 1: run make image-test's suite on the very image the release ships, before
+# it is saved (needs the control plane in bin/k8s and podman).
+RELEASE_IMAGE_TEST ?= 1
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell [ -z "$$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || echo -dirty)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+RELEASE_ENV = IMG=$(RELEASE_IMAGE):$(VERSION) IMG_DEFAULT=$(IMG_DEFAULT) VERSION=$(VERSION) REVISION=$(REVISION) \
+  SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) CONTAINERS_CONF=$(IMAGE_CONTAINERS_CONF)
+
+.PHONY: release
+release: manifests ## Write a release into RELEASE_DIR (dist): install.yaml, the image as an OCI archive, the packaged chart, kubectl-keyward archives, krew manifest, SBOMs, SHA256SUMS. VERSION=vX.Y.Z required; REGISTRY, IMAGE_NAME, RELEASE_URL settable.
+	@[[ "$(VERSION)" =~ ^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?$$ ]] || { echo "make release needs VERSION=vX.Y.Z (got '$(VERSION)')"; exit 2; }
+	@echo "release $(VERSION): image $(RELEASE_IMAGE):$(VERSION), revision $(REVISION), into $(RELEASE_DIR)/"
+	rm -rf $(RELEASE_DIR) && mkdir -p $(RELEASE_DIR) bin
+	go run ./hack/dist installer -img $(RELEASE_IMAGE):$(VERSION) -out $(RELEASE_DIR)/install.yaml
+	$(RELEASE_ENV) hack/image/build.sh
+	if [ "$(RELEASE_IMAGE_TEST)" = 1 ]; then $(RELEASE_ENV) IMAGE_TEST_IMG=$(RELEASE_IMAGE):$(VERSION) IMAGE_TEST_PREBUILT=1 \
+	  KUBEBUILDER_ASSETS=$(CONTROLPLANE_DIR) hack/image/test.sh; fi
+	$(RELEASE_ENV) IMAGE_ARCHIVE=$(RELEASE_DIR)/keyward-manager_$(VERSION)_linux_$$(go env GOARCH).oci.tar hack/image/save.sh
+	go run ./hack/release -version $(VERSION) -revision $(REVISION) -image $(RELEASE_IMAGE) -out $(RELEASE_DIR) \
+	  -url '$(RELEASE_URL)' -platforms $(RELEASE_PLATFORMS) -epoch $(SOURCE_DATE_EPOCH)
+	@echo "release $(VERSION) in $(RELEASE_DIR)/:"; cat $(RELEASE_DIR)/SHA256SUMS
+
+RELEASE_CHECK_VERSION ?= v0.0.0-check
+RELEASE_CHECK_DIR ?= bin/release-check
+
+.PHONY: release-check
+release-check: ## Build a release (VERSION v0.0.0-check into bin/release-check, without the image test) and check it: checksums, pinned image, chart = install.yaml, krew sha256 values (test/release; CI).
+	$(MAKE) release VERSION=$(RELEASE_CHECK_VERSION) RELEASE_DIR=$(RELEASE_CHECK_DIR) RELEASE_IMAGE_TEST=0
+	set +e; RELEASE_DIR=$(CURDIR)/$(RELEASE_CHECK_DIR) RELEASE_VERSION=$(RELEASE_CHECK_VERSION) RELEASE_IMAGE=$(RELEASE_IMAGE) RELEASE_PLATFORMS=$(RELEASE_PLATFORMS) \
+	  go test -tags release ./test/release -count=1 -v 2>&1 | tee bin/test-release.log | grep -E '^\s*(--- |ok|FAIL|panic)'; status=$${PIPESTATUS[0]}; \
+	  . hack/image/lib.sh && tool rmi $(RELEASE_IMAGE):$(RELEASE_CHECK_VERSION) >/dev/null 2>&1 || true; \
+	  echo "release-check: exit $$status (full log: bin/test-release.log)"; exit $$status
 
 ##@ Deployment (against the cluster in KUBECONFIG)
 

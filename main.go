@@ -14,27 +14,20 @@ import (
 
 	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/internal/manager"
-	"keyward.dev/keyward/internal/verify"
-)
-
-// version and revision are stamped at link time by `make image` (through
-// hack/image/build.sh) and by the Dockerfile:
-//
-//	go build -ldflags "-X main.version=v0.3.0 -X main.revision=<commit>"
-//
-// An unstamped build (go build, go run, make local) reports "dev" and the
-// commit Go recorded from the checkout, if any.
-var (
-	version  = "dev"
-	revision = ""
+	"keyward.dev/keyward/internal/serve"
+	"keyward.dev/keyward/internal/version"
 )
 
 func main() {
 	flags := manager.NewFlags()
 	flags.Bind(flag.CommandLine)
-	verifyOpts := verify.DefaultOptions()
+	verifyOpts := serve.DefaultOptions()
 	verifyOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if flags.Version {
+		fmt.Println("keyward-manager", version.Get())
+		return
+	}
 
 	manager.SetupLogging(flags)
 	log := ctrl.Log.WithName("setup")
@@ -48,16 +41,16 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	exitOn(manager.RegisterBuildInfo(metrics.Registry, version, revision), "unable to register keyward_build_info")
+	exitOn(manager.RegisterBuildInfo(metrics.Registry), "unable to register keyward_build_info")
 
 	ctx := ctrl.SetupSignalHandler()
 	mgr, err := manager.New(ctx, flags)
 	exitOn(err, "unable to create manager")
 	exitOn(controllers.SetupWithManager(ctx, mgr, flags.Controllers), "unable to set up controllers")
 	verifyOpts.APIKeysEnabledByDefault = flags.Controllers.APIKeysEnabledByDefault
-	verification, err := verify.SetupWithManager(ctx, mgr, verifyOpts)
+	verification, err := serve.SetupWithManager(ctx, mgr, verifyOpts)
 	exitOn(err, "unable to set up the verifier")
-	exitOn(mgr.RegisterMetrics(metrics.Registry, map[string]healthz.Checker{verify.ReadyzCheck: verification.Ready}),
+	exitOn(mgr.RegisterMetrics(metrics.Registry, map[string]healthz.Checker{serve.ReadyzCheck: verification.Ready}),
 		"unable to register the manager's metrics")
 
 	log.Info("starting manager")

@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
-	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,7 +21,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -107,18 +105,20 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		obs.Secret = secrets.Inspect(secret, &key)
 	}
 
+	// Plan; a key that needs a slot is planned by the slot ledger, which
+	// records a grant only for a plan that issues.
+	var plan policy.Plan
 	if policy.NeedsSlot(obs) {
-		slot, ok, err := r.slots.decide(ctx, &key, tenant)
-		if err != nil || !ok {
+		var ok bool
+		if plan, ok, err = r.slots.plan(ctx, &key, obs); err != nil || !ok {
 			return ctrl.Result{}, err // !ok: deleted meanwhile
 		}
-		obs.Slot = slot
-	} else if !policy.IsIssued(&key) && r.slots.release(&key) {
-		r.wake(key.Namespace) // it no longer needs the slot it was granted
+	} else {
+		if !policy.IsIssued(&key) && r.slots.release(&key) {
+			r.wake(key.Namespace) // it no longer needs the slot it was granted
+		}
+		plan = policy.PlanKey(obs)
 	}
-
-	// Plan.
-	plan := policy.PlanKey(obs)
 
 	// Do the Secret I/O; a refusal folds into the plan.
 	wrote := false
@@ -496,15 +496,15 @@ func (r *AccessKeyReconciler) wakingKeys(ctx context.Context, obj client.Object)
 // come or go (never on their status updates), and other keys only when a
 // slot can have freed.
 func (r *AccessKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	r.slots = newSlotLedger(mgr.GetCache())
 	r.expected = newMaterialExpectations()
 	r.wakeups = make(chan event.GenericEvent, 1024)
-	specChanged := builder.WithPredicates(predicate.GenerationChangedPredicate{})
-	enqueue := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], ns string) {
-		for _, req := range r.wakingKeys(ctx, &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns}}) {
-			q.Add(req)
-		}
+	// The ledger's books follow the cache's keys, Applications and Secrets,
+	// and wake a namespace's waiting keys when a slot can have freed.
+	var err error
+	if r.slots, err = newSlotLedger(context.Background(), mgr.GetCache(), r.wake); err != nil {
+		return err
 	}
+	specChanged := builder.WithPredicates(predicate.GenerationChangedPredicate{})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("accesskey").
 		For(&keyward.AccessKey{}, builder.WithPredicates(keyChanged)).
@@ -516,34 +516,8 @@ func (r *AccessKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		})).
 		Watches(&keyward.Application{}, handler.EnqueueRequestsFromMapFunc(r.keysOfApplication), specChanged).
 		Watches(&keyward.TenantSettings{}, handler.EnqueueRequestsFromMapFunc(r.keysOfNamespace), specChanged).
-		Watches(&keyward.AccessKey{}, handler.Funcs{
-			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				if slotFreed(e.ObjectOld.(*keyward.AccessKey), e.ObjectNew.(*keyward.AccessKey)) {
-					enqueue(ctx, q, e.ObjectNew.GetNamespace())
-				}
-			},
-			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				if k, ok := e.Object.(*keyward.AccessKey); ok && (policy.IsIssued(k) || k.Status.Phase == "" || r.slots.holds(k)) {
-					enqueue(ctx, q, k.Namespace)
-				}
-			},
-		}).
 		WatchesRawSource(source.Channel(r.wakeups, handler.EnqueueRequestsFromMapFunc(r.wakingKeys))).
 		Complete(r)
-}
-
-// slotFreed reports whether an update of a key can have freed a slot: an
-// issued key changed owner, or its Secret was refused (a Pending key holds
-// no slot). A key that starts being deleted frees nothing: it keeps its
-// slot until it is gone, and its removal wakes the waiting keys.
-func slotFreed(old, new *keyward.AccessKey) bool {
-	switch {
-	case policy.IsIssued(new) && old.Spec.Owner != new.Spec.Owner:
-		return true
-	case policy.Refused(new) && !policy.Refused(old):
-		return true
-	}
-	return false
 }
 
 // keyOfSecret maps a Keyward Secret to its key: its controller, or the key

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -42,16 +41,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	counts, next := r.count(keys.Items, r.Now(), tenant.ExpiryWarning)
 	app.Status.Keys = counts
 	app.Status.ObservedGeneration = app.Generation
-	reason, message := keyward.ReasonReconciled,
-		fmt.Sprintf("%d of at most %d keys hold a slot", slotsHeld(*counts), app.Spec.MaxAccessKeys)
-	switch {
-	case tenant.Invalid != "":
-		reason = keyward.ReasonInvalidTenantSettings
-		message = "TenantSettings \"default\": " + tenant.Invalid + "; no key of this application is issued or verifies"
-	case !tenant.Enabled:
-		reason = keyward.ReasonAPIKeysDisabled
-		message = "API keys are switched off in this tenant: no key of this application is issued or verifies"
-	}
+	reason, message := policy.ApplicationCondition(tenant, &app, *counts)
 	// Ready=True when its keys can be issued; Reconciling while the tenant
 	// is switched off, Stalled while its TenantSettings is invalid (kstatus).
 	policy.SetConditions(&app.Status.Conditions, app.Generation, policy.TenantOutcome("Application", reason), reason,
@@ -62,11 +52,6 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	return next, nil
 }
-
-// slotsHeld approximates the keys that hold a slot from the counts: all but
-// Pending and Rejected (an issued key that is Pending or Rejected now keeps
-// its slot too; see docs/limits.md).
-func slotsHeld(c keyward.KeyCounts) int32 { return c.Total - c.Pending - c.Rejected }
 
 func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).

@@ -8,7 +8,6 @@ import (
 	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -55,14 +54,6 @@ func application(ctx context.Context, c client.Reader, ns, name string) (*keywar
 		return nil, nil
 	}
 	return &app, nil
-}
-
-// readyReason is the reason of a key's Ready condition, "" when none.
-func readyReason(k *keyward.AccessKey) string {
-	if c := meta.FindStatusCondition(k.Status.Conditions, keyward.ConditionReady); c != nil {
-		return c.Reason
-	}
-	return ""
 }
 
 // listKeys returns reconcile requests for the AccessKeys of a namespace

@@ -17,32 +17,122 @@ import (
 	"keyward.dev/keyward/internal/policy"
 )
 
-// slotLedger decides limits from the informer cache alone, with no API
-// list on the issue path. The cache lags behind the manager's own writes,
-// so the ledger remembers the slots it granted that the cache does not
-// show as issued yet (the "expectations" of the ReplicaSet controller), and
-// decides one namespace at a time, so that concurrent workers can never
-// overshoot a limit. It starts empty after a restart or a leader change:
-// then the cache is the truth — keys with status.issuedAt, and Keyward
-// Secrets controlled by a key whose issue was never recorded (a crash
-// between the Secret write and the status write) — so nothing can
-// overshoot or lose a slot.
+// slotLedger decides limits from books of each namespace's slots
+// (policy.SlotBook) that the informers' events keep up to date, with no API
+// list on the issue path and no pass over a namespace's keys: a decision
+// costs the same whatever the tenant's size. The cache lags behind the
+// manager's own writes, so the book also holds the slots granted that the
+// cache does not show as issued yet (the "expectations" of the ReplicaSet
+// controller); decisions are made one namespace at a time, so that
+// concurrent workers can never overshoot a limit. It starts empty after a
+// restart or a leader change: then the cache is the truth — keys with
+// status.issuedAt, and Keyward Secrets controlled by a key whose issue was
+// never recorded (a crash between the Secret write and the status write) —
+// so nothing can overshoot or lose a slot.
 type slotLedger struct {
-	cache cache.Cache // the manager's
+	keys toolscache.Indexer // the cache's AccessKeys
+	// wake is called with a namespace where a change can have freed a slot.
+	wake   func(ns string)
+	synced []toolscache.InformerSynced
 
 	mu         sync.Mutex
 	namespaces map[string]*namespaceSlots
 }
 
 type namespaceSlots struct {
-	mu sync.Mutex
-	// granted holds the keys (by name) granted a slot whose issue the
-	// cache does not show yet.
-	granted map[string]types.UID
+	mu   sync.Mutex
+	book *policy.SlotBook
+	// changed is closed (and replaced) whenever the book observes a key.
+	changed chan struct{}
 }
 
-func newSlotLedger(c cache.Cache) *slotLedger {
-	return &slotLedger{cache: c, namespaces: map[string]*namespaceSlots{}}
+// bookLag bounds how long a key waits for the book to observe it before it
+// is taken from the cache's index instead.
+const bookLag = 2 * time.Second
+
+// newSlotLedger registers the ledger's handlers with the cache's informers
+// of AccessKeys, Applications and Keyward Secrets.
+func newSlotLedger(ctx context.Context, c cache.Cache, wake func(ns string)) (*slotLedger, error) {
+	l := &slotLedger{wake: wake, namespaces: map[string]*namespaceSlots{}}
+	keys, err := c.GetInformer(ctx, &keyward.AccessKey{})
+	if err != nil {
+		return nil, err
+	}
+	ix, ok := keys.(interface{ GetIndexer() toolscache.Indexer })
+	if !ok {
+		return nil, fmt.Errorf("the cache's informer for AccessKeys has no indexer")
+	}
+	l.keys = ix.GetIndexer()
+	for obj, h := range map[client.Object]toolscache.ResourceEventHandlerFuncs{
+		&keyward.AccessKey{}: {
+			AddFunc:    func(o any) { l.observe(o, false) },
+			UpdateFunc: func(_, o any) { l.observe(o, false) },
+			DeleteFunc: func(o any) { l.observe(o, true) },
+		},
+		&keyward.Application{}: {
+			AddFunc:    func(o any) { l.observe(o, false) },
+			UpdateFunc: func(_, o any) { l.observe(o, false) },
+			DeleteFunc: func(o any) { l.observe(o, true) },
+		},
+		&corev1.Secret{}: {
+			AddFunc:    func(o any) { l.observe(o, false) },
+			UpdateFunc: func(_, o any) { l.observe(o, false) },
+			DeleteFunc: func(o any) { l.observe(o, true) },
+		},
+	} {
+		inf, err := c.GetInformer(ctx, obj)
+		if err != nil {
+			return nil, err
+		}
+		reg, err := inf.AddEventHandler(h)
+		if err != nil {
+			return nil, err
+		}
+		l.synced = append(l.synced, reg.HasSynced)
+	}
+	return l, nil
+}
+
+// observe brings the book of obj's namespace up to date with obj (gone
+// says it was deleted), and wakes the namespace's waiting keys when that
+// can have freed a slot.
+func (l *slotLedger) observe(obj any, gone bool) {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj, gone = d.Obj, true
+	}
+	o, ok := obj.(client.Object)
+	if !ok {
+		return
+	}
+	n := l.namespace(o.GetNamespace())
+	n.mu.Lock()
+	var freed bool
+	switch o := o.(type) {
+	case *keyward.AccessKey:
+		if gone {
+			freed = n.book.ForgetKey(o.UID)
+		} else {
+			freed = n.book.ObserveKey(o)
+		}
+		close(n.changed)
+		n.changed = make(chan struct{})
+	case *keyward.Application:
+		if gone {
+			freed = n.book.ForgetApplication(o.Name, o.UID)
+		} else {
+			freed = n.book.ObserveApplication(o)
+		}
+	case *corev1.Secret:
+		var controller types.UID
+		if ref := metav1.GetControllerOf(o); !gone && ref != nil && ref.Kind == "AccessKey" && o.DeletionTimestamp.IsZero() {
+			controller = ref.UID
+		}
+		freed = n.book.ObserveSecret(o.Name, controller)
+	}
+	n.mu.Unlock()
+	if freed {
+		l.wake(o.GetNamespace())
+	}
 }
 
 func (l *slotLedger) namespace(ns string) *namespaceSlots {
@@ -50,29 +140,75 @@ func (l *slotLedger) namespace(ns string) *namespaceSlots {
 	defer l.mu.Unlock()
 	n, ok := l.namespaces[ns]
 	if !ok {
-		n = &namespaceSlots{granted: map[string]types.UID{}}
+		n = &namespaceSlots{book: policy.NewSlotBook(), changed: make(chan struct{})}
 		l.namespaces[ns] = n
 	}
 	return n
 }
 
-// decide returns the slot decision for key and, when it is granted,
-// records the grant. ok is false when the cache does not hold key (it was
+// waitSynced waits until the book has seen everything the cache held when
+// it started.
+func (l *slotLedger) waitSynced(ctx context.Context) error {
+	for _, synced := range l.synced {
+		if !synced() && !toolscache.WaitForCacheSync(ctx.Done(), synced) {
+			return fmt.Errorf("the slot ledger did not sync: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// plan decides the slot of a key that needs one (policy.NeedsSlot) and
+// plans the reconcile with that decision, in one step under the
+// namespace's lock: a grant is recorded only for a plan that issues, and no
+// other worker of the namespace decides between the decision and the
+// grant. ok is false when the cache no longer holds the key (it was
 // deleted meanwhile).
-func (l *slotLedger) decide(ctx context.Context, key *keyward.AccessKey, tenant policy.Tenant) (policy.SlotDecision, bool, error) {
+func (l *slotLedger) plan(ctx context.Context, key *keyward.AccessKey, obs policy.Observation) (plan policy.Plan, ok bool, err error) {
+	if err := l.waitSynced(ctx); err != nil {
+		return policy.Plan{}, false, err
+	}
 	n := l.namespace(key.Namespace)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	slots, err := l.slots(ctx, n, key.Namespace, tenant, key.Name)
-	if err != nil {
-		return policy.SlotDecision{}, false, err
+	d, ok := n.book.Decide(key, obs.Tenant)
+	for deadline := time.Now().Add(bookLag); !ok; d, ok = n.book.Decide(key, obs.Tenant) {
+		// The book has not observed the key yet (its handler runs a little
+		// after the cache's index is updated). Once it has, it has observed
+		// every key created before it too, so wait for it: deciding now
+		// could pass over an older key the book has not seen either.
+		cached, found, err := l.keys.GetByKey(key.Namespace + "/" + key.Name)
+		if err != nil {
+			return policy.Plan{}, false, err
+		}
+		if k, _ := cached.(*keyward.AccessKey); !found || k == nil || k.UID != key.UID {
+			return policy.Plan{}, false, nil // deleted meanwhile
+		} else if time.Now().After(deadline) {
+			// Still not observed: take it from the index (its deletion
+			// then reaches the book after this, under the same lock).
+			n.book.ObserveKeyIfAbsent(k)
+			continue
+		}
+		changed := n.changed
+		n.mu.Unlock()
+		select {
+		case <-changed:
+		case <-time.After(time.Until(deadline)):
+		case <-ctx.Done():
+		}
+		n.mu.Lock()
+		if ctx.Err() != nil {
+			return policy.Plan{}, false, ctx.Err()
+		}
 	}
-	d, ok := policy.DecideSlot(slots)
-	if ok && (d.Outcome == policy.SlotGranted || d.Outcome == policy.SlotHeld) {
-		d.Outcome = policy.SlotGranted
-		n.granted[key.Name] = key.UID
+	if d.Outcome == policy.SlotHeld {
+		d.Outcome = policy.SlotGranted // its own slot: it may be issued into it
 	}
-	return d, ok, nil
+	obs.Slot = d
+	plan = policy.PlanKey(obs)
+	if plan.Material == policy.MaterialIssue {
+		n.book.Grant(key.UID)
+	}
+	return plan, true, nil
 }
 
 // release gives back a slot granted to key that it will not use (its
@@ -82,160 +218,25 @@ func (l *slotLedger) release(key *keyward.AccessKey) bool {
 	n := l.namespace(key.Namespace)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.granted[key.Name] != key.UID {
-		return false
-	}
-	delete(n.granted, key.Name)
-	return true
-}
-
-// holds reports whether the ledger holds a grant for key.
-func (l *slotLedger) holds(key *keyward.AccessKey) bool {
-	n := l.namespace(key.Namespace)
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.granted[key.Name] == key.UID
+	return n.book.Release(key.UID)
 }
 
 // waking returns the keys of ns whose slot decision differs from what
-// their status records: waiting keys that would now be granted, or that
-// are denied for another reason. It is called when a slot can have freed.
+// their status records (policy.SlotBook.Waking). It is called when a slot
+// can have freed.
 func (l *slotLedger) waking(ctx context.Context, ns string, tenant policy.Tenant) ([]types.NamespacedName, error) {
+	if err := l.waitSynced(ctx); err != nil {
+		return nil, err
+	}
 	n := l.namespace(ns)
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	slots, err := l.slots(ctx, n, ns, tenant, "")
-	if err != nil {
-		return nil, err
-	}
-	decisions := policy.AllocateSlots(slots)
-	var wake []types.NamespacedName
-	for _, k := range slots.Keys {
-		d := decisions[k.Name]
-		switch {
-		case d.Outcome == policy.SlotGranted,
-			d.Outcome == policy.SlotDenied && (k.Status.Phase != keyward.PhaseRejected || readyReason(k) != d.Reason):
-			wake = append(wake, types.NamespacedName{Namespace: ns, Name: k.Name})
-		}
+	names := n.book.Waking(tenant)
+	n.mu.Unlock()
+	wake := make([]types.NamespacedName, len(names))
+	for i, name := range names {
+		wake[i] = types.NamespacedName{Namespace: ns, Name: name}
 	}
 	return wake, nil
-}
-
-// slots gathers what the limits of ns are decided over, from the cache and
-// the ledger; n must be locked. Grants the cache now shows as issued, or
-// whose key is gone, are dropped from the ledger.
-//
-// A decision reads pointers into the cache (namespaceView): nothing is
-// copied, and beyond one pass over the namespace's keys it costs one map
-// lookup per grant of the ledger and per key not yet issued.
-func (l *slotLedger) slots(ctx context.Context, n *namespaceSlots, ns string, tenant policy.Tenant, self string) (policy.Slots, error) {
-	view, err := l.view(ctx, ns)
-	if err != nil {
-		return policy.Slots{}, err
-	}
-	for name, uid := range n.granted {
-		if k := view.key(name); k == nil || k.UID != uid || policy.IsIssued(k) {
-			delete(n.granted, name)
-		}
-	}
-	// A key whose issue was never recorded holds a slot while it controls
-	// a Secret (a crash between the Secret write and the status write),
-	// being deleted or not. Grants of keys being deleted stay until the
-	// key is gone (above), so that no other key is valid in the slot.
-	withSecret := map[types.UID]bool{}
-	for _, k := range view.keys {
-		if policy.IsIssued(k) || n.granted[k.Name] == k.UID {
-			continue
-		}
-		if view.controlsSecret(k) {
-			withSecret[k.UID] = true
-		}
-	}
-	return policy.Slots{
-		Keys: view.keys, Apps: view.apps, Tenant: tenant, Self: self,
-		Holds: func(k *keyward.AccessKey) bool { return n.granted[k.Name] == k.UID || withSecret[k.UID] },
-	}, nil
-}
-
-// namespaceView is one namespace's AccessKeys and Applications as the
-// informer cache holds them: pointers into the cache, to be read only.
-type namespaceView struct {
-	ns      string
-	keys    []*keyward.AccessKey
-	apps    map[string]*keyward.Application
-	byName  toolscache.Indexer // AccessKeys
-	secrets toolscache.Indexer // Keyward Secrets
-}
-
-// view reads ns's objects from the informers' indexers.
-func (l *slotLedger) view(ctx context.Context, ns string) (*namespaceView, error) {
-	keys, err := indexerOf(ctx, l.cache, &keyward.AccessKey{})
-	if err != nil {
-		return nil, err
-	}
-	apps, err := indexerOf(ctx, l.cache, &keyward.Application{})
-	if err != nil {
-		return nil, err
-	}
-	secretIndex, err := indexerOf(ctx, l.cache, &corev1.Secret{})
-	if err != nil {
-		return nil, err
-	}
-	v := &namespaceView{ns: ns, byName: keys, secrets: secretIndex, apps: map[string]*keyward.Application{}}
-	objs, err := keys.ByIndex(toolscache.NamespaceIndex, ns)
-	if err != nil {
-		return nil, err
-	}
-	v.keys = make([]*keyward.AccessKey, 0, len(objs))
-	for _, o := range objs {
-		if k, ok := o.(*keyward.AccessKey); ok {
-			v.keys = append(v.keys, k)
-		}
-	}
-	if objs, err = apps.ByIndex(toolscache.NamespaceIndex, ns); err != nil {
-		return nil, err
-	}
-	for _, o := range objs {
-		if a, ok := o.(*keyward.Application); ok {
-			v.apps[a.Name] = a
-		}
-	}
-	return v, nil
-}
-
-// key returns the cached AccessKey name of the namespace, nil if none.
-func (v *namespaceView) key(name string) *keyward.AccessKey {
-	o, ok, err := v.byName.GetByKey(v.ns + "/" + name)
-	if err != nil || !ok {
-		return nil
-	}
-	k, _ := o.(*keyward.AccessKey)
-	return k
-}
-
-// controlsSecret reports whether k controls the Keyward Secret at its
-// Secret name (the only name the manager writes k's material to; it is
-// immutable), and that Secret is not being deleted.
-func (v *namespaceView) controlsSecret(k *keyward.AccessKey) bool {
-	o, ok, err := v.secrets.GetByKey(v.ns + "/" + k.SecretName())
-	if err != nil || !ok {
-		return false
-	}
-	s, ok := o.(*corev1.Secret)
-	return ok && s.DeletionTimestamp.IsZero() && metav1.IsControlledBy(s, k)
-}
-
-// indexerOf returns the indexer of the cache's informer for obj's kind.
-func indexerOf(ctx context.Context, c cache.Cache, obj client.Object) (toolscache.Indexer, error) {
-	inf, err := c.GetInformer(ctx, obj)
-	if err != nil {
-		return nil, err
-	}
-	ix, ok := inf.(interface{ GetIndexer() toolscache.Indexer })
-	if !ok {
-		return nil, fmt.Errorf("the cache's informer for %T has no indexer", obj)
-	}
-	return ix.GetIndexer(), nil
 }
 
 // materialExpectations remembers, per key, the key ID of the material this

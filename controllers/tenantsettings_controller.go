@@ -43,14 +43,7 @@ func (r *TenantSettingsReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	ts.Status.APIKeysEnabled = &tenant.Enabled
 	ts.Status.Keys = counts
 	ts.Status.ObservedGeneration = ts.Generation
-	reason, message := keyward.ReasonEnabled, "API keys are switched on in this tenant"
-	switch {
-	case tenant.Invalid != "":
-		reason = keyward.ReasonInvalidTenantSettings
-		message = tenant.Invalid + "; no key is issued or verifies in this tenant until it is fixed"
-	case !tenant.Enabled:
-		reason, message = keyward.ReasonAPIKeysDisabled, "API keys are switched off in this tenant: no key is issued and none verifies"
-	}
+	reason, message := policy.TenantSettingsCondition(tenant)
 	// Ready=True on or off (the switch is what the user set); Stalled while
 	// a value cannot be used (kstatus).
 	policy.SetConditions(&ts.Status.Conditions, ts.Generation, policy.TenantOutcome("TenantSettings", reason), reason,

@@ -193,6 +193,29 @@ type RotationStatus struct {
 	LastRequest string `json:"lastRequest,omitempty"`
 }
 
+// SecretRefusal records that the API server refused the key's Secret for a
+// reason only the user can fix. It stands for one generation of the spec:
+// a change of the spec tries again.
+type SecretRefusal struct {
+	// reason is SecretNameConflict (a Secret the key does not control has
+	// the name; it is tried again every 30 s) or SecretInvalid (the API
+	// server refused the Secret the template describes; it is not tried
+	// again until the spec changes).
+	// +kubebuilder:validation:Enum=SecretNameConflict;SecretInvalid
+	Reason string `json:"reason"`
+
+	// fields names the spec fields to fix (SecretInvalid).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=64
+	Fields []string `json:"fields,omitempty"`
+
+	// generation is the spec generation (metadata.generation) the Secret
+	// was refused for.
+	Generation int64 `json:"generation"`
+}
+
 // AccessKeyStatus is what the controller observed and did. It never holds key
 // material: only the public key ID and a hash of the secret part.
 type AccessKeyStatus struct {
@@ -260,6 +283,13 @@ type AccessKeyStatus struct {
 
 	// +optional
 	Rotation *RotationStatus `json:"rotation,omitempty"`
+
+	// secretRefusal is set while the API server's refusal of the key's
+	// Secret stands for the current spec: the key is Pending with the
+	// refusal's reason and holds no slot. Keys written before this field
+	// existed are read from their Ready condition once and then get it.
+	// +optional
+	SecretRefusal *SecretRefusal `json:"secretRefusal,omitempty"`
 
 	// conditions: Ready, with a reason.
 	// +listType=map

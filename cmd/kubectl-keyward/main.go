@@ -1,5 +1,5 @@
 // Command kubectl-keyward is the kubectl plugin for Keyward access keys:
-// `kubectl keyward status|rotate|revoke|deactivate|activate|extend|reveal|whois|expiring`.
+// `kubectl keyward status|rotate|revoke|deactivate|activate|extend|create|reveal|whois|expiring|version`.
 //
 // Install it on PATH (go install keyward.dev/keyward/cmd/kubectl-keyward@latest,
 // or make plugin) and kubectl finds it. Linked or copied as

@@ -112,6 +112,15 @@ func installer(img, out string) error {
 	if err != nil {
 		return err
 	}
+	// kustomize's namespace transformer does not know that the admission
+	// policies are cluster-scoped; the API server would drop the namespace.
+	for _, r := range resMap.Resources() {
+		if clusterScopedPolicies[r.GetKind()] && r.GetNamespace() != "" {
+			if err := r.SetNamespace(""); err != nil {
+				return err
+			}
+		}
+	}
 	body, err := resMap.AsYaml()
 	if err != nil {
 		return err
@@ -125,6 +134,11 @@ func installer(img, out string) error {
 		return err
 	}
 	return os.WriteFile(out, b.Bytes(), 0o644)
+}
+
+var clusterScopedPolicies = map[string]bool{
+	"MutatingAdmissionPolicy": true, "MutatingAdmissionPolicyBinding": true,
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
 }
 
 // chartFile is one generated file of the chart: its source documents,

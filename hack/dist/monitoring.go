@@ -46,6 +46,7 @@ metadata:
   namespace: keyward-system
   labels:
     app.kubernetes.io/name: keyward
+    app.kubernetes.io/instance: keyward
     app.kubernetes.io/component: metrics
     app.kubernetes.io/part-of: keyward
 spec:

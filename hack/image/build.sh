@@ -6,6 +6,8 @@
 #   IMG       image reference (default keyward/manager:dev)
 #   VERSION   stamped into the binary and the image label (default: git describe)
 #   REVISION  source commit (default: git rev-parse HEAD, "-dirty" if modified)
+#   SOURCE_DATE_EPOCH  the image's creation and file times (default: the
+#             commit's time), so that a build is reproducible (podman, buildah)
 #   IMAGE_SOURCE, IMAGE_LICENSES  the OCI labels' values
 #   IMAGE_TOOL, PODMAN_FLAGS      see hack/image/lib.sh
 set -euo pipefail
@@ -20,8 +22,9 @@ if [ -z "${REVISION:-}" ]; then
     REVISION+=-dirty
   fi
 fi
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 IMAGE_SOURCE=${IMAGE_SOURCE:-https://keyward.dev/keyward}
-IMAGE_LICENSES=${IMAGE_LICENSES:-NOASSERTION}
+IMAGE_LICENSES=${IMAGE_LICENSES:-Apache-2.0}
 GOARCH=${GOARCH:-$(go env GOARCH)}
 t=$(image_tool)
 
@@ -30,7 +33,7 @@ rm -rf "$ctx"
 mkdir -p "$ctx/etc"
 echo "building the manager: CGO_ENABLED=0 GOOS=linux GOARCH=$GOARCH, version $VERSION, revision $REVISION"
 CGO_ENABLED=0 GOOS=linux GOARCH="$GOARCH" go build -trimpath \
-  -ldflags "-s -w -X main.version=$VERSION -X main.revision=$REVISION" -o "$ctx/manager" .
+  -ldflags "-s -w -X keyward.dev/keyward/internal/version.Version=$VERSION -X keyward.dev/keyward/internal/version.Revision=$REVISION" -o "$ctx/manager" .
 # The same user and group entries as distroless' nonroot image.
 printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin' \
   'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' >"$ctx/etc/passwd"
@@ -43,6 +46,7 @@ args=(-f hack/image/Containerfile -t "$IMG"
   --build-arg "SOURCE=$IMAGE_SOURCE" --build-arg "LICENSES=$IMAGE_LICENSES")
 [ "$t" = docker ] || args+=(--platform "linux/$GOARCH")
 [ "$t" != podman ] || args+=(--layers=false) # one layer, no intermediate images left behind
+[ "$t" = docker ] || args+=(--timestamp "$SOURCE_DATE_EPOCH")
 # The image IMG named before this build, removed after it if nothing else
 # names it, so repeated builds leave no untagged images behind.
 old=""

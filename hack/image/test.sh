@@ -16,6 +16,9 @@ if [ "$t" != podman ]; then
 fi
 run=$$
 export KEYWARD_IMAGE=${IMAGE_TEST_IMG:-localhost/keyward/manager:image-test-$run}
+# IMAGE_TEST_PREBUILT=1: test IMAGE_TEST_IMG as it is (the image `make
+# release` ships), without building or removing it.
+prebuilt=${IMAGE_TEST_PREBUILT:-0}
 export KEYWARD_IMAGE_RUN=$run
 export KEYWARD_IMAGE_DEFAULT=${IMG_DEFAULT:-keyward/manager:dev}
 export KEYWARD_PODMAN="podman ${PODMAN_FLAGS:-}"
@@ -32,13 +35,17 @@ cleanup() {
   local ids
   ids=$(tool ps -aq --filter "label=keyward.dev/image-test=$run" 2>/dev/null || true)
   [ -z "$ids" ] || tool rm -f $ids >/dev/null 2>&1 || true
-  tool rmi -f "$KEYWARD_IMAGE" >/dev/null 2>&1 || true
+  [ "$prebuilt" = 1 ] || tool rmi -f "$KEYWARD_IMAGE" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
 mkdir -p bin/image
 rm -f bin/test-image.log
-IMG=$KEYWARD_IMAGE hack/image/build.sh
+if [ "$prebuilt" = 1 ]; then
+  echo "testing the prebuilt image $KEYWARD_IMAGE ($(tool image inspect --format '{{.Id}}' "$KEYWARD_IMAGE"))"
+else
+  IMG=$KEYWARD_IMAGE hack/image/build.sh
+fi
 
 set +e
 go test -tags image ./test/image -count=1 -v -timeout 10m 2>&1 | tee bin/test-image.log |

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -70,12 +71,15 @@ func fixtures() []client.Object {
 		Conditions:  readyCond(keyward.ReasonIssued, "the key is issued and verifies"),
 	})
 	web.Spec.ExpiresAt = keyward.NewTimestamp(now.Add(29 * 24 * time.Hour))
+	web.Spec.Description = "the shop's web front end"
+	web.Labels = map[string]string{"team": "payments", "tier": "web"}
 	web.Annotations = map[string]string{keyward.RotateAnnotation: "2026-11-25T11:45:00Z-000000000000",
 		keyward.RotationRequestedByAnnotation: "dana", keyward.ExpiryChangedByAnnotation: "system:serviceaccount:ci:deployer",
 		keyward.StateChangedByAnnotation: "tess\nRevoked by: mallory"}
 	ci := key("shop", "ci", "missing-app", "erin", keyward.PhasePending, keyward.AccessKeyStatus{
 		Conditions: readyCond(keyward.ReasonApplicationNotFound, `Application "missing-app" does not exist in namespace shop`),
 	})
+	ci.Labels = map[string]string{"team": "analytics"}
 	revoked := key("shop", "leaked", "portal", "dana", keyward.PhaseRevoked, keyward.AccessKeyStatus{
 		KeyID: "leakedkeyidabcde", ShortKeyID: "leakedke", SecretName: "leaked", ExpiresAt: at(2 * time.Hour),
 		Conditions: readyCond(keyward.ReasonRevoked, "the key is revoked; its key material is destroyed"),
@@ -87,6 +91,7 @@ func fixtures() []client.Object {
 		Conditions: readyCond(keyward.ReasonInactive, "the key is deactivated (spec.state: Inactive); set it to Active to restore the same key"),
 	})
 	paused.Spec.State = keyward.StateInactive
+	paused.Labels = map[string]string{"team": "payments"}
 	expired := key("shop", "expired", "portal", "erin", keyward.PhaseExpired, keyward.AccessKeyStatus{
 		KeyID: "expiredkeyidabcd", ShortKeyID: "expiredk", SecretName: "expired", SecretHash: keyformat.HashSecret(strings.Repeat("e", 52)),
 		ExpiresAt:  at(-3 * 24 * time.Hour),
@@ -122,7 +127,13 @@ func fixtures() []client.Object {
 	namespace := func(name string) *corev1.Namespace {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	}
-	return []client.Object{namespace("lab"), namespace("shop"), namespace("vault"), web, ci, revoked, paused, expired, off, soon, forever, secret,
+	manager := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "keyward-system", Name: "keyward-controller-manager", Labels: map[string]string{"app.kubernetes.io/name": "keyward"}},
+		Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{
+			{Name: "manager", Image: "ghcr.io/keyward/manager:v0.3.0"},
+		}}}},
+	}
+	return []client.Object{namespace("lab"), namespace("shop"), namespace("vault"), web, ci, revoked, paused, expired, off, soon, forever, secret, manager,
 		event("web.2", "Rotated", "rotated: key ID "+webKey.ID+" replaces "+oldKey.ID, 15*time.Minute),
 		event("web.1", "Issued", "issued key ID "+oldKey.ID, 48*time.Hour),
 	}

@@ -1,16 +1,27 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
+	"keyward.dev/keyward/internal/version"
 )
 
 func TestStatusOutput(t *testing.T) {
@@ -26,6 +37,32 @@ func TestStatusOutput(t *testing.T) {
 	j.run("", false, "status", "web", "-n", "shop", "-o", "json")
 	j.run("", false, "status", "-n", "lab", "-o", "yaml")
 	j.golden("status_structured")
+}
+
+// The printing flags are kubectl get's: -o wide|name|jsonpath|custom-columns|
+// go-template, --no-headers, --show-labels, -L; and -l selects.
+func TestKubectlOutputs(t *testing.T) {
+	s := &script{t: t, w: newWorld(t, nil)}
+	s.run("", false, "status", "-n", "shop", "-o", "wide")
+	s.run("", false, "status", "-n", "shop", "--no-headers")
+	s.run("", false, "status", "-A", "-l", "team=payments")
+	s.run("", false, "status", "-n", "shop", "-l", "team in (payments,analytics),tier!=web", "--show-labels")
+	s.run("", false, "status", "-n", "shop", "-L", "team")
+	s.run("", false, "status", "-n", "shop", "-l", "team=nobody")
+	s.run("", false, "status", "-n", "shop", "-o", "name")
+	s.run("", false, "status", "web", "-n", "shop", "-o", "jsonpath={.status.keyID}")
+	s.run("", false, "status", "web", "-n", "shop", "-o", "wide")
+	s.run("", false, "status", "-n", "shop", "-o", "custom-columns=NAME:.metadata.name,KEY:.status.keyID,OWNER:.spec.owner")
+	s.run("", false, "status", "-n", "lab", "-o", "custom-columns=NAME:.metadata.name,EXPIRES:.status.expiresAt", "--no-headers")
+	s.run("", false, "status", "-n", "lab", "-o", "go-template={{range .items}}{{.metadata.name}} {{.status.phase}}{{\"\\n\"}}{{end}}")
+	s.run("", false, "expiring", "-A", "-o", "wide")
+	s.run("", false, "expiring", "-A", "-l", "team=payments", "-o", "name")
+	s.run("", false, "expiring", "-n", "shop", "-l", "team=analytics")
+	s.run("", false, "status", "-n", "shop", "-o", "xml")
+	s.run("", false, "status", "web", "-n", "shop", "-l", "team=payments")
+	s.run("", false, "status", "-n", "shop", "-l", "team in (")
+	noKeyMaterial(t, s.b.String())
+	s.golden("kubectl_outputs")
 }
 
 func TestExpiringOutput(t *testing.T) {
@@ -221,16 +258,126 @@ func TestCompletion(t *testing.T) {
 func TestParseDuration(t *testing.T) {
 	for in, want := range map[string]time.Duration{
 		"30d": 30 * 24 * time.Hour, "1d12h": 36 * time.Hour, "720h": 720 * time.Hour, "90m": 90 * time.Minute,
-		"0d": 0, "1d30m": 24*time.Hour + 30*time.Minute, " 2d ": 48 * time.Hour,
+		"0d": 0, "1d30m": 24*time.Hour + 30*time.Minute, " 2d ": 48 * time.Hour, "1w": 7 * 24 * time.Hour,
+		"60s": time.Minute, "500ms": 500 * time.Millisecond, "1h0m0s": time.Hour, "0": 0,
 	} {
 		got, err := parseDuration(in)
 		if err != nil || got != want {
 			t.Errorf("parseDuration(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "d", "30", "-1d", "1d-2h", "1.5d", "thirty days", "1w", "1d1d", "999999999d"} {
+	for _, in := range []string{"", "d", "30", "-1d", "1d-2h", "1.5d", "thirty days", "1d1d", "2h1d", "999999999d", "1x"} {
 		if got, err := parseDuration(in); err == nil {
 			t.Errorf("parseDuration(%q) = %v, want an error", in, got)
+		}
+	}
+}
+
+// Every duration flag takes the same syntax, --timeout included.
+func TestEveryDurationFlagTakesDays(t *testing.T) {
+	root := NewRootCommand(NewOptions(genericiooptions.NewTestIOStreamsDiscard()))
+	var flags []string
+	for _, cmd := range root.Commands() {
+		cmd.Flags().VisitAll(func(f *pflag.Flag) {
+			if f.Value.Type() != "duration" {
+				return
+			}
+			flags = append(flags, cmd.Name()+" --"+f.Name)
+			if _, ok := f.Value.(*durationValue); !ok {
+				t.Errorf("%s --%s does not use the plugin's duration syntax", cmd.Name(), f.Name)
+			} else if err := f.Value.Set("1d"); err != nil {
+				t.Errorf("%s --%s 1d: %v", cmd.Name(), f.Name, err)
+			}
+		})
+	}
+	for _, want := range []string{"revoke --timeout", "create --timeout", "rotate --grace", "extend --by", "expiring --within"} {
+		if !slices.Contains(flags, want) {
+			t.Errorf("no duration flag %s among %v", want, flags)
+		}
+	}
+}
+
+// Several keys at once, by name or -l, with one confirmation for revoke.
+func TestBulkLifecycle(t *testing.T) {
+	s := &script{t: t, w: newWorld(t, nil)}
+	s.run("", false, "revoke", "web", "paused", "-n", "shop")
+	s.run("no\n", true, "revoke", "web", "paused", "web", "-n", "shop")
+	s.run("", false, "revoke", "web", "nope", "-n", "shop", "--yes")
+	s.run("", false, "revoke", "web", "-l", "team=payments", "-n", "shop")
+	s.run("", false, "revoke", "-n", "shop")
+	s.run("", false, "revoke", "-l", "team=nobody", "-n", "shop", "--yes")
+	s.run("", false, "deactivate", "-l", "team=payments", "-n", "shop")
+	s.run("", false, "activate", "web", "paused", "leaked", "-n", "shop")
+	s.run("yes\n", true, "revoke", "-l", "team=payments", "-n", "shop")
+	s.run("", false, "revoke", "web", "paused", "leaked", "-n", "shop", "--yes")
+	s.golden("bulk")
+
+	d := &script{t: t, w: newWorld(t, func(w *world) { w.forbidRevoke = true })}
+	d.run("", false, "revoke", "web", "paused", "-n", "shop", "--yes", "--as", "dana")
+	d.golden("bulk_refused")
+
+	var k keyward.AccessKey
+	if err := d.w.c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "paused"}, &k); err != nil || k.Spec.Revoked {
+		t.Errorf("a refused bulk revoke changed paused: revoked %v, %v", k.Spec.Revoked, err)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	defer func(v, r string) { version.Version, version.Revision = v, r }(version.Version, version.Revision)
+	version.Version, version.Revision = "v0.3.0", "abc123"
+	w := newWorld(t, nil)
+	r := w.run("", false, "version")
+	want := fmt.Sprintf("Client Version: v0.3.0 (revision abc123, %s, %s/%s)\nManager Version: v0.3.0 (image ghcr.io/keyward/manager:v0.3.0, Deployment keyward-system/keyward-controller-manager)\n",
+		runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if r.code != 0 || r.stdout != want {
+		t.Errorf("version: exit %d, stdout %q, stderr %q; want %q", r.code, r.stdout, r.stderr, want)
+	}
+	r = w.run("", false, "version", "--client", "-o", "json")
+	var got VersionResult
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || got.Client.Version != "v0.3.0" || got.Manager != nil {
+		t.Errorf("version --client -o json: %q, %v", r.stdout, err)
+	}
+	if err := w.c.DeleteAllOf(context.Background(), &appsv1.Deployment{}, client.InNamespace("keyward-system")); err != nil {
+		t.Fatal(err)
+	}
+	r = w.run("", false, "version")
+	if !strings.Contains(r.stdout, "Manager Version: unknown (no Deployment labelled app.kubernetes.io/name=keyward runs a manager container") || r.code != 0 {
+		t.Errorf("version without a manager: exit %d, %q", r.code, r.stdout)
+	}
+	for image, want := range map[string]string{
+		"keyward/manager:dev": "dev", "localhost:5000/keyward/manager": "latest",
+		"ghcr.io/keyward/manager@sha256:abc": "sha256:abc", "localhost:5000/keyward/manager:v1.2.3": "v1.2.3",
+	} {
+		if got := imageVersion(image); got != want {
+			t.Errorf("imageVersion(%q) = %q, want %q", image, got, want)
+		}
+	}
+}
+
+// A cluster without Keyward's CRDs: the real client against an API server
+// whose discovery knows no keyward.dev says so in one sentence.
+func TestNotInstalled(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/api":
+			_, _ = w.Write([]byte(`{"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":"127.0.0.1"}]}`))
+		case "/apis":
+			_, _ = w.Write([]byte(`{"kind":"APIGroupList","apiVersion":"v1","groups":[]}`))
+		case "/api/v1":
+			_, _ = w.Write([]byte(`{"kind":"APIResourceList","groupVersion":"v1","resources":[{"name":"secrets","namespaced":true,"kind":"Secret","verbs":["get","list"]}]}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	for _, args := range [][]string{{"status", "-n", "shop"}, {"status", "web", "-n", "shop"}, {"revoke", "web", "-n", "shop", "--yes"}, {"expiring", "-A"}} {
+		var out, errOut bytes.Buffer
+		o := NewOptions(genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+		code := Run(o, append(args, "--server", srv.URL))
+		want := "error: this cluster has no Keyward: the API server does not serve accesskeys.keyward.dev/v1alpha1 (Keyward is not installed, or --context names another cluster; to install it, see docs/operations.md#install)\n"
+		if code != 1 || errOut.String() != want {
+			t.Errorf("%v: exit %d, stderr %q", args, code, errOut.String())
 		}
 	}
 }

@@ -73,7 +73,7 @@ is left in place with its reason: delete it or make room.`,
 	cmd.Flags().StringVar(&description, "description", "", "what the key is for")
 	cmd.Flags().Var(expiresInFlag, "expires-in", "the key expires this long from now, e.g. 90d, 36h")
 	cmd.Flags().StringVar(&expiresAt, "expires-at", "", "the key expires at this RFC 3339 time, e.g. 2027-01-31T00:00:00Z")
-	cmd.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "how long to wait for the key to be issued and readable")
+	timeoutFlag(cmd, &timeout, "how long to wait for the key to be issued and readable")
 	return cmd
 }
 

@@ -6,10 +6,32 @@ import (
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 )
+
+// errNotInstalled replaces the API's "no matches for kind AccessKey" when
+// the cluster has no Keyward CRDs.
+var errNotInstalled = errors.New("this cluster has no Keyward: the API server does not serve accesskeys.keyward.dev/v1alpha1 " +
+	"(Keyward is not installed, or --context names another cluster; to install it, see docs/operations.md#install)")
+
+// notInstalled reports whether err says that the API server does not know
+// Keyward's kinds.
+func notInstalled(err error) bool {
+	if meta.IsNoMatchError(err) {
+		return true
+	}
+	var kind *meta.NoKindMatchError
+	var resource *meta.NoResourceMatchError
+	if errors.As(err, &kind) || errors.As(err, &resource) {
+		return true
+	}
+	var discovery *discovery.ErrGroupDiscoveryFailed
+	return errors.As(err, &discovery) && strings.Contains(err.Error(), keyward.GroupVersion.Group)
+}
 
 // explain turns an API error into one clear sentence. A refusal by an
 // admission policy becomes the policy's own message, naming the policy.

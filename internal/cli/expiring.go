@@ -2,30 +2,28 @@ package cli
 
 import (
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/cli-runtime/pkg/printers"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 )
 
 func newExpiringCommand(o *Options) *cobra.Command {
-	var output string
-	var all bool
+	var l *listing
 	within := 720 * time.Hour
-	withinFlag := &durationValue{d: &within}
 	cmd := &cobra.Command{
-		Use:   "expiring [--within 720h] [-A]",
+		Use:   "expiring [--within 30d] [-l SELECTOR] [-A] [-o wide|name|json|yaml|jsonpath=...|custom-columns=...]",
 		Short: "List keys whose expiry (status.expiresAt) falls within the window, soonest first",
 		Long: `Lists the keys whose effective expiry (status.expiresAt: spec.expiresAt, capped by
 the tenant's maxKeyLifetime) lies between now and now + --within, soonest first.
-Revoked and already expired keys are left out.`,
+Revoked and already expired keys are left out. -o prints the AccessKeys
+themselves, as kubectl get does.`,
 		Example: `  kubectl keyward expiring -n shop
-  kubectl keyward expiring -A --within 7d`,
+  kubectl keyward expiring -A --within 7d
+  kubectl keyward expiring -A -o name`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return fmt.Errorf("expiring takes no arguments, got %q", strings.Join(args, " "))
@@ -33,42 +31,44 @@ Revoked and already expired keys are left out.`,
 			if within <= 0 {
 				return fmt.Errorf("--within must be positive")
 			}
-			return checkOutput(output)
+			return l.check()
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := o.session(cmd)
 			if err != nil {
 				return err
 			}
-			keys, err := s.listKeys(all)
+			keys, err := s.listKeys(l.all, l.selector)
 			if err != nil {
 				return err
 			}
 			views := expiringWithin(keys, s.Now(), within)
-			if output != "" {
-				return printStructured(s.Out, output, ListView[KeyView]{Items: views})
+			if !l.human() {
+				return s.printObjects(l, views, false)
 			}
 			if len(views) == 0 {
 				where := "in namespace " + s.ns
-				if all {
+				if l.all {
 					where = "in any namespace"
 				}
-				_, _ = fmt.Fprintf(s.ErrOut, "No AccessKeys expire within %s %s.\n", within, where)
+				if l.selector != "" {
+					where += " matching -l " + l.selector
+				}
+				_, _ = fmt.Fprintf(s.ErrOut, "No AccessKeys expire within %s %s.\n", formatDuration(within), where)
 				return nil
 			}
-			return printExpiring(s.Out, views, all, s.Now())
+			return s.printTable(l, tableOf(expiringColumns(s.Now()), views))
 		},
 	}
-	cmd.Flags().Var(withinFlag, "within", "the window, from now: e.g. 720h, 30d, 36h")
-	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "look in every namespace")
-	outputFlag(cmd, &output)
+	cmd.Flags().Var(&durationValue{d: &within}, "within", "the window, from now: e.g. 30d, 7d, 36h")
+	l = newListing(cmd, "look in every namespace")
 	return cmd
 }
 
 // expiringWithin keeps the keys whose effective expiry lies in [now,
 // now+within), soonest first.
 func expiringWithin(keys []keyward.AccessKey, now time.Time, within time.Duration) []KeyView {
-	var views []KeyView
+	views := []KeyView{}
 	for i := range keys {
 		k := &keys[i]
 		e := k.Status.ExpiresAt
@@ -81,25 +81,22 @@ func expiringWithin(keys []keyward.AccessKey, now time.Time, within time.Duratio
 		views = append(views, viewOf(k))
 	}
 	sort.SliceStable(views, func(i, j int) bool { return views[i].expiresAt.Before(*views[j].expiresAt) })
-	if views == nil {
-		views = []KeyView{}
-	}
 	return views
 }
 
-func printExpiring(w io.Writer, views []KeyView, withNamespace bool, now time.Time) error {
-	tw := printers.GetNewTabWriter(w)
-	cols := []string{"NAME", "EXPIRES AT", "EXPIRES IN", "PHASE", "APPLICATION", "OWNER", "KEY ID"}
-	if withNamespace {
-		cols = append([]string{"NAMESPACE"}, cols...)
+// expiringColumns are the columns of expiring; -o wide adds when the key
+// was last used, its Secret and its description.
+func expiringColumns(now time.Time) []column {
+	return []column{
+		{name: "Name", cell: func(v KeyView) string { return v.Name }},
+		{name: "Expires At", cell: func(v KeyView) string { return v.ExpiresAt }},
+		{name: "Expires In", cell: func(v KeyView) string { return expiresIn(v, now) }},
+		{name: "Phase", cell: func(v KeyView) string { return or(v.Phase, none) }},
+		{name: "Application", cell: func(v KeyView) string { return v.Application }},
+		{name: "Owner", cell: func(v KeyView) string { return or(v.Owner, none) }},
+		{name: "Key ID", cell: func(v KeyView) string { return short(v.KeyID) }},
+		{name: "Last Used", wide: true, cell: func(v KeyView) string { return lastUsed(v, now) }},
+		{name: "Secret", wide: true, cell: func(v KeyView) string { return or(v.SecretName, none) }},
+		{name: "Description", wide: true, cell: func(v KeyView) string { return or(v.Description, none) }},
 	}
-	_, _ = fmt.Fprintln(tw, strings.Join(cols, "\t"))
-	for _, v := range views {
-		row := []string{v.Name, v.ExpiresAt, expiresIn(v, now), or(v.Phase, none), v.Application, or(v.Owner, none), short(v.KeyID)}
-		if withNamespace {
-			row = append([]string{v.Namespace}, row...)
-		}
-		_, _ = fmt.Fprintln(tw, strings.Join(row, "\t"))
-	}
-	return tw.Flush()
 }

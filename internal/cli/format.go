@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,17 +20,18 @@ import (
 // none is what tables show for a value that is not there, as kubectl does.
 const none = "<none>"
 
-// outputFlag adds -o/--output (json or yaml; the default is a table).
-func outputFlag(cmd *cobra.Command, to *string) {
-	cmd.Flags().StringVarP(to, "output", "o", "", "output format: json or yaml (default: a table)")
+// resultOutputFlag adds -o/--output to the commands that print a result
+// rather than AccessKeys (rotate, whois, version): json or yaml.
+func resultOutputFlag(cmd *cobra.Command, to *string) {
+	cmd.Flags().StringVarP(to, "output", "o", "", "output format: json or yaml (default: text)")
 }
 
-func checkOutput(format string) error {
+func checkResultOutput(format string) error {
 	switch format {
 	case "", "json", "yaml":
 		return nil
 	}
-	return fmt.Errorf("unknown output format %q: use -o json or -o yaml, or leave -o out for a table", format)
+	return fmt.Errorf("unknown output format %q: use -o json or -o yaml, or leave -o out for text", format)
 }
 
 // printStructured writes v as indented JSON or as YAML.
@@ -51,57 +51,57 @@ func printStructured(w io.Writer, format string, v any) error {
 	return err
 }
 
-// KeyView is what status and expiring show of one AccessKey (and their
-// -o json|yaml). It never holds key material.
+// KeyView is what the tables and the detail of status and expiring show of
+// one AccessKey; -o json|yaml|... print the AccessKey itself. It never holds
+// key material.
 type KeyView struct {
-	Namespace   string        `json:"namespace"`
-	Name        string        `json:"name"`
-	Phase       string        `json:"phase"`
-	Reason      string        `json:"reason,omitempty"`
-	Message     string        `json:"message,omitempty"`
-	Application string        `json:"application"`
-	Owner       string        `json:"owner,omitempty"`
-	KeyID       string        `json:"keyID,omitempty"`
-	ExpiresAt   string        `json:"expiresAt,omitempty"`
-	LastUsedAt  string        `json:"lastUsedAt,omitempty"`
-	PreviousKey *PreviousView `json:"previousKey,omitempty"`
-	SecretName  string        `json:"secretName,omitempty"`
+	Namespace   string
+	Name        string
+	Phase       string
+	Reason      string
+	Message     string
+	Application string
+	Owner       string
+	Description string
+	KeyID       string
+	ExpiresAt   string
+	LastUsedAt  string
+	IssuedAt    string
+	PreviousKey *PreviousView
+	SecretName  string
 	// Who acted on the key, as the admission policy keyward-stamp-actor
 	// recorded it (users who cannot forge it).
-	RevokedBy           string `json:"revokedBy,omitempty"`
-	StateChangedBy      string `json:"stateChangedBy,omitempty"`
-	ExpiryChangedBy     string `json:"expiryChangedBy,omitempty"`
-	RotationRequestedBy string `json:"rotationRequestedBy,omitempty"`
+	RevokedBy           string
+	StateChangedBy      string
+	ExpiryChangedBy     string
+	RotationRequestedBy string
 	// Events are the key's recent Events (status of one key only).
-	Events []EventView `json:"events,omitempty"`
+	Events []EventView
 	// EventsError says why the Events could not be read.
-	EventsError string `json:"eventsError,omitempty"`
+	EventsError string
 
 	expiresAt  *time.Time
 	lastUsedAt *time.Time
+	issuedAt   *time.Time
+	key        *keyward.AccessKey
 }
 
 // PreviousView is the rotated-out key that still verifies.
 type PreviousView struct {
-	KeyID      string `json:"keyID"`
-	ValidUntil string `json:"validUntil"`
+	KeyID      string
+	ValidUntil string
 
 	validUntil time.Time
 }
 
 // EventView is one Event of a key.
 type EventView struct {
-	Type    string `json:"type"`
-	Reason  string `json:"reason"`
-	Time    string `json:"time,omitempty"`
-	Message string `json:"message"`
+	Type    string
+	Reason  string
+	Time    string
+	Message string
 
 	at time.Time
-}
-
-// ListView is -o json|yaml of a list.
-type ListView[T any] struct {
-	Items []T `json:"items"`
 }
 
 func ready(k *keyward.AccessKey) (reason, message string) {
@@ -120,6 +120,7 @@ func viewOf(k *keyward.AccessKey) KeyView {
 		Phase:       string(k.Status.Phase),
 		Application: k.Spec.Application,
 		Owner:       k.Spec.Owner,
+		Description: k.Spec.Description,
 		KeyID:       k.Status.KeyID,
 		SecretName:  k.Status.SecretName,
 
@@ -127,6 +128,8 @@ func viewOf(k *keyward.AccessKey) KeyView {
 		StateChangedBy:      k.Annotations[keyward.StateChangedByAnnotation],
 		ExpiryChangedBy:     k.Annotations[keyward.ExpiryChangedByAnnotation],
 		RotationRequestedBy: k.Annotations[keyward.RotationRequestedByAnnotation],
+
+		key: k,
 	}
 	v.Reason, v.Message = ready(k)
 	if t := k.Status.ExpiresAt; t != nil {
@@ -136,6 +139,10 @@ func viewOf(k *keyward.AccessKey) KeyView {
 	if t := k.Status.LastUsedAt; t != nil {
 		at := t.Time
 		v.lastUsedAt, v.LastUsedAt = &at, rfc3339(at)
+	}
+	if t := k.Status.IssuedAt; t != nil {
+		at := t.Time
+		v.issuedAt, v.IssuedAt = &at, rfc3339(at)
 	}
 	if pk := k.Status.PreviousKey; pk != nil {
 		v.PreviousKey = &PreviousView{KeyID: pk.KeyID, ValidUntil: rfc3339(pk.ValidUntil.Time), validUntil: pk.ValidUntil.Time}
@@ -219,23 +226,25 @@ func previousUntil(v KeyView, now time.Time) string {
 	return short(v.PreviousKey.KeyID) + " " + until(v.PreviousKey.validUntil, now)
 }
 
-// printKeyTable writes the status table: one row per key.
-func printKeyTable(w io.Writer, views []KeyView, withNamespace bool, now time.Time) error {
-	tw := printers.GetNewTabWriter(w)
-	cols := []string{"NAME", "PHASE", "REASON", "APPLICATION", "OWNER", "KEY ID", "EXPIRES IN", "LAST USED", "PREVIOUS KEY", "SECRET", "MESSAGE"}
-	if withNamespace {
-		cols = append([]string{"NAMESPACE"}, cols...)
+// statusColumns are the columns of status; -o wide adds when the key was
+// issued, its absolute expiry and its description.
+func statusColumns(now time.Time) []column {
+	return []column{
+		{name: "Name", cell: func(v KeyView) string { return v.Name }},
+		{name: "Phase", cell: func(v KeyView) string { return or(v.Phase, none) }},
+		{name: "Reason", cell: func(v KeyView) string { return or(v.Reason, none) }},
+		{name: "Application", cell: func(v KeyView) string { return v.Application }},
+		{name: "Owner", cell: func(v KeyView) string { return or(v.Owner, none) }},
+		{name: "Key ID", cell: func(v KeyView) string { return short(v.KeyID) }},
+		{name: "Expires In", cell: func(v KeyView) string { return expiresIn(v, now) }},
+		{name: "Last Used", cell: func(v KeyView) string { return lastUsed(v, now) }},
+		{name: "Previous Key", cell: func(v KeyView) string { return previousUntil(v, now) }},
+		{name: "Secret", cell: func(v KeyView) string { return or(v.SecretName, none) }},
+		{name: "Issued At", wide: true, cell: func(v KeyView) string { return or(v.IssuedAt, none) }},
+		{name: "Expires At", wide: true, cell: func(v KeyView) string { return or(v.ExpiresAt, "never") }},
+		{name: "Description", wide: true, cell: func(v KeyView) string { return or(v.Description, none) }},
+		{name: "Message", cell: func(v KeyView) string { return or(v.Message, none) }},
 	}
-	_, _ = fmt.Fprintln(tw, strings.Join(cols, "\t"))
-	for _, v := range views {
-		row := []string{v.Name, or(v.Phase, none), or(v.Reason, none), v.Application, or(v.Owner, none), short(v.KeyID),
-			expiresIn(v, now), lastUsed(v, now), previousUntil(v, now), or(v.SecretName, none), or(v.Message, none)}
-		if withNamespace {
-			row = append([]string{v.Namespace}, row...)
-		}
-		_, _ = fmt.Fprintln(tw, strings.Join(row, "\t"))
-	}
-	return tw.Flush()
 }
 
 // printKeyDetail writes the status of one key, kubectl-describe style.

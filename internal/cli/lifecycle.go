@@ -7,72 +7,188 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/printers"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 )
 
 func newRevokeCommand(o *Options) *cobra.Command {
 	var yes, waitDone bool
+	var selector string
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "revoke KEY [--yes]",
-		Short: "Revoke a key for good: its key material is destroyed (needs the revoke verb, keyward-tenant-admin)",
-		Long: `Sets spec.revoked: true. Revocation is irreversible: the key stops verifying and
-its Secret is deleted. Asks for confirmation on the terminal unless --yes is given,
-then waits until the key's phase is Revoked.`,
-		Example:           `  kubectl keyward revoke dana-key -n shop --yes`,
-		Args:              keyArg,
-		ValidArgsFunction: o.completeKeys,
+		Use:   "revoke (KEY... | -l SELECTOR) [--yes]",
+		Short: "Revoke keys for good: their key material is destroyed (needs the revoke verb, keyward-tenant-admin)",
+		Long: `Sets spec.revoked: true on each key named, or on each key of the namespace that
+matches -l. Revocation is irreversible: a key stops verifying and its Secret is
+deleted. Asks once for confirmation on the terminal, listing the keys, unless
+--yes is given; then waits until each key's phase is Revoked.`,
+		Example: `  kubectl keyward revoke dana-key -n shop --yes
+  kubectl keyward revoke ci-1 ci-2 ci-3 -n shop
+  kubectl keyward revoke -l app.kubernetes.io/part-of=analytics -n shop`,
+		Args:              keysArgs(&selector),
+		ValidArgsFunction: o.completeMoreKeys,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := o.session(cmd)
 			if err != nil {
 				return err
 			}
-			return s.revoke(args[0], yes, waitDone, timeout)
+			keys, err := s.selectKeys(args, selector)
+			if err != nil {
+				return err
+			}
+			return s.revoke(keys, yes, waitDone, timeout)
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
-	waitFlags(cmd, &waitDone, &timeout, true, "the key's phase is Revoked")
+	selectorFlag(cmd, &selector)
+	waitFlags(cmd, &waitDone, &timeout, true, "each key's phase is Revoked")
 	return cmd
 }
 
-func (s *session) revoke(name string, yes, waitDone bool, timeout time.Duration) error {
-	k, err := s.getKey(name)
-	if err != nil {
+// keysArgs is the Args check of commands that take KEY... or -l.
+func keysArgs(selector *string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case len(args) == 0 && *selector == "":
+			return fmt.Errorf("%s needs the names of AccessKeys or a label selector (-l): %s", cmd.Name(), cmd.UseLine())
+		case len(args) > 0 && *selector != "":
+			return fmt.Errorf("%s takes AccessKey names or -l, not both", cmd.Name())
+		}
+		_, err := parseSelector(*selector)
 		return err
 	}
-	if k.Spec.Revoked && k.Status.Phase == keyward.PhaseRevoked {
-		_, _ = fmt.Fprintf(s.Out, "accesskey %s is already revoked\n", ref(k))
+}
+
+// selectKeys reads the keys named, or those of the namespace matching the
+// selector. A name that does not exist fails before anything changes.
+func (s *session) selectKeys(names []string, selector string) ([]*keyward.AccessKey, error) {
+	var keys []*keyward.AccessKey
+	if selector != "" {
+		list, err := s.listKeys(false, selector)
+		if err != nil {
+			return nil, err
+		}
+		if len(list) == 0 {
+			return nil, fmt.Errorf("no AccessKeys in namespace %s match -l %s", s.ns, selector)
+		}
+		for i := range list {
+			keys = append(keys, &list[i])
+		}
+		return keys, nil
+	}
+	seen := map[string]bool{}
+	for _, name := range names {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		k, err := s.getKey(name)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func (s *session) revoke(keys []*keyward.AccessKey, yes, waitDone bool, timeout time.Duration) error {
+	var todo []*keyward.AccessKey
+	for _, k := range keys {
+		if k.Spec.Revoked && k.Status.Phase == keyward.PhaseRevoked {
+			_, _ = fmt.Fprintf(s.Out, "accesskey %s is already revoked\n", ref(k))
+			continue
+		}
+		todo = append(todo, k)
+	}
+	if len(todo) == 0 {
 		return nil
 	}
 	if !yes {
-		if err := s.confirmRevoke(k); err != nil {
+		if err := s.confirmRevoke(todo); err != nil {
 			return err
 		}
 	}
-	if err := s.mergePatch(k, map[string]any{"spec": map[string]any{"revoked": true}}); err != nil {
-		return err
-	}
-	if waitDone {
+	return s.each(todo, "revoked", func(k *keyward.AccessKey) error {
+		if err := s.mergePatch(k, map[string]any{"spec": map[string]any{"revoked": true}}); err != nil {
+			return err
+		}
+		if !waitDone {
+			_, err := fmt.Fprintf(s.Out, "accesskey %s: revocation requested (spec.revoked: true)\n", ref(k))
+			return err
+		}
 		if _, err := s.waitFor(k, timeout, "accesskey "+ref(k)+" to reach phase Revoked", func(k *keyward.AccessKey) (bool, error) {
 			return k.Status.Phase == keyward.PhaseRevoked, nil
 		}); err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(s.Out, "accesskey %s revoked: key ID %s no longer verifies and its Secret is deleted\n", ref(k), short(k.Status.KeyID))
+		_, err := fmt.Fprintf(s.Out, "accesskey %s revoked: key ID %s no longer verifies and its Secret is deleted\n", ref(k), short(k.Status.KeyID))
 		return err
-	}
-	_, err = fmt.Fprintf(s.Out, "accesskey %s: revocation requested (spec.revoked: true)\n", ref(k))
-	return err
+	})
 }
 
-func (s *session) confirmRevoke(k *keyward.AccessKey) error {
-	if !s.StdinIsTerminal() {
-		return fmt.Errorf("revoking accesskey %s cannot be undone: confirm with --yes (standard input is not a terminal, so there is no one to ask)", ref(k))
+// each applies act to every key, on through failures, and reports the
+// failures as one error: the error itself for a single key; keys refused for
+// the same reason are named together.
+func (s *session) each(keys []*keyward.AccessKey, verb string, act func(*keyward.AccessKey) error) error {
+	var reasons []string
+	refsBy := map[string][]string{}
+	var last error
+	failed := 0
+	for _, k := range keys {
+		err := act(k)
+		if err == nil {
+			continue
+		}
+		last, failed = err, failed+1
+		msg := oneLine(err.Error())
+		if _, seen := refsBy[msg]; !seen {
+			reasons = append(reasons, msg)
+		}
+		refsBy[msg] = append(refsBy[msg], ref(k))
 	}
-	_, _ = fmt.Fprintf(s.ErrOut, "Revoke accesskey %s (key ID %s, application %s, owner %s)?\n"+
-		"Its key material is destroyed and this cannot be undone. Type yes to revoke: ",
-		ref(k), short(k.Status.KeyID), k.Spec.Application, or(k.Spec.Owner, none))
+	switch {
+	case failed == 0:
+		return nil
+	case len(keys) == 1:
+		return last
+	}
+	parts := make([]string, 0, len(reasons))
+	for _, msg := range reasons {
+		parts = append(parts, strings.Join(refsBy[msg], ", ")+": "+msg)
+	}
+	return fmt.Errorf("%d of %d accesskeys not %s: %s", failed, len(keys), verb, strings.Join(parts, "; "))
+}
+
+// confirmRevoke asks once, on the terminal, listing every key.
+func (s *session) confirmRevoke(keys []*keyward.AccessKey) error {
+	refs := make([]string, 0, len(keys))
+	for _, k := range keys {
+		refs = append(refs, ref(k))
+	}
+	if !s.StdinIsTerminal() {
+		what := "accesskey " + refs[0]
+		if len(keys) > 1 {
+			what = fmt.Sprintf("%d accesskeys (%s)", len(keys), strings.Join(refs, ", "))
+		}
+		return fmt.Errorf("revoking %s cannot be undone: confirm with --yes (standard input is not a terminal, so there is no one to ask)", what)
+	}
+	if len(keys) == 1 {
+		k := keys[0]
+		_, _ = fmt.Fprintf(s.ErrOut, "Revoke accesskey %s (key ID %s, application %s, owner %s)?\n"+
+			"Its key material is destroyed and this cannot be undone. Type yes to revoke: ",
+			ref(k), short(k.Status.KeyID), k.Spec.Application, or(k.Spec.Owner, none))
+	} else {
+		_, _ = fmt.Fprintf(s.ErrOut, "Revoke these %d accesskeys?\n", len(keys))
+		tw := printers.GetNewTabWriter(s.ErrOut)
+		_, _ = fmt.Fprintln(tw, "  NAMESPACE\tNAME\tKEY ID\tAPPLICATION\tOWNER\tPHASE")
+		for _, k := range keys {
+			_, _ = fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", k.Namespace, k.Name, short(k.Status.KeyID), k.Spec.Application,
+				or(k.Spec.Owner, none), or(string(k.Status.Phase), none))
+		}
+		_ = tw.Flush()
+		_, _ = fmt.Fprint(s.ErrOut, "Their key material is destroyed and this cannot be undone. Type yes to revoke all of them: ")
+	}
 	line, err := bufio.NewReader(s.In).ReadString('\n')
 	if err != nil && line == "" {
 		return fmt.Errorf("not revoked: no answer")
@@ -85,37 +201,42 @@ func (s *session) confirmRevoke(k *keyward.AccessKey) error {
 
 // newStateCommand is deactivate (Inactive) or activate (Active).
 func newStateCommand(o *Options, state keyward.KeyState) *cobra.Command {
-	use, short, verb := "deactivate", "Deactivate a key: it stops verifying, its key material is kept (spec.state: Inactive)", "deactivated"
+	use, short, verb := "deactivate", "Deactivate keys: they stop verifying, their key material is kept (spec.state: Inactive)", "deactivated"
 	if state == keyward.StateActive {
-		use, short, verb = "activate", "Reactivate a deactivated key: the same key verifies again (spec.state: Active)", "activated"
+		use, short, verb = "activate", "Reactivate deactivated keys: the same keys verify again (spec.state: Active)", "activated"
 	}
 	var waitDone bool
+	var selector string
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:               use + " KEY",
-		Short:             short,
-		Example:           "  kubectl keyward " + use + " dana-key -n shop",
-		Args:              keyArg,
-		ValidArgsFunction: o.completeKeys,
+		Use:   use + " (KEY... | -l SELECTOR)",
+		Short: short,
+		Example: "  kubectl keyward " + use + " dana-key -n shop\n" +
+			"  kubectl keyward " + use + " -l team=payments -n shop",
+		Args:              keysArgs(&selector),
+		ValidArgsFunction: o.completeMoreKeys,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := o.session(cmd)
 			if err != nil {
 				return err
 			}
-			k, err := s.getKey(args[0])
+			keys, err := s.selectKeys(args, selector)
 			if err != nil {
 				return err
 			}
-			if k.Spec.Revoked {
-				return revokedErr(k, "it cannot be "+verb)
-			}
-			if err := s.mergePatch(k, map[string]any{"spec": map[string]any{"state": string(state)}}); err != nil {
-				return err
-			}
-			return s.reportChange(k, waitDone, timeout, verb, fmt.Sprintf("spec.state: %s", state))
+			return s.each(keys, verb, func(k *keyward.AccessKey) error {
+				if k.Spec.Revoked {
+					return revokedErr(k, "it cannot be "+verb)
+				}
+				if err := s.mergePatch(k, map[string]any{"spec": map[string]any{"state": string(state)}}); err != nil {
+					return err
+				}
+				return s.reportChange(k, waitDone, timeout, verb, fmt.Sprintf("spec.state: %s", state))
+			})
 		},
 	}
-	waitFlags(cmd, &waitDone, &timeout, true, "the controller has acted on the change, and print the key's phase")
+	selectorFlag(cmd, &selector)
+	waitFlags(cmd, &waitDone, &timeout, true, "the controller has acted on each change, and print the key's phase")
 	return cmd
 }
 

@@ -2,48 +2,34 @@ package cli
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/common/model"
 )
 
-// parseDuration is time.ParseDuration that also takes days: "30d", "1d12h",
-// "90m". Negative durations are refused.
+// durationSyntax is how every duration flag of the plugin is written.
+const durationSyntax = "such as 30d, 1d12h, 90m or 45s (units y, w, d, h, m, s, ms, largest first)"
+
+// parseDuration reads every duration flag of the plugin (--grace, --by,
+// --within, --expires-in, --timeout) with one syntax: Prometheus's, which
+// adds days, weeks and years to Go's units ("30d", "1d12h", "90m"). Go's own
+// output ("1h0m0s") reads too. Negative durations are refused.
 func parseDuration(s string) (time.Duration, error) {
-	bad := fmt.Errorf("%q is not a duration such as 30d, 36h or 90m", s)
-	rest := strings.TrimSpace(s)
-	if rest == "" {
-		return 0, bad
-	}
-	var total time.Duration
-	if i := strings.IndexByte(rest, 'd'); i >= 0 {
-		days, err := strconv.ParseUint(rest[:i], 10, 32)
-		if err != nil {
-			return 0, bad
-		}
-		if days > 365*300 { // Go durations end at about 292 years
+	d, err := model.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		if strings.Contains(err.Error(), "out of range") {
 			return 0, fmt.Errorf("%q is too long", s)
 		}
-		total = time.Duration(days) * 24 * time.Hour
-		rest = rest[i+1:]
-		if rest == "" {
-			return total, nil
-		}
+		return 0, fmt.Errorf("%q is not a duration %s", s, durationSyntax)
 	}
-	if strings.HasPrefix(rest, "-") || strings.HasPrefix(rest, "+") {
-		return 0, bad
-	}
-	d, err := time.ParseDuration(rest)
-	if err != nil {
-		return 0, bad
-	}
-	if total+d < total {
-		return 0, fmt.Errorf("%q is too long", s)
-	}
-	return total + d, nil
+	return time.Duration(d), nil
 }
 
-// durationValue is a pflag.Value for durations with days.
+// formatDuration writes a duration back in the same syntax: "30d", "1h".
+func formatDuration(d time.Duration) string { return model.Duration(d).String() }
+
+// durationValue is a pflag.Value for the plugin's durations.
 type durationValue struct {
 	d   *time.Duration
 	set bool
@@ -53,7 +39,7 @@ func (v *durationValue) String() string {
 	if v.d == nil {
 		return ""
 	}
-	return v.d.String()
+	return formatDuration(*v.d)
 }
 
 func (v *durationValue) Set(s string) error {

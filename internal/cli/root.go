@@ -12,12 +12,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -88,6 +91,9 @@ func Scheme() *runtime.Scheme {
 	if err := corev1.AddToScheme(s); err != nil {
 		panic(err)
 	}
+	if err := appsv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
 	return s
 }
 
@@ -128,6 +134,7 @@ and acts with the rights of the user they select.`,
 		newRevealCommand(o),
 		newWhoisCommand(o),
 		newExpiringCommand(o),
+		newVersionCommand(o),
 	)
 	return root
 }
@@ -139,6 +146,9 @@ func Run(o *Options, args []string) int {
 	root := NewRootCommand(o)
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {
+		if notInstalled(err) {
+			err = errNotInstalled
+		}
 		_, _ = fmt.Fprintln(o.ErrOut, "error: "+oneLine(err.Error()))
 		return 1
 	}
@@ -156,6 +166,9 @@ type session struct {
 	c          client.Client
 	ns         string
 	nsExplicit bool
+	// served holds the AccessKeys read as the API serves them, by
+	// namespace/name, for -o (see listKeys).
+	served map[string]*unstructured.Unstructured
 }
 
 func (o *Options) session(cmd *cobra.Command) (*session, error) {
@@ -182,11 +195,18 @@ func keyArg(cmd *cobra.Command, args []string) error {
 	}
 }
 
-// completeKeys completes AccessKey names in the namespace of the flags.
+// completeKeys completes the one AccessKey name of a command, in the
+// namespace of the flags.
 func (o *Options) completeKeys(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 	if len(args) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
+	return o.completeMoreKeys(cmd, args, toComplete)
+}
+
+// completeMoreKeys completes AccessKey names not given yet, for commands
+// that take several.
+func (o *Options) completeMoreKeys(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 	s, err := o.session(cmd)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveError
@@ -197,7 +217,7 @@ func (o *Options) completeKeys(cmd *cobra.Command, args []string, toComplete str
 	}
 	var names []string
 	for _, k := range keys.Items {
-		if strings.HasPrefix(k.Name, toComplete) {
+		if strings.HasPrefix(k.Name, toComplete) && !slices.Contains(args, k.Name) {
 			names = append(names, k.Name)
 		}
 	}

@@ -43,9 +43,9 @@ keeps verifying that long. With --wait, returns once the new key ID is in status
 				return err
 			}
 			if graceFlag.set && grace > keyward.MaxGracePeriod {
-				return fmt.Errorf("--grace is at most %s (30 days)", keyward.MaxGracePeriod)
+				return fmt.Errorf("--grace is at most %s", formatDuration(keyward.MaxGracePeriod))
 			}
-			return checkOutput(output)
+			return checkResultOutput(output)
 		},
 		ValidArgsFunction: o.completeKeys,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -60,9 +60,9 @@ keeps verifying that long. With --wait, returns once the new key ID is in status
 			return s.rotate(args[0], g, waitDone, timeout, output)
 		},
 	}
-	cmd.Flags().Var(graceFlag, "grace", "how long the old key keeps verifying (spec.rotation.gracePeriod), e.g. 1h or 1d; at most 720h")
+	cmd.Flags().Var(graceFlag, "grace", "how long the old key keeps verifying (spec.rotation.gracePeriod), e.g. 1h or 1d; at most 30d")
 	waitFlags(cmd, &waitDone, &timeout, false, "the new key ID is in status, and print it")
-	outputFlag(cmd, &output)
+	resultOutputFlag(cmd, &output)
 	return cmd
 }
 

@@ -7,6 +7,8 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
@@ -16,22 +18,30 @@ import (
 const recentEvents = 10
 
 func newStatusCommand(o *Options) *cobra.Command {
-	var output string
-	var all bool
+	var l *listing
 	cmd := &cobra.Command{
-		Use:   "status [KEY]",
-		Short: "Show the state of one AccessKey (with its recent Events) or of all keys in the namespace",
+		Use:   "status [KEY] [-l SELECTOR] [-A] [-o wide|name|json|yaml|jsonpath=...|custom-columns=...]",
+		Short: "Show the state of one AccessKey (with its recent Events) or of the keys in the namespace",
+		Long: `Without KEY: a table of the namespace's keys (-A: of every namespace; -l: those
+matching a label selector). With KEY: that key in detail, with its recent Events.
+-o prints the AccessKeys themselves, as kubectl get does: json, yaml, name,
+jsonpath=..., custom-columns=..., go-template=...; -o wide adds columns.`,
 		Example: `  kubectl keyward status -n shop
   kubectl keyward status dana-key -n shop
-  kubectl keyward status -A -o yaml`,
+  kubectl keyward status -A -l team=payments -o wide
+  kubectl keyward status -n shop -o custom-columns=NAME:.metadata.name,KEY:.status.keyID --no-headers
+  kubectl keyward status dana-key -n shop -o jsonpath='{.status.phase}'`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return fmt.Errorf("status takes at most one AccessKey, got %d arguments", len(args))
 			}
-			if len(args) == 1 && all {
+			if len(args) == 1 && l.all {
 				return fmt.Errorf("status KEY looks in one namespace: use -n instead of -A")
 			}
-			return checkOutput(output)
+			if len(args) == 1 && l.selector != "" {
+				return fmt.Errorf("status takes either a KEY or -l, not both")
+			}
+			return l.check()
 		},
 		ValidArgsFunction: o.completeKeys,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -40,27 +50,29 @@ func newStatusCommand(o *Options) *cobra.Command {
 				return err
 			}
 			if len(args) == 1 {
-				return s.statusOne(args[0], output)
+				return s.statusOne(args[0], l)
 			}
-			return s.statusList(all, output)
+			return s.statusList(l)
 		},
 	}
-	outputFlag(cmd, &output)
-	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "list the keys of every namespace")
+	l = newListing(cmd, "list the keys of every namespace")
 	return cmd
 }
 
-func (s *session) statusOne(name, output string) error {
-	k, err := s.getKey(name)
+func (s *session) statusOne(name string, l *listing) error {
+	k, err := s.getServed(name)
 	if err != nil {
 		return err
 	}
 	v := viewOf(k)
-	v.Events, v.EventsError = s.events(k)
-	if output != "" {
-		return printStructured(s.Out, output, v)
+	switch {
+	case l.output() == "":
+		v.Events, v.EventsError = s.events(k)
+		return printKeyDetail(s.Out, v, s.Now())
+	case l.human():
+		return s.printTable(l, tableOf(statusColumns(s.Now()), []KeyView{v}))
 	}
-	return printKeyDetail(s.Out, v, s.Now())
+	return s.printObjects(l, []KeyView{v}, true)
 }
 
 // events returns the key's most recent Events, oldest first, or why they
@@ -86,27 +98,67 @@ func (s *session) events(k *keyward.AccessKey) ([]EventView, string) {
 	return views, ""
 }
 
-func (s *session) listKeys(all bool) ([]keyward.AccessKey, error) {
-	var list keyward.AccessKeyList
-	var opts []client.ListOption
+// listKeys lists the keys of the namespace (all: of every namespace)
+// matching the label selector, by namespace and name. It reads them as the
+// API serves them and keeps that form for -o (see served).
+func (s *session) listKeys(all bool, selector string) ([]keyward.AccessKey, error) {
+	sel, err := parseSelector(selector)
+	if err != nil {
+		return nil, err
+	}
+	var list unstructured.UnstructuredList
+	list.SetGroupVersionKind(keyward.GroupVersion.WithKind("AccessKeyList"))
+	opts := []client.ListOption{client.MatchingLabelsSelector{Selector: sel}}
 	if !all {
 		opts = append(opts, client.InNamespace(s.ns))
 	}
 	if err := s.c.List(s.ctx, &list, opts...); err != nil {
 		return nil, explain(err)
 	}
-	sort.SliceStable(list.Items, func(i, j int) bool {
-		a, b := list.Items[i], list.Items[j]
+	keys := make([]keyward.AccessKey, len(list.Items))
+	for i := range list.Items {
+		if err := s.keep(&list.Items[i], &keys[i]); err != nil {
+			return nil, err
+		}
+	}
+	sort.SliceStable(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
 		if a.Namespace != b.Namespace {
 			return a.Namespace < b.Namespace
 		}
 		return a.Name < b.Name
 	})
-	return list.Items, nil
+	return keys, nil
 }
 
-func (s *session) statusList(all bool, output string) error {
-	keys, err := s.listKeys(all)
+// keep records an AccessKey as the API served it and decodes it into k.
+func (s *session) keep(u *unstructured.Unstructured, k *keyward.AccessKey) error {
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, k); err != nil {
+		return fmt.Errorf("accesskey %s/%s: %v", u.GetNamespace(), u.GetName(), err)
+	}
+	if s.served == nil {
+		s.served = map[string]*unstructured.Unstructured{}
+	}
+	s.served[u.GetNamespace()+"/"+u.GetName()] = u
+	return nil
+}
+
+// getServed reads one key as the API serves it (for -o).
+func (s *session) getServed(name string) (*keyward.AccessKey, error) {
+	var u unstructured.Unstructured
+	u.SetGroupVersionKind(keyward.GroupVersion.WithKind("AccessKey"))
+	if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: s.ns, Name: name}, &u); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("accesskey %q not found in namespace %q", name, s.ns)
+		}
+		return nil, explain(err)
+	}
+	var k keyward.AccessKey
+	return &k, s.keep(&u, &k)
+}
+
+func (s *session) statusList(l *listing) error {
+	keys, err := s.listKeys(l.all, l.selector)
 	if err != nil {
 		return err
 	}
@@ -114,17 +166,24 @@ func (s *session) statusList(all bool, output string) error {
 	for i := range keys {
 		views = append(views, viewOf(&keys[i]))
 	}
-	if output != "" {
-		return printStructured(s.Out, output, ListView[KeyView]{Items: views})
+	if !l.human() {
+		return s.printObjects(l, views, false)
 	}
 	if len(views) == 0 {
-		_, _ = fmt.Fprintln(s.ErrOut, noKeys(all, s.ns))
+		_, _ = fmt.Fprintln(s.ErrOut, noKeys(l.all, s.ns, l.selector))
 		return nil
 	}
-	return printKeyTable(s.Out, views, all, s.Now())
+	return s.printTable(l, tableOf(statusColumns(s.Now()), views))
 }
 
-func noKeys(all bool, ns string) string {
+func noKeys(all bool, ns, selector string) string {
+	where := "in namespace " + ns
+	if all {
+		where = "in any namespace"
+	}
+	if selector != "" {
+		return fmt.Sprintf("No AccessKeys %s match -l %s.", where, selector)
+	}
 	if all {
 		return "No AccessKeys found."
 	}

@@ -18,7 +18,13 @@ import (
 // waitFlags adds --wait and --timeout.
 func waitFlags(cmd *cobra.Command, w *bool, timeout *time.Duration, waitDefault bool, what string) {
 	cmd.Flags().BoolVar(w, "wait", waitDefault, "wait until "+what)
-	cmd.Flags().DurationVar(timeout, "timeout", 60*time.Second, "how long --wait waits")
+	timeoutFlag(cmd, timeout, "how long --wait waits")
+}
+
+// timeoutFlag adds --timeout (60s by default), in the plugin's one duration syntax.
+func timeoutFlag(cmd *cobra.Command, timeout *time.Duration, usage string) {
+	*timeout = 60 * time.Second
+	cmd.Flags().Var(&durationValue{d: timeout}, "timeout", usage+", e.g. 90s, 5m")
 }
 
 // waitFor polls the key until done says so, or the timeout passes. done

@@ -60,7 +60,7 @@ is "unknown" (exit code 1).`,
 			if len(args) > 0 {
 				return fmt.Errorf("whois reads the key from standard input, never from an argument (arguments land in shell history): kubectl keyward whois < key.txt")
 			}
-			return checkOutput(output)
+			return checkResultOutput(output)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := o.session(cmd)
@@ -70,7 +70,7 @@ is "unknown" (exit code 1).`,
 			return s.whois(all || !s.nsExplicit, output)
 		},
 	}
-	outputFlag(cmd, &output)
+	resultOutputFlag(cmd, &output)
 	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "search every namespace you may list (the default unless -n is given)")
 	return cmd
 }
@@ -201,24 +201,29 @@ func (s *session) findIn(key keyformat.Key, ns string) (*WhoisResult, error) {
 	return nil, nil
 }
 
-// match checks key against k's current and previous key, secret included.
+// match checks key against k's current and previous key, secret included,
+// as the verifier does (keyformat.MatchMaterial). A previous key is named
+// also after its grace period, to say when it ended.
 func match(k *keyward.AccessKey, key keyformat.Key) *WhoisResult {
 	res := &WhoisResult{KeyID: key.ID, Namespace: k.Namespace, Name: k.Name, Application: k.Spec.Application,
 		Owner: k.Spec.Owner, Phase: string(k.Status.Phase), SecretChecked: true}
-	if k.Status.KeyID == key.ID {
-		switch {
-		case k.Status.SecretHash != "" && keyformat.SecretMatches(key.Secret, k.Status.SecretHash):
-			res.Which = "current"
-			return res
-		case k.Status.SecretHash == "" && (k.Spec.Revoked || k.Status.Phase == keyward.PhaseRevoked):
-			res.Which, res.SecretChecked = "current", false
-			return res
-		}
+	var previous keyformat.Material
+	pk := k.Status.PreviousKey
+	if pk != nil {
+		previous = keyformat.Material{ID: pk.KeyID, Hash: pk.SecretHash}
 	}
-	if pk := k.Status.PreviousKey; pk != nil && pk.KeyID == key.ID && pk.SecretHash != "" &&
-		keyformat.SecretMatches(key.Secret, pk.SecretHash) {
+	switch keyformat.MatchMaterial(key, keyformat.Material{ID: k.Status.KeyID, Hash: k.Status.SecretHash}, previous) {
+	case keyformat.MatchCurrent:
+		res.Which = "current"
+		return res
+	case keyformat.MatchPrevious:
 		res.Which = "previous"
 		res.ValidUntil, res.validUntil = rfc3339(pk.ValidUntil.Time), pk.ValidUntil.Time
+		return res
+	}
+	if k.Status.KeyID == key.ID && k.Status.SecretHash == "" && (k.Spec.Revoked || k.Status.Phase == keyward.PhaseRevoked) {
+		// Revocation destroyed the hash: the ID alone names the key.
+		res.Which, res.SecretChecked = "current", false
 		return res
 	}
 	return nil

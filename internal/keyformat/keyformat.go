@@ -118,9 +118,67 @@ func HashSecret(secret string) string {
 	return HashPrefix + hex.EncodeToString(sum[:])
 }
 
-// SecretMatches reports, in constant time, whether secret hashes to hash.
+// hashLen is the length of HashSecret's result.
+const hashLen = len(HashPrefix) + 2*sha256.Size
+
+// DecoyHash is a well-formed hash no secret has: comparing a secret with it
+// costs what comparing with a real hash costs, so that an answer about an
+// ID nobody holds takes as long as one about a wrong secret.
+const DecoyHash = HashPrefix + "0000000000000000000000000000000000000000000000000000000000000000"
+
+// SecretMatches reports, in constant time, whether secret hashes to hash
+// (HashSecret(secret) == hash). The verifier calls it on every request, so
+// it writes the hash into a buffer on the stack rather than into a string.
+// The length of hash is not secret.
 func SecretMatches(secret, hash string) bool {
-	return subtle.ConstantTimeCompare([]byte(HashSecret(secret)), []byte(hash)) == 1
+	sum := sha256.Sum256([]byte(secret))
+	var buf [hashLen]byte
+	copy(buf[:], HashPrefix)
+	hex.Encode(buf[len(HashPrefix):], sum[:])
+	if len(hash) != hashLen {
+		return false
+	}
+	var v byte
+	for i := 0; i < hashLen; i++ {
+		v |= buf[i] ^ hash[i]
+	}
+	return subtle.ConstantTimeByteEq(v, 0) == 1
+}
+
+// Material is one key material as an AccessKey's status records it: its
+// ID and the hash of its secret ("" once the hash is destroyed).
+type Material struct {
+	ID, Hash string
+}
+
+// Match says which of a key's materials a presented key is.
+type Match int
+
+const (
+	NoMatch Match = iota
+	MatchCurrent
+	MatchPrevious
+)
+
+// MatchMaterial reports which of a key's materials k is: the one with k's
+// ID and a hash, if k's secret hashes to it. Whatever the answer, one hash
+// is compared in constant time, so the time taken does not tell which IDs
+// exist. Whether a previous material is still within its grace period is
+// the caller's question.
+func MatchMaterial(k Key, current, previous Material) Match {
+	switch {
+	case current.ID == k.ID && current.Hash != "":
+		if SecretMatches(k.Secret, current.Hash) {
+			return MatchCurrent
+		}
+	case previous.ID == k.ID && previous.Hash != "":
+		if SecretMatches(k.Secret, previous.Hash) {
+			return MatchPrevious
+		}
+	default:
+		SecretMatches(k.Secret, DecoyHash)
+	}
+	return NoMatch
 }
 
 func checksum(body string) string {

@@ -1,6 +1,7 @@
 package keyformat
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -173,6 +174,55 @@ func BenchmarkParseAndMatch(b *testing.B) {
 		p, err := Parse(s)
 		if err != nil || !SecretMatches(p.Secret, h) {
 			b.Fatal("no match")
+		}
+	}
+}
+
+// TestSecretMatchesIsTheHashComparison: the allocation-free comparison
+// answers what comparing HashSecret's result would.
+func TestSecretMatchesIsTheHashComparison(t *testing.T) {
+	a, _ := Generate()
+	b, _ := Generate()
+	for _, c := range []struct{ secret, hash string }{
+		{a.Secret, HashSecret(a.Secret)},
+		{a.Secret, HashSecret(b.Secret)},
+		{a.Secret, ""},
+		{a.Secret, HashSecret(a.Secret)[:70]},
+		{a.Secret, HashSecret(a.Secret) + "0"},
+		{"", HashSecret("")},
+		{a.Secret, strings.ToUpper(HashSecret(a.Secret))},
+		{a.Secret, DecoyHash},
+	} {
+		want := subtle.ConstantTimeCompare([]byte(HashSecret(c.secret)), []byte(c.hash)) == 1
+		if got := SecretMatches(c.secret, c.hash); got != want {
+			t.Fatalf("SecretMatches %v, the hash comparison %v", got, want)
+		}
+	}
+}
+
+func TestMatchMaterial(t *testing.T) {
+	cur, _ := Generate()
+	prev, _ := Generate()
+	other, _ := Generate()
+	current := Material{ID: cur.ID, Hash: HashSecret(cur.Secret)}
+	previous := Material{ID: prev.ID, Hash: HashSecret(prev.Secret)}
+	for _, c := range []struct {
+		name              string
+		key               Key
+		current, previous Material
+		want              Match
+	}{
+		{"current", cur, current, previous, MatchCurrent},
+		{"previous", prev, current, previous, MatchPrevious},
+		{"unknown ID", other, current, previous, NoMatch},
+		{"wrong secret for the current ID", Key{ID: cur.ID, Secret: other.Secret}, current, previous, NoMatch},
+		{"wrong secret for the previous ID", Key{ID: prev.ID, Secret: other.Secret}, current, previous, NoMatch},
+		{"current hash destroyed", cur, Material{ID: cur.ID}, previous, NoMatch},
+		{"previous hash destroyed", prev, current, Material{ID: prev.ID}, NoMatch},
+		{"no previous", prev, current, Material{}, NoMatch},
+	} {
+		if got := MatchMaterial(c.key, c.current, c.previous); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
 }

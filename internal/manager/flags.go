@@ -15,8 +15,9 @@ import (
 )
 
 // Flags are the manager's own command-line options (docs/operations.md lists
-// them); the verifier binds its own (verify.Options.BindFlags).
+// them); the verifier and the token service bind theirs (serve.Options.BindFlags).
 type Flags struct {
+	Version                 bool
 	Metrics                 MetricsFlags
 	ProbeAddr               string
 	PprofAddr               string
@@ -38,6 +39,7 @@ func NewFlags() *Flags {
 
 // Bind registers every flag on fs.
 func (f *Flags) Bind(fs *flag.FlagSet) {
+	fs.BoolVar(&f.Version, "version", false, "Print the version, source revision, Go version and platform, and exit.")
 	f.Metrics.Bind(fs)
 	fs.StringVar(&f.ProbeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	fs.StringVar(&f.PprofAddr, "pprof-bind-address", "", "Address Go's pprof profiles are served on, for profiling (empty: off; keep it on loopback).")

@@ -54,7 +54,7 @@ func (m *MetricsFlags) options() metricsserver.Options {
 }
 
 // managerCollectors are the manager's own metrics besides the verifier's
-// (verify.SetupWithManager registers those), keyward_build_info
+// (serve.SetupWithManager registers those), keyward_build_info
 // (RegisterBuildInfo) and controller-runtime's (registered when its packages
 // load): the watch monitor's, the admission check's, one readiness gauge per
 // readiness check and leadership. Manager.RegisterMetrics registers them;

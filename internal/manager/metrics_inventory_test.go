@@ -25,7 +25,10 @@ import (
 
 	keywardv1alpha1 "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/health"
+	"keyward.dev/keyward/internal/serve"
+	"keyward.dev/keyward/internal/token"
 	"keyward.dev/keyward/internal/verify"
+	"keyward.dev/keyward/internal/verify/verifytest"
 )
 
 // metricInventory lists every series name the manager serves (a path from
@@ -109,22 +112,26 @@ func managerSeriesNames(t *testing.T) []string {
 	admission := &health.AdmissionPolicies{Log: logr.Discard()}
 	elected := make(chan struct{})
 	close(elected)
-	if err := RegisterBuildInfo(metrics.Registry, "dev", ""); err != nil {
+	if err := RegisterBuildInfo(metrics.Registry); err != nil {
 		t.Fatal(err)
 	}
 	metrics.Registry.MustRegister(managerCollectors(watches, admission, elected,
-		map[string]healthz.Checker{"informers-synced": ok, "watches": watches.Check, verify.ReadyzCheck: ok})...)
+		map[string]healthz.Checker{"informers-synced": ok, "watches": watches.Check, serve.ReadyzCheck: ok})...)
 
-	// As verify.SetupWithManager does, with one key that expires.
+	// As serve.SetupWithManager does, with one key that expires.
 	key := &keywardv1alpha1.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "orders"},
 		Spec:   keywardv1alpha1.AccessKeySpec{Application: "billing"},
 		Status: keywardv1alpha1.AccessKeyStatus{Phase: keywardv1alpha1.PhaseActive, ExpiresAt: &metav1.Time{Time: time.Now().Add(time.Hour)}}}
-	m := verify.NewMetrics(verify.NewMemStore(key))
+	m := verify.NewMetrics(verifytest.NewMemStore(verify.KeyIDs, key))
 	if err := m.Register(metrics.Registry); err != nil {
 		t.Fatal(err)
 	}
 	m.Observe(verify.Result{Reason: verify.ReasonOK, Namespace: "shop", Application: "billing"}, time.Millisecond)
-	m.ObserveToken("shop", "billing", "issued")
+	tm := token.NewMetrics()
+	if err := tm.Register(metrics.Registry); err != nil {
+		t.Fatal(err)
+	}
+	tm.Observe("shop", "billing", "issued")
 	m.SetHeavyUse("shop", "orders", true)
 	watches.Record("*v1alpha1.AccessKey", errors.New("watch failed"))
 

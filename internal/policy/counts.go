@@ -65,3 +65,9 @@ func NextCountChange(keys []keyward.AccessKey, now time.Time, warning time.Durat
 	}
 	return next
 }
+
+// SlotsHeld approximates from the counts the keys that hold a slot: all but
+// Pending and Rejected (an issued key that is Pending or Rejected now keeps
+// its slot too; see docs/limits.md). The limits themselves are decided
+// from the keys (SlotBook), never from the counts.
+func SlotsHeld(c keyward.KeyCounts) int32 { return c.Total - c.Pending - c.Rejected }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -72,3 +73,16 @@ func ExpiringSoon(expiresAt *metav1.Time, now time.Time, warning time.Duration) 
 
 // keyExpiry is a key's effective expiry as last recorded by the controller.
 func keyExpiry(k *keyward.AccessKey) *metav1.Time { return k.Status.ExpiresAt }
+
+// RequestedExpiry is spec.expiresAt as a time, nil for never, or an error
+// naming the field when it cannot be used.
+func RequestedExpiry(k *keyward.AccessKey) (*metav1.Time, error) {
+	if k.Spec.ExpiresAt == nil {
+		return nil, nil
+	}
+	t, err := k.Spec.ExpiresAt.Parse()
+	if err != nil {
+		return nil, fmt.Errorf("spec.expiresAt is %w", err)
+	}
+	return &metav1.Time{Time: t}, nil
+}

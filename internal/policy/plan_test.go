@@ -281,7 +281,7 @@ func TestAllocateSlotsRefusedKeysHoldNoSlot(t *testing.T) {
 	apps := map[string]*keyward.Application{"a": app("a", 1)}
 	refused := key("refused", "a", -time.Hour, func(k *keyward.AccessKey) {
 		k.Status.Phase = keyward.PhasePending
-		k.Status.Conditions = []metav1.Condition{{Type: keyward.ConditionReady, Reason: keyward.ReasonSecretInvalid}}
+		k.Status.SecretRefusal = &keyward.SecretRefusal{Reason: keyward.ReasonSecretNameConflict}
 	})
 	younger := key("younger", "a", -time.Minute)
 	keys := []*keyward.AccessKey{&refused, &younger}
@@ -289,9 +289,14 @@ func TestAllocateSlotsRefusedKeysHoldNoSlot(t *testing.T) {
 	if got["refused"].Outcome != SlotNotCandidate || got["younger"].Outcome != SlotGranted {
 		t.Fatalf("got %v", outcomes(got))
 	}
-	// Asking again is its retry: then it competes, oldest first.
+	// Asking again is its retry for a taken name: then it competes, oldest first.
 	if got := AllocateSlots(Slots{Keys: keys, Apps: apps, Tenant: enabled, Self: "refused"}); got["refused"].Outcome != SlotGranted {
 		t.Fatalf("retry: %v", outcomes(got))
+	}
+	// A Secret refused as invalid is not tried again for the same spec.
+	refused.Status.SecretRefusal.Reason = keyward.ReasonSecretInvalid
+	if got := AllocateSlots(Slots{Keys: keys, Apps: apps, Tenant: enabled, Self: "refused"}); got["refused"].Outcome != SlotNotCandidate {
+		t.Fatalf("invalid, asking: %v", outcomes(got))
 	}
 	// A spec change (a new generation) makes it compete again.
 	refused.Generation = 2

@@ -5,6 +5,7 @@
 package policy
 
 import (
+	"fmt"
 	"time"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
@@ -71,4 +72,64 @@ func mustDuration(s string) time.Duration {
 		panic(err)
 	}
 	return d
+}
+
+// TenantBlock is why a tenant's keys are neither issued nor verify now: its
+// TenantSettings has a value that cannot be used, or its switch is off. The
+// reason is the same on every object that shows it; each kind of object
+// words the message for itself.
+type TenantBlock struct {
+	Reason string
+	// invalid is the setting that cannot be used ("" when switched off).
+	invalid string
+}
+
+// Blocked returns what keeps t's keys from being issued and verifying,
+// and false when nothing does.
+func (t Tenant) Blocked() (TenantBlock, bool) {
+	switch {
+	case t.Invalid != "":
+		return TenantBlock{Reason: keyward.ReasonInvalidTenantSettings, invalid: t.Invalid}, true
+	case !t.Enabled:
+		return TenantBlock{Reason: keyward.ReasonAPIKeysDisabled}, true
+	}
+	return TenantBlock{}, false
+}
+
+// KeyMessage is the block as a key's Ready message.
+func (b TenantBlock) KeyMessage() string {
+	if b.invalid != "" {
+		return "TenantSettings \"default\": " + b.invalid + "; no key is issued or verifies in this tenant until it is fixed"
+	}
+	return "API keys are switched off for this tenant (TenantSettings \"default\", spec.apiKeysEnabled); existing key material is kept"
+}
+
+// ApplicationMessage is the block as an Application's Ready message.
+func (b TenantBlock) ApplicationMessage() string {
+	if b.invalid != "" {
+		return "TenantSettings \"default\": " + b.invalid + "; no key of this application is issued or verifies"
+	}
+	return "API keys are switched off in this tenant: no key of this application is issued or verifies"
+}
+
+// TenantSettingsCondition is the reason and message of a TenantSettings'
+// Ready condition under t.
+func TenantSettingsCondition(t Tenant) (reason, message string) {
+	b, blocked := t.Blocked()
+	switch {
+	case !blocked:
+		return keyward.ReasonEnabled, "API keys are switched on in this tenant"
+	case b.invalid != "":
+		return b.Reason, b.invalid + "; no key is issued or verifies in this tenant until it is fixed"
+	}
+	return b.Reason, "API keys are switched off in this tenant: no key is issued and none verifies"
+}
+
+// ApplicationCondition is the reason and message of an Application's Ready
+// condition under t, given its key counts.
+func ApplicationCondition(t Tenant, app *keyward.Application, counts keyward.KeyCounts) (reason, message string) {
+	if b, blocked := t.Blocked(); blocked {
+		return b.Reason, b.ApplicationMessage()
+	}
+	return keyward.ReasonReconciled, fmt.Sprintf("%d of at most %d keys hold a slot", SlotsHeld(counts), app.Spec.MaxAccessKeys)
 }

@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-
 	"keyward.dev/keyward/internal/keyformat"
+	"keyward.dev/keyward/internal/verify/verifytest"
 )
 
 // Abuse of the verifier over loopback, bounded in count and time: floods of
@@ -67,11 +65,11 @@ func TestAbuseFloodFromManyAddresses(t *testing.T) {
 	lim := NewLimiter(1, burst, maxClients)
 	f := newFixture(t, "127.0.0.1/32", lim)
 	wrongSecret := func() string {
-		k, _ := keyformat.Parse(f.active)
-		other := mustKey(t)
+		k, _ := keyformat.Parse(f.Active)
+		other := verifytest.MustKey(t)
 		return keyformat.Key{ID: k.ID, Secret: other.Secret}.Plaintext()
 	}()
-	bad := []string{"kw_not-a-key", "", mustKey(t).Plaintext(), wrongSecret, strings.Repeat("x", 200)}
+	bad := []string{"kw_not-a-key", "", verifytest.MustKey(t).Plaintext(), wrongSecret, strings.Repeat("x", 200)}
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}, Timeout: 10 * time.Second}
 	get := func(key, xff string) (int, string) {
@@ -93,7 +91,7 @@ func TestAbuseFloodFromManyAddresses(t *testing.T) {
 	// baseline before any flood.
 	valid := func() (time.Duration, int, string) {
 		start := time.Now()
-		code, reason := get(f.active, "192.0.2.1")
+		code, reason := get(f.Active, "192.0.2.1")
 		return time.Since(start), code, reason
 	}
 	for i := 0; i < warmupN; i++ {
@@ -252,70 +250,6 @@ func percentile(d []time.Duration, p int) time.Duration {
 	return s[max(i, 1)-1]
 }
 
-// Oversized requests are refused by the server the manager runs (its
-// MaxHeaderBytes and the body limit of /v1/verify), before any decision.
-func TestAbuseOversizedRequests(t *testing.T) {
-	f := newFixture(t, "", nil)
-	h := f.srv.Config.Handler
-	srv := &Server{endpoint: endpoint{Addr: "127.0.0.1:0", Log: logr.Discard()}, Handler: h}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	ready := time.NewTimer(10 * time.Second)
-	defer ready.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for srv.ListenAddr() == nil {
-		select {
-		case <-ready.C:
-			t.Fatal("the verification server did not listen within 10s")
-		case <-tick.C:
-		}
-	}
-	base := "http://" + srv.ListenAddr().String()
-
-	// Headers beyond MaxHeaderBytes (64 KiB, plus net/http's slack): 431.
-	req, _ := http.NewRequest(http.MethodGet, base+PathAuth, nil)
-	req.Header.Set(HeaderAuthorization, "Bearer "+f.active)
-	req.Header.Set("X-Padding", strings.Repeat("p", 128<<10))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-		t.Errorf("oversized headers: %d, want 431", resp.StatusCode)
-	}
-
-	// A body beyond MaxBodyBytes: 413, also when it holds a valid key.
-	body := `{"key":"` + f.active + `","sourceIP":"` + strings.Repeat(" ", MaxBodyBytes) + `"}`
-	resp, err = http.Post(base+PathVerify, "application/json", bytes.NewBufferString(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestEntityTooLarge {
-		t.Errorf("oversized body: %d, want 413", resp.StatusCode)
-	}
-	if strings.Contains(string(msg), f.active) {
-		t.Error("the refusal quotes the key")
-	}
-
-	// And the server still verifies normally afterwards.
-	req, _ = http.NewRequest(http.MethodGet, base+PathAuth, nil)
-	req.Header.Set(HeaderAuthorization, "Bearer "+f.active)
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("a normal request after the oversized ones: %d", resp.StatusCode)
-	}
-}
-
 // The answers to "unknown key ID" and "wrong secret for a known key ID" take
 // the same time, so timing does not tell an attacker which key IDs exist.
 // In-process Verify calls, alternated in small batches so that load on the
@@ -326,10 +260,10 @@ func TestAbuseTimingUnknownVsWrongSecret(t *testing.T) {
 		t.Skip("timing")
 	}
 	f := newFixture(t, "", nil)
-	v := &Verifier{Store: f.store, Now: func() time.Time { return f.now }}
-	known, _ := keyformat.Parse(f.active)
-	wrong := keyformat.Key{ID: known.ID, Secret: mustKey(t).Secret}.Plaintext()
-	unknown := mustKey(t).Plaintext()
+	v := &Verifier{Store: f.Store, Now: func() time.Time { return f.now }}
+	known, _ := keyformat.Parse(f.Active)
+	wrong := keyformat.Key{ID: known.ID, Secret: verifytest.MustKey(t).Secret}.Plaintext()
+	unknown := verifytest.MustKey(t).Plaintext()
 	ctx := context.Background()
 	addr := netip.MustParseAddr("192.0.2.7")
 	for _, key := range []string{wrong, unknown} {

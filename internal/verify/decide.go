@@ -7,9 +7,6 @@
 package verify
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"net/netip"
 	"slices"
 	"time"
@@ -19,6 +16,7 @@ import (
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/policy"
+	"keyward.dev/keyward/internal/verify/wire"
 )
 
 // Reason is why a key verified or not. The values are public API
@@ -115,10 +113,6 @@ type Result struct {
 	matched bool
 }
 
-// unknownHash is hashed against when no AccessKey has the presented ID, so
-// that "no such ID" costs what "wrong secret" costs.
-const unknownHash = keyformat.HashPrefix + "0000000000000000000000000000000000000000000000000000000000000000"
-
 // Decide is the verification decision. The order of checks:
 //
 //  0. a revoked key whose material the controller has destroyed is
@@ -143,7 +137,7 @@ const unknownHash = keyformat.HashPrefix + "000000000000000000000000000000000000
 func Decide(req Request, in Input) Result {
 	k := in.AccessKey
 	if k == nil {
-		secretMatches(req.Key.Secret, unknownHash)
+		keyformat.SecretMatches(req.Key.Secret, keyformat.DecoyHash)
 		return Result{Reason: ReasonUnknown}
 	}
 	revoked := k.Spec.Revoked || k.Status.Phase == keyward.PhaseRevoked
@@ -151,7 +145,7 @@ func Decide(req Request, in Input) Result {
 		// Revocation destroyed the hash, so the secret can no longer be
 		// checked; the ID alone (public anyway) says the key was revoked.
 		// Nothing else about the key is told.
-		secretMatches(req.Key.Secret, unknownHash)
+		keyformat.SecretMatches(req.Key.Secret, keyformat.DecoyHash)
 		if !namespaceAllowed(req, k.Namespace) {
 			return Result{Reason: ReasonNamespaceNotAllowed, KeyID: req.Key.ID}
 		}
@@ -191,11 +185,11 @@ func judge(res *Result, k *keyward.AccessKey, in Input, req Request, checkAddr b
 		res.Reason = ReasonInactive
 	case policy.IsExpired(res.ExpiresAt, in.Now) || k.Status.Phase == keyward.PhaseExpired:
 		res.Reason = ReasonExpired
-	case checkAddr && !AddrAllowed(k.Spec.AllowedNetworks, req.Addr):
+	case checkAddr && !wire.AddrAllowed(k.Spec.AllowedNetworks, req.Addr):
 		res.Reason = ReasonNetworkNotAllowed
 	case req.Refusal != "":
 		res.Reason = req.Refusal
-	case policy.CheckScopes(k, in.App) != nil || !scopeGranted(res.Scopes, req.Scope, req.Access):
+	case policy.CheckScopes(k, in.App) != nil || !ScopeGranted(res.Scopes, req.Scope, req.Access):
 		res.Reason = ReasonScopeNotAllowed
 	default:
 		res.Valid, res.Reason = true, ReasonOK
@@ -233,41 +227,22 @@ func namespaceAllowed(req Request, namespace string) bool {
 	return !req.Pinned || slices.Contains(req.Namespaces, namespace)
 }
 
-// matchMaterial reports which of the key's materials the presented key is,
-// by ID and constant-time comparison of its secret's hash: the current one,
-// or the previous one before its validUntil.
+// matchMaterial reports which of the key's materials the presented key is
+// (keyformat.MatchMaterial): the current one, or the previous one before
+// its validUntil.
 func matchMaterial(pk keyformat.Key, k *keyward.AccessKey, now time.Time) (string, bool) {
-	if k.Status.KeyID == pk.ID && k.Status.SecretHash != "" {
-		return pk.ID, secretMatches(pk.Secret, k.Status.SecretHash)
+	var previous keyformat.Material
+	prev := k.Status.PreviousKey
+	if prev != nil {
+		previous = keyformat.Material{ID: prev.KeyID, Hash: prev.SecretHash}
 	}
-	if prev := k.Status.PreviousKey; prev != nil && prev.KeyID == pk.ID && prev.SecretHash != "" {
-		ok := secretMatches(pk.Secret, prev.SecretHash)
-		return pk.ID, ok && now.Before(prev.ValidUntil.Time)
+	switch keyformat.MatchMaterial(pk, keyformat.Material{ID: k.Status.KeyID, Hash: k.Status.SecretHash}, previous) {
+	case keyformat.MatchCurrent:
+		return pk.ID, true
+	case keyformat.MatchPrevious:
+		return pk.ID, now.Before(prev.ValidUntil.Time)
 	}
-	secretMatches(pk.Secret, unknownHash)
 	return "", false
-}
-
-// hashLen is the length of keyformat.HashSecret's result.
-const hashLen = len(keyformat.HashPrefix) + 2*sha256.Size
-
-// secretMatches is keyformat.SecretMatches without allocating: it hashes
-// secret into a stack buffer in keyformat's format and compares it with
-// hash in constant time (for hashes of the right length; the length is not
-// secret). TestSecretMatchesAgreesWithKeyformat keeps the two in step.
-func secretMatches(secret, hash string) bool {
-	sum := sha256.Sum256([]byte(secret))
-	var buf [hashLen]byte
-	copy(buf[:], keyformat.HashPrefix)
-	hex.Encode(buf[len(keyformat.HashPrefix):], sum[:])
-	if len(hash) != hashLen {
-		return false
-	}
-	var v byte
-	for i := 0; i < hashLen; i++ {
-		v |= buf[i] ^ hash[i]
-	}
-	return subtle.ConstantTimeByteEq(v, 0) == 1
 }
 
 // identity fills what a recognised key tells about its holder.
@@ -355,9 +330,9 @@ func withinApplication(scopes []keyward.Scope, app *keyward.Application) bool {
 	return true
 }
 
-// scopeGranted reports whether the granted scopes allow access on scope; no
+// ScopeGranted reports whether the granted scopes allow access on scope; no
 // scope asked for is always granted. ReadWrite covers ReadOnly.
-func scopeGranted(granted []keyward.Scope, scope string, access keyward.AccessLevel) bool {
+func ScopeGranted(granted []keyward.Scope, scope string, access keyward.AccessLevel) bool {
 	if scope == "" {
 		return true
 	}

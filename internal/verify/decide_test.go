@@ -2,61 +2,30 @@ package verify
 
 import (
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/policy"
+	"keyward.dev/keyward/internal/verify/verifytest"
 )
-
-var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-
-func at(d time.Duration) *metav1.Time { m := metav1.NewTime(t0.Add(d)); return &m }
-
-func mustKey(t testing.TB) keyformat.Key {
-	k, err := keyformat.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 var enabled = policy.Tenant{Enabled: true}
 
-func testApp(scopes ...keyward.Scope) *keyward.Application {
-	return &keyward.Application{ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: "billing"},
-		Spec: keyward.ApplicationSpec{Team: "payments", Scopes: scopes}}
-}
-
-func issuedKey(m keyformat.Key) *keyward.AccessKey {
-	return &keyward.AccessKey{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: "k1"},
-		Spec:       keyward.AccessKeySpec{Application: "billing", Owner: "alice", State: keyward.StateActive},
-		Status: keyward.AccessKeyStatus{Phase: keyward.PhaseActive, KeyID: m.ID, SecretHash: keyformat.HashSecret(m.Secret),
-			IssuedAt: at(-time.Hour)},
-	}
-}
-
-func scope(name string, a keyward.AccessLevel) keyward.Scope {
-	return keyward.Scope{Name: name, Access: a}
-}
-
 func TestDecide(t *testing.T) {
-	cur, prev, other := mustKey(t), mustKey(t), mustKey(t)
+	cur, prev, other := verifytest.MustKey(t), verifytest.MustKey(t), verifytest.MustKey(t)
 	wrongSecret := keyformat.Key{ID: cur.ID, Secret: other.Secret}
-	orders := []keyward.Scope{scope("orders", keyward.ReadWrite), scope("reports", keyward.ReadOnly)}
+	orders := []keyward.Scope{verifytest.Scope("orders", keyward.ReadWrite), verifytest.Scope("reports", keyward.ReadOnly)}
 
 	type tc struct {
 		name   string
 		req    Request
 		key    func(*keyward.AccessKey) // nil: the issued key as is
 		noKey  bool
-		app    *keyward.Application // nil: testApp(orders...)
+		app    *keyward.Application // nil: verifytest.App(orders...)
 		noApp  bool
 		tenant *policy.Tenant
 		now    time.Duration
@@ -66,12 +35,12 @@ func TestDecide(t *testing.T) {
 	}
 	withPrev := func(until time.Duration) func(*keyward.AccessKey) {
 		return func(k *keyward.AccessKey) {
-			k.Status.PreviousKey = &keyward.PreviousKey{KeyID: prev.ID, SecretHash: keyformat.HashSecret(prev.Secret), ValidUntil: *at(until)}
+			k.Status.PreviousKey = &keyward.PreviousKey{KeyID: prev.ID, SecretHash: keyformat.HashSecret(prev.Secret), ValidUntil: *verifytest.At(until)}
 		}
 	}
 	expiring := func(d time.Duration) func(*keyward.AccessKey) {
 		return func(k *keyward.AccessKey) {
-			k.Spec.ExpiresAt, k.Status.ExpiresAt = keyward.NewTimestamp(at(d).Time), at(d)
+			k.Spec.ExpiresAt, k.Status.ExpiresAt = keyward.NewTimestamp(verifytest.At(d).Time), verifytest.At(d)
 		}
 	}
 	networks := func(n ...string) func(*keyward.AccessKey) {
@@ -115,8 +84,8 @@ func TestDecide(t *testing.T) {
 		{name: "Inactive phase (reactivation not yet acted on)", req: Request{Key: cur}, key: func(k *keyward.AccessKey) { k.Status.Phase = keyward.PhaseInactive }, want: ReasonInactive},
 		{name: "application missing", req: Request{Key: cur}, noApp: true, want: ReasonInactive},
 		{name: "application being deleted", req: Request{Key: cur}, app: func() *keyward.Application {
-			a := testApp(orders...)
-			a.DeletionTimestamp = at(-time.Second)
+			a := verifytest.App(orders...)
+			a.DeletionTimestamp = verifytest.At(-time.Second)
 			return a
 		}(), want: ReasonInactive},
 
@@ -124,19 +93,19 @@ func TestDecide(t *testing.T) {
 		{name: "the instant of expiry", req: Request{Key: cur}, key: expiring(time.Hour), now: time.Hour, want: ReasonExpired},
 		{name: "after expiry, phase still Active", req: Request{Key: cur}, key: expiring(time.Hour), now: 2 * time.Hour, want: ReasonExpired},
 		{name: "spec.expiresAt moved into the past, status not yet", req: Request{Key: cur}, key: func(k *keyward.AccessKey) {
-			k.Spec.ExpiresAt, k.Status.ExpiresAt = keyward.NewTimestamp(at(-time.Minute).Time), at(time.Hour)
+			k.Spec.ExpiresAt, k.Status.ExpiresAt = keyward.NewTimestamp(verifytest.At(-time.Minute).Time), verifytest.At(time.Hour)
 		}, want: ReasonExpired},
 		{name: "status.expiresAt past although spec asks later (lifetime limit)", req: Request{Key: cur}, key: func(k *keyward.AccessKey) {
-			k.Spec.ExpiresAt, k.Status.ExpiresAt = keyward.NewTimestamp(at(time.Hour).Time), at(-time.Second)
+			k.Spec.ExpiresAt, k.Status.ExpiresAt = keyward.NewTimestamp(verifytest.At(time.Hour).Time), verifytest.At(-time.Second)
 		}, want: ReasonExpired},
 		{name: "lifetime limit reached, key asked for never", req: Request{Key: cur}, key: func(k *keyward.AccessKey) {
-			k.Status.LifetimeLimit = at(0)
+			k.Status.LifetimeLimit = verifytest.At(0)
 		}, want: ReasonExpired},
 		{name: "Expired phase (extension not yet acted on)", req: Request{Key: cur}, key: func(k *keyward.AccessKey) {
-			k.Status.Phase, k.Spec.ExpiresAt = keyward.PhaseExpired, keyward.NewTimestamp(at(time.Hour).Time)
+			k.Status.Phase, k.Spec.ExpiresAt = keyward.PhaseExpired, keyward.NewTimestamp(verifytest.At(time.Hour).Time)
 		}, want: ReasonExpired},
 		{name: "expired and deactivated: inactive first", req: Request{Key: cur}, key: func(k *keyward.AccessKey) {
-			k.Spec.State, k.Status.ExpiresAt = keyward.StateInactive, at(-time.Hour)
+			k.Spec.State, k.Status.ExpiresAt = keyward.StateInactive, verifytest.At(-time.Hour)
 		}, want: ReasonInactive},
 
 		{name: "previous key during the grace period", req: Request{Key: prev}, key: withPrev(time.Minute), now: time.Minute - time.Second, want: ReasonOK},
@@ -176,26 +145,26 @@ func TestDecide(t *testing.T) {
 		{name: "ReadOnly scope asked to write", req: Request{Key: cur, Scope: "reports", Access: keyward.ReadWrite}, want: ReasonScopeNotAllowed},
 		{name: "scope the application lacks", req: Request{Key: cur, Scope: "admin"}, want: ReasonScopeNotAllowed},
 		{name: "key narrower than its application", req: Request{Key: cur, Scope: "orders", Access: keyward.ReadWrite},
-			key: keyScopes(scope("orders", keyward.ReadOnly)), want: ReasonScopeNotAllowed},
+			key: keyScopes(verifytest.Scope("orders", keyward.ReadOnly)), want: ReasonScopeNotAllowed},
 		{name: "key's own scope, read", req: Request{Key: cur, Scope: "orders", Access: keyward.ReadOnly},
-			key: keyScopes(scope("orders", keyward.ReadOnly)), want: ReasonOK},
+			key: keyScopes(verifytest.Scope("orders", keyward.ReadOnly)), want: ReasonOK},
 		{name: "key's own scopes leave out an application scope", req: Request{Key: cur, Scope: "reports"},
-			key: keyScopes(scope("orders", keyward.ReadOnly)), want: ReasonScopeNotAllowed},
+			key: keyScopes(verifytest.Scope("orders", keyward.ReadOnly)), want: ReasonScopeNotAllowed},
 		{name: "application narrowed below the key: refused for every scope", req: Request{Key: cur, Scope: "reports"},
-			key: keyScopes(scope("orders", keyward.ReadWrite), scope("reports", keyward.ReadOnly)),
-			app: testApp(scope("orders", keyward.ReadOnly), scope("reports", keyward.ReadOnly)), want: ReasonScopeNotAllowed},
+			key: keyScopes(verifytest.Scope("orders", keyward.ReadWrite), verifytest.Scope("reports", keyward.ReadOnly)),
+			app: verifytest.App(verifytest.Scope("orders", keyward.ReadOnly), verifytest.Scope("reports", keyward.ReadOnly)), want: ReasonScopeNotAllowed},
 		{name: "application dropped the scope; key uses the application's", req: Request{Key: cur, Scope: "orders"},
-			app: testApp(scope("reports", keyward.ReadOnly)), want: ReasonScopeNotAllowed},
-		{name: "no scope asked from an application without scopes", req: Request{Key: cur}, app: testApp(), want: ReasonOK},
+			app: verifytest.App(verifytest.Scope("reports", keyward.ReadOnly)), want: ReasonScopeNotAllowed},
+		{name: "no scope asked from an application without scopes", req: Request{Key: cur}, app: verifytest.App(), want: ReasonOK},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			in := Input{Tenant: enabled, Now: t0.Add(c.now)}
+			in := Input{Tenant: enabled, Now: verifytest.T0.Add(c.now)}
 			if c.tenant != nil {
 				in.Tenant = *c.tenant
 			}
 			if !c.noKey {
-				in.AccessKey = issuedKey(cur)
+				in.AccessKey = verifytest.IssuedKey(cur)
 				if c.key != nil {
 					c.key(in.AccessKey)
 				}
@@ -203,7 +172,7 @@ func TestDecide(t *testing.T) {
 			if !c.noApp {
 				in.App = c.app
 				if in.App == nil {
-					in.App = testApp(orders...)
+					in.App = verifytest.App(orders...)
 				}
 			}
 			got := Decide(c.req, in)
@@ -228,14 +197,14 @@ func TestDecide(t *testing.T) {
 }
 
 func TestDecideIdentity(t *testing.T) {
-	cur, prev := mustKey(t), mustKey(t)
-	k := issuedKey(cur)
-	k.Spec.ExpiresAt, k.Status.ExpiresAt = keyward.NewTimestamp(at(time.Hour).Time), at(time.Hour)
-	k.Status.PreviousKey = &keyward.PreviousKey{KeyID: prev.ID, SecretHash: keyformat.HashSecret(prev.Secret), ValidUntil: *at(time.Minute)}
-	app := testApp(scope("orders", keyward.ReadWrite), scope("reports", ""))
-	got := Decide(Request{Key: cur}, Input{AccessKey: k, App: app, Tenant: enabled, Now: t0})
+	cur, prev := verifytest.MustKey(t), verifytest.MustKey(t)
+	k := verifytest.IssuedKey(cur)
+	k.Spec.ExpiresAt, k.Status.ExpiresAt = keyward.NewTimestamp(verifytest.At(time.Hour).Time), verifytest.At(time.Hour)
+	k.Status.PreviousKey = &keyward.PreviousKey{KeyID: prev.ID, SecretHash: keyformat.HashSecret(prev.Secret), ValidUntil: *verifytest.At(time.Minute)}
+	app := verifytest.App(verifytest.Scope("orders", keyward.ReadWrite), verifytest.Scope("reports", ""))
+	got := Decide(Request{Key: cur}, Input{AccessKey: k, App: app, Tenant: enabled, Now: verifytest.T0})
 	want := Result{Valid: true, Reason: ReasonOK, KeyID: cur.ID, Namespace: "t", Name: "k1", Application: "billing",
-		Group: keyward.DefaultGroup, Team: "payments", Owner: "alice", ExpiresAt: at(time.Hour)}
+		Group: keyward.DefaultGroup, Team: "payments", Owner: "alice", ExpiresAt: verifytest.At(time.Hour)}
 	if got.KeyID != want.KeyID || got.Namespace != want.Namespace || got.Application != want.Application ||
 		got.Group != want.Group || got.Team != want.Team || got.Owner != want.Owner || got.Name != want.Name ||
 		!got.ExpiresAt.Equal(want.ExpiresAt) || !got.Valid {
@@ -245,19 +214,19 @@ func TestDecideIdentity(t *testing.T) {
 		t.Fatalf("scopes %q", s)
 	}
 	// The previous key reports its own ID.
-	if got := Decide(Request{Key: prev}, Input{AccessKey: k, App: app, Tenant: enabled, Now: t0}); got.KeyID != prev.ID || !got.Valid {
+	if got := Decide(Request{Key: prev}, Input{AccessKey: k, App: app, Tenant: enabled, Now: verifytest.T0}); got.KeyID != prev.ID || !got.Valid {
 		t.Fatalf("previous key: valid %v, key ID %q, want %q", got.Valid, got.KeyID, prev.ID)
 	}
 	app.Spec.Group = "Administrators"
-	if got := Decide(Request{Key: cur}, Input{AccessKey: k, App: app, Tenant: enabled, Now: t0}); got.Group != "Administrators" {
+	if got := Decide(Request{Key: cur}, Input{AccessKey: k, App: app, Tenant: enabled, Now: verifytest.T0}); got.Group != "Administrators" {
 		t.Fatalf("group %q: a changed group must show at once", got.Group)
 	}
 }
 
 func TestGrantedScopesCappedByApplication(t *testing.T) {
-	k := issuedKey(mustKey(t))
-	k.Spec.Scopes = []keyward.Scope{scope("orders", keyward.ReadWrite), scope("gone", keyward.ReadOnly)}
-	got := FormatScopes(GrantedScopes(k, testApp(scope("orders", keyward.ReadOnly))))
+	k := verifytest.IssuedKey(verifytest.MustKey(t))
+	k.Spec.Scopes = []keyward.Scope{verifytest.Scope("orders", keyward.ReadWrite), verifytest.Scope("gone", keyward.ReadOnly)}
+	got := FormatScopes(GrantedScopes(k, verifytest.App(verifytest.Scope("orders", keyward.ReadOnly))))
 	if got != "orders:ReadOnly" {
 		t.Fatalf("granted %q, want orders:ReadOnly", got)
 	}
@@ -266,33 +235,16 @@ func TestGrantedScopesCappedByApplication(t *testing.T) {
 // BenchmarkDecide reports the decision's cost and allocations (the hash of
 // the secret dominates).
 func BenchmarkDecide(b *testing.B) {
-	cur := mustKey(b)
-	k := issuedKey(cur)
+	cur := verifytest.MustKey(b)
+	k := verifytest.IssuedKey(cur)
 	k.Spec.AllowedNetworks = []string{"10.0.0.0/8", "2001:db8::/32"}
-	app := testApp(scope("orders", keyward.ReadWrite))
+	app := verifytest.App(verifytest.Scope("orders", keyward.ReadWrite))
 	req := Request{Key: cur, Addr: netip.MustParseAddr("10.1.2.3"), Scope: "orders", Access: keyward.ReadOnly}
-	in := Input{AccessKey: k, App: app, Tenant: enabled, Now: t0}
+	in := Input{AccessKey: k, App: app, Tenant: enabled, Now: verifytest.T0}
 	b.ReportAllocs()
 	for b.Loop() {
 		if r := Decide(req, in); !r.Valid {
 			b.Fatal(r.Reason)
-		}
-	}
-}
-
-func TestSecretMatchesAgreesWithKeyformat(t *testing.T) {
-	a, b := mustKey(t), mustKey(t)
-	for _, c := range []struct{ secret, hash string }{
-		{a.Secret, keyformat.HashSecret(a.Secret)},
-		{a.Secret, keyformat.HashSecret(b.Secret)},
-		{a.Secret, ""},
-		{a.Secret, keyformat.HashSecret(a.Secret)[:70]},
-		{a.Secret, keyformat.HashSecret(a.Secret) + "0"},
-		{"", keyformat.HashSecret("")},
-		{a.Secret, strings.ToUpper(keyformat.HashSecret(a.Secret))},
-	} {
-		if got, want := secretMatches(c.secret, c.hash), keyformat.SecretMatches(c.secret, c.hash); got != want {
-			t.Fatalf("secretMatches %v, keyformat.SecretMatches %v", got, want)
 		}
 	}
 }

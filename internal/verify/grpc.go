@@ -5,17 +5,16 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"keyward.dev/keyward/internal/verify/wire"
 )
 
 // ExtAuthz implements Envoy's envoy.service.auth.v3.Authorization/Check
@@ -26,7 +25,7 @@ type ExtAuthz struct {
 	Verifier *Verifier
 	// Trusted: Envoy's source address and the forwarding headers are
 	// believed only when the gRPC peer (Envoy) is a trusted proxy.
-	Trusted   TrustedProxies
+	Trusted   wire.TrustedProxies
 	KeyHeader string
 }
 
@@ -41,12 +40,12 @@ func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 
 	var grpcPeer netip.Addr
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		grpcPeer = PeerAddr(p.Addr.String())
+		grpcPeer = wire.PeerAddr(p.Addr.String())
 	}
 	addr := grpcPeer.Unmap()
 	if a.Trusted.Contains(grpcPeer) {
-		src, _ := ParseHop(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress())
-		addr = ClientAddr(src, hdr.Values(HeaderForwardedFor), hdr.Get(HeaderRealIP), a.Trusted)
+		src, _ := wire.ParseHop(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress())
+		addr = wire.ClientAddr(src, hdr.Values(HeaderForwardedFor), hdr.Get(HeaderRealIP), a.Trusted)
 	}
 
 	// What to check: Envoy's method (the client's real one), the method
@@ -101,10 +100,10 @@ func CheckResponseFor(res Result, noKey bool, keyHeader string) *authv3.CheckRes
 		if noKey {
 			v = wwwAuthenticate
 		}
-		denied.Headers = append(denied.Headers, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: headerWWWAuthenticate, Value: v}})
+		denied.Headers = append(denied.Headers, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: HeaderWWWAuthenticate, Value: v}})
 	case http.StatusTooManyRequests:
 		grpcCode = codes.ResourceExhausted
-		denied.Headers = append(denied.Headers, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: headerRetryAfter, Value: retryAfter(res.RetryAfter)}})
+		denied.Headers = append(denied.Headers, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: HeaderRetryAfter, Value: RetryAfter(res.RetryAfter)}})
 	}
 	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(grpcCode), Message: string(res.Reason)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied}}
@@ -147,7 +146,7 @@ func wanted(name, extra string) bool {
 
 // keyAndHeader is KeyFrom, also saying which header carried the key.
 func keyAndHeader(h http.Header, extra string) (string, string) {
-	key := KeyFrom(h, extra)
+	key := wire.KeyFrom(h, extra)
 	if key == "" {
 		return "", ""
 	}
@@ -157,49 +156,4 @@ func keyAndHeader(h http.Header, extra string) (string, string) {
 		}
 	}
 	return key, ""
-}
-
-// GRPCServer serves ExtAuthz on every replica.
-type GRPCServer struct {
-	endpoint
-	Auth *ExtAuthz
-}
-
-// Bounds of the gRPC listener. It shares a process (and a memory limit)
-// with the controllers, so what one client can make it hold is bounded
-// like the HTTP listener's: a Check is a few KiB (Envoy sends headers, no
-// body unless configured), so messages and header lists are capped at
-// 64 KiB, the streams of one connection at GRPCMaxConcurrentStreams, and a
-// client may not ping more often than every GRPCMinPingInterval.
-const (
-	GRPCMaxMessageBytes      = 64 << 10
-	GRPCMaxConcurrentStreams = 128
-	GRPCMinPingInterval      = 10 * time.Second
-	grpcMaxConnectionIdle    = 5 * time.Minute
-	grpcKeepaliveTime        = time.Minute
-	grpcKeepaliveTimeout     = 20 * time.Second
-)
-
-// GRPCServerOptions are the bounds above as grpc.ServerOptions.
-func GRPCServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(GRPCMaxMessageBytes),
-		grpc.MaxSendMsgSize(GRPCMaxMessageBytes),
-		grpc.MaxHeaderListSize(GRPCMaxMessageBytes),
-		grpc.MaxConcurrentStreams(GRPCMaxConcurrentStreams),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: GRPCMinPingInterval, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: grpcMaxConnectionIdle,
-			Time: grpcKeepaliveTime, Timeout: grpcKeepaliveTimeout}),
-		grpc.ConnectionTimeout(10 * time.Second),
-	}
-}
-
-// Start listens once the caches are synced and serves until ctx ends.
-func (s *GRPCServer) Start(ctx context.Context) error {
-	srv := grpc.NewServer(GRPCServerOptions()...)
-	authv3.RegisterAuthorizationServer(srv, s.Auth)
-	return s.serve(ctx, "Envoy ext_authz (gRPC)", []string{"h2"}, srv.Serve, func() error {
-		srv.GracefulStop()
-		return nil
-	})
 }

@@ -56,10 +56,10 @@ const (
 	// recipes) carry the client's method, from which the access is derived.
 	HeaderForwardedMethod = "X-Forwarded-Method"
 	HeaderOriginalMethod  = "X-Original-Method"
-	HeaderForwardedFor    = "X-Forwarded-For"
-	HeaderRealIP          = "X-Real-IP"
-	headerRetryAfter      = "Retry-After"
-	headerWWWAuthenticate = "WWW-Authenticate"
+	HeaderForwardedFor    = wire.HeaderForwardedFor
+	HeaderRealIP          = wire.HeaderRealIP
+	HeaderRetryAfter      = "Retry-After"
+	HeaderWWWAuthenticate = "WWW-Authenticate"
 	// wwwAuthenticate is sent with 401: RFC 6750, with error=invalid_token
 	// when a key was presented.
 	wwwAuthenticate        = `Bearer realm="keyward"`
@@ -126,23 +126,23 @@ type Handler struct {
 	Verifier *Verifier
 	// Trusted are the proxies whose X-Forwarded-For / X-Real-IP are believed,
 	// and whose sourceIP in /v1/verify is the address guesses are counted under.
-	Trusted TrustedProxies
+	Trusted wire.TrustedProxies
 	// KeyHeader is one more header /v1/auth reads a key from; "" for none.
 	KeyHeader string
-	// Tokens serves the access-token endpoints (docs/tokens.md); nil serves none.
-	Tokens *Tokens
-	Log    logr.Logger
+	Log       logr.Logger
 }
 
-// Mux routes the endpoints to h.
-func (h *Handler) Mux() *http.ServeMux {
-	mux := http.NewServeMux()
+// Routes adds the verification endpoints to mux.
+func (h *Handler) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathVerify, h.serveVerify)
 	mux.HandleFunc(PathAuth, h.serveAuth)
 	mux.HandleFunc(PathAuth+"/", h.serveAuth)
-	if h.Tokens != nil {
-		h.tokenMux(mux)
-	}
+}
+
+// Mux is a mux with h's endpoints alone.
+func (h *Handler) Mux() *http.ServeMux {
+	mux := http.NewServeMux()
+	h.Routes(mux)
 	return mux
 }
 
@@ -165,7 +165,7 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		addr = a.Unmap()
-		if h.Trusted.Contains(PeerAddr(r.RemoteAddr)) {
+		if h.Trusted.Contains(wire.PeerAddr(r.RemoteAddr)) {
 			limitAddr = addr
 		}
 	}
@@ -184,11 +184,12 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 		h.unavailable(w, err)
 		return
 	}
+	hdr := w.Header()
 	if res.Reason == ReasonRateLimited {
-		w.Header().Set(headerRetryAfter, retryAfter(res.RetryAfter))
+		hdr.Set(HeaderRetryAfter, RetryAfter(res.RetryAfter))
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	hdr["Cache-Control"] = noStore
+	hdr.Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(res)
 }
 
@@ -249,7 +250,7 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 		a.pin(v)
 	}
 	addr := h.clientAddr(r)
-	key := KeyFrom(r.Header, h.KeyHeader)
+	key := wire.KeyFrom(r.Header, h.KeyHeader)
 	call := Call{Key: key, Addr: addr, LimitAddr: addr}
 	a.call(&call)
 	res, err := h.Verifier.Verify(r.Context(), call)
@@ -268,7 +269,7 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 		case "403":
 			status = http.StatusForbidden
 		}
-		hdr.Set(headerRetryAfter, retryAfter(res.RetryAfter))
+		hdr.Set(HeaderRetryAfter, RetryAfter(res.RetryAfter))
 	}
 	switch status {
 	case http.StatusOK:
@@ -279,9 +280,9 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 		}
 	case http.StatusUnauthorized:
 		if key == "" {
-			hdr.Set(headerWWWAuthenticate, wwwAuthenticate)
+			hdr.Set(HeaderWWWAuthenticate, wwwAuthenticate)
 		} else {
-			hdr.Set(headerWWWAuthenticate, wwwAuthenticateInvalid)
+			hdr.Set(HeaderWWWAuthenticate, wwwAuthenticateInvalid)
 		}
 	}
 	w.WriteHeader(status)
@@ -291,12 +292,12 @@ func (h *Handler) serveAuth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) clientAddr(r *http.Request) netip.Addr {
-	return ClientAddr(PeerAddr(r.RemoteAddr), r.Header.Values(HeaderForwardedFor), r.Header.Get(HeaderRealIP), h.Trusted)
+	return wire.ClientAddrOf(r, h.Trusted)
 }
 
 func (h *Handler) unavailable(w http.ResponseWriter, err error) {
 	h.Log.Error(err, "reading the cache")
-	w.Header().Set(headerRetryAfter, "1")
+	w.Header().Set(HeaderRetryAfter, "1")
 	http.Error(w, "the verifier cannot read its cache yet", http.StatusServiceUnavailable)
 }
 
@@ -323,10 +324,10 @@ func IdentityValues(res Result) []string {
 }
 
 // FormatScopes writes scopes as "name:Access,name:Access".
-func FormatScopes(scopes []keyward.Scope) string { return joinScopes(scopes, ',') }
+func FormatScopes(scopes []keyward.Scope) string { return JoinScopes(scopes, ',') }
 
-// joinScopes writes scopes as name:Access joined by sep.
-func joinScopes(scopes []keyward.Scope, sep byte) string {
+// JoinScopes writes scopes as name:Access joined by sep.
+func JoinScopes(scopes []keyward.Scope, sep byte) string {
 	var b strings.Builder
 	for i, s := range scopes {
 		if i > 0 {
@@ -349,7 +350,9 @@ func AccessForMethod(method string) keyward.AccessLevel {
 	}
 }
 
-func retryAfter(d time.Duration) string {
+// RetryAfter is the Retry-After value for a wait: whole seconds, rounded
+// up, at least 1.
+func RetryAfter(d time.Duration) string {
 	s := int64((d + time.Second - 1) / time.Second)
 	if s < 1 {
 		s = 1

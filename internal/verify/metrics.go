@@ -17,7 +17,6 @@ const (
 	MetricAccessKeys  = "keyward_access_keys"
 	MetricKeyExpiry   = "keyward_access_key_expiry_timestamp_seconds"
 	MetricKeyHeavyUse = "keyward_access_key_heavy_use"
-	MetricTokens      = "keyward_tokens_total"
 	labelNamespace    = "namespace"
 	labelApplication  = "application"
 	labelResult       = "result"
@@ -35,7 +34,6 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration prometheus.Histogram
 	heavyUse *prometheus.GaugeVec
-	tokens   *prometheus.CounterVec
 	keys     *keysCollector
 }
 
@@ -55,10 +53,6 @@ func NewMetrics(store Store) *Metrics {
 			Name: MetricKeyHeavyUse,
 			Help: "1 while a key is used more often than --heavy-use-threshold requests per minute on this replica.",
 		}, []string{labelNamespace, labelName}),
-		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricTokens,
-			Help: "Token requests at /v1/token by namespace, application and result: issued, the verification reason of a refused client, or the OAuth error (invalid_request, unsupported_grant_type, invalid_scope).",
-		}, []string{labelNamespace, labelApplication, labelResult}),
 		keys: &keysCollector{
 			store: store,
 			count: prometheus.NewDesc(MetricAccessKeys, "AccessKeys by namespace, application and phase.",
@@ -73,16 +67,13 @@ func NewMetrics(store Store) *Metrics {
 // second verifier in the same process, as in tests) are reused; an earlier
 // key collector is replaced by this one.
 func (m *Metrics) Register(reg prometheus.Registerer) error {
-	if err := register(reg, &m.requests); err != nil {
+	if err := RegisterOrReuse(reg, &m.requests); err != nil {
 		return err
 	}
-	if err := register(reg, &m.duration); err != nil {
+	if err := RegisterOrReuse(reg, &m.duration); err != nil {
 		return err
 	}
-	if err := register(reg, &m.heavyUse); err != nil {
-		return err
-	}
-	if err := register(reg, &m.tokens); err != nil {
+	if err := RegisterOrReuse(reg, &m.heavyUse); err != nil {
 		return err
 	}
 	if err := reg.Register(m.keys); err != nil {
@@ -96,7 +87,10 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 	return nil
 }
 
-func register[T prometheus.Collector](reg prometheus.Registerer, c *T) error {
+// RegisterOrReuse registers *c with reg, or, when a collector of its type
+// is registered under its name already (a second manager in one process, as
+// in tests), points *c at that one.
+func RegisterOrReuse[T prometheus.Collector](reg prometheus.Registerer, c *T) error {
 	err := reg.Register(*c)
 	var are prometheus.AlreadyRegisteredError
 	if errors.As(err, &are) {
@@ -108,15 +102,19 @@ func register[T prometheus.Collector](reg prometheus.Registerer, c *T) error {
 	return err
 }
 
+// CollectWhen makes the key collector read the store only while ready
+// reports true (the caches are synced).
+func (m *Metrics) CollectWhen(ready func() bool) { m.keys.ready = ready }
+
+// ReportPerKeyWhen makes the key collector report the per-key expiry
+// series only while perKey reports true (on the leader, unless switched
+// off).
+func (m *Metrics) ReportPerKeyWhen(perKey func() bool) { m.keys.perKey = perKey }
+
 // Observe counts one verification.
 func (m *Metrics) Observe(res Result, took time.Duration) {
 	m.requests.WithLabelValues(res.Namespace, res.Application, string(res.Reason)).Inc()
 	m.duration.Observe(took.Seconds())
-}
-
-// ObserveToken counts one token request.
-func (m *Metrics) ObserveToken(namespace, application, result string) {
-	m.tokens.WithLabelValues(namespace, application, result).Inc()
 }
 
 // SetHeavyUse shows or clears a key's heavy use.

@@ -2,7 +2,6 @@ package verify
 
 import (
 	"context"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
+	"keyward.dev/keyward/internal/verify/verifytest"
 )
 
 // fakeWriter records status patches.
@@ -56,9 +56,9 @@ func (r *fakeRecorder) Eventf(_ runtime.Object, _ runtime.Object, eventtype, rea
 }
 
 func TestUsageLastUsedAt(t *testing.T) {
-	now := t0
-	k := issuedKey(mustKey(t))
-	store := NewMemStore(k)
+	now := verifytest.T0
+	k := verifytest.IssuedKey(verifytest.MustKey(t))
+	store := verifytest.NewMemStore(KeyIDs, k)
 	w := &fakeWriter{}
 	u := &Usage{Granularity: time.Hour, Store: store, Writer: w, Log: logr.Discard(), Now: func() time.Time { return now }}
 	u.Flush(context.Background())
@@ -81,7 +81,7 @@ func TestUsageLastUsedAt(t *testing.T) {
 	}
 	// Another replica wrote a newer value (seen in the cache): not written back.
 	k2 := k.DeepCopy()
-	k2.Status.LastUsedAt = at(2 * time.Hour)
+	k2.Status.LastUsedAt = verifytest.At(2 * time.Hour)
 	store.Put(k2)
 	u.Record("t", "k1", now.Add(90*time.Minute))
 	u.Flush(context.Background())
@@ -97,9 +97,9 @@ func TestUsageLastUsedAt(t *testing.T) {
 }
 
 func TestUsageHeavyUse(t *testing.T) {
-	now := t0
-	k := issuedKey(mustKey(t))
-	store := NewMemStore(k)
+	now := verifytest.T0
+	k := verifytest.IssuedKey(verifytest.MustKey(t))
+	store := verifytest.NewMemStore(KeyIDs, k)
 	rec := &fakeRecorder{}
 	m := NewMetrics(store)
 	if err := m.Register(prometheus.NewRegistry()); err != nil {
@@ -137,7 +137,7 @@ func TestUsageHeavyUse(t *testing.T) {
 		t.Fatal("heavy use shown after it ended")
 	}
 	// An hour after the first Event, heavy again: a second Event.
-	now = t0.Add(time.Hour + time.Minute)
+	now = verifytest.T0.Add(time.Hour + time.Minute)
 	for i := 0; i < 6; i++ {
 		u.Record("t", "k1", now)
 	}
@@ -148,15 +148,15 @@ func TestUsageHeavyUse(t *testing.T) {
 }
 
 func TestMetricsCollector(t *testing.T) {
-	a, b := issuedKey(mustKey(t)), issuedKey(mustKey(t))
-	b.Name, b.Status.Phase, b.Status.ExpiresAt = "k2", keyward.PhaseExpired, at(-time.Hour)
-	m := NewMetrics(NewMemStore(a, b))
+	a, b := verifytest.IssuedKey(verifytest.MustKey(t)), verifytest.IssuedKey(verifytest.MustKey(t))
+	b.Name, b.Status.Phase, b.Status.ExpiresAt = "k2", keyward.PhaseExpired, verifytest.At(-time.Hour)
+	m := NewMetrics(verifytest.NewMemStore(KeyIDs, a, b))
 	reg := prometheus.NewRegistry()
 	if err := m.Register(reg); err != nil {
 		t.Fatal(err)
 	}
 	// Registering again (a second verifier in one process) works.
-	if err := NewMetrics(NewMemStore(a, b)).Register(reg); err != nil {
+	if err := NewMetrics(verifytest.NewMemStore(KeyIDs, a, b)).Register(reg); err != nil {
 		t.Fatal(err)
 	}
 	m.Observe(Result{Reason: ReasonOK, Namespace: "t", Application: "billing"}, time.Millisecond)
@@ -181,8 +181,8 @@ keyward_verify_requests_total{application="billing",namespace="t",result="ok"} 1
 // in the cluster, not one per replica) and from no replica with
 // --metrics-per-key=false; the per-phase counts from every replica.
 func TestMetricsPerKeyOnlyWhereAsked(t *testing.T) {
-	key := issuedKey(mustKey(t))
-	key.Status.ExpiresAt = at(time.Hour)
+	key := verifytest.IssuedKey(verifytest.MustKey(t))
+	key.Status.ExpiresAt = verifytest.At(time.Hour)
 	for _, tc := range []struct {
 		name       string
 		perKey     func() bool
@@ -192,8 +192,8 @@ func TestMetricsPerKeyOnlyWhereAsked(t *testing.T) {
 		{"not the leader, or --metrics-per-key=false", func() bool { return false }, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := NewMetrics(NewMemStore(key))
-			m.keys.perKey = tc.perKey
+			m := NewMetrics(verifytest.NewMemStore(KeyIDs, key))
+			m.ReportPerKeyWhen(tc.perKey)
 			reg := prometheus.NewRegistry()
 			if err := m.Register(reg); err != nil {
 				t.Fatal(err)
@@ -210,32 +210,6 @@ func TestMetricsPerKeyOnlyWhereAsked(t *testing.T) {
 				t.Fatalf("series: %v, want %d expiry and 1 count", counts, tc.wantExpiry)
 			}
 		})
-	}
-}
-
-func TestPerKeyMetricsGate(t *testing.T) {
-	elected := make(chan struct{})
-	on := perKeyMetrics(true, elected)
-	if on() {
-		t.Fatal("per-key series before this replica was elected")
-	}
-	close(elected)
-	if !on() {
-		t.Fatal("no per-key series on the leader")
-	}
-	if perKeyMetrics(false, elected)() {
-		t.Fatal("per-key series with --metrics-per-key=false")
-	}
-}
-
-func TestReadyOnlyWhenSynced(t *testing.T) {
-	g := &syncGate{}
-	if g.Check(&http.Request{}) == nil {
-		t.Fatal("ready before the caches synced")
-	}
-	g.ready.Store(true)
-	if err := g.Check(&http.Request{}); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -259,7 +233,7 @@ func TestCheckResponseFor(t *testing.T) {
 
 func TestExtAuthzCheck(t *testing.T) {
 	f := newFixture(t, "", nil)
-	a := &ExtAuthz{Verifier: &Verifier{Store: f.store, Now: func() time.Time { return f.now }}, KeyHeader: "X-Custom-Key"}
+	a := &ExtAuthz{Verifier: &Verifier{Store: f.Store, Now: func() time.Time { return f.now }}, KeyHeader: "X-Custom-Key"}
 	var ext map[string]string // the route's context_extensions
 	check := func(method, path string, headers map[string]string) *authv3.CheckResponse {
 		resp, err := a.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{ContextExtensions: ext,
@@ -270,20 +244,20 @@ func TestExtAuthzCheck(t *testing.T) {
 		return resp
 	}
 	for header, remove := range map[string]string{"x-api-key": "x-api-key", "x-custom-key": "x-custom-key"} {
-		r := check("GET", "/x", map[string]string{header: f.active})
+		r := check("GET", "/x", map[string]string{header: f.Active})
 		if r.GetOkResponse() == nil || len(r.GetOkResponse().GetHeadersToRemove()) != 1 || r.GetOkResponse().GetHeadersToRemove()[0] != remove {
 			t.Fatalf("%s: %v", header, r.GetOkResponse().GetHeadersToRemove())
 		}
 	}
 	ext = map[string]string{"scope": "reports"}
-	if r := check("POST", "/reports", map[string]string{"authorization": "Bearer " + f.scoped}); r.GetDeniedResponse().GetStatus().GetCode() != 403 {
+	if r := check("POST", "/reports", map[string]string{"authorization": "Bearer " + f.Scoped}); r.GetDeniedResponse().GetStatus().GetCode() != 403 {
 		t.Fatalf("POST on a ReadOnly scope: %v", r.GetDeniedResponse())
 	}
-	if r := check("GET", "/reports", map[string]string{"authorization": "Bearer " + f.scoped}); r.GetOkResponse() == nil {
+	if r := check("GET", "/reports", map[string]string{"authorization": "Bearer " + f.Scoped}); r.GetOkResponse() == nil {
 		t.Fatalf("GET on a ReadOnly scope: %v", r.GetDeniedResponse())
 	}
 	ext = nil
-	if r := check("GET", "/", map[string]string{"authorization": "Bearer " + f.scoped, "x-keyward-scope": "orders"}); r.GetDeniedResponse().GetStatus().GetCode() != 403 {
+	if r := check("GET", "/", map[string]string{"authorization": "Bearer " + f.Scoped, "x-keyward-scope": "orders"}); r.GetDeniedResponse().GetStatus().GetCode() != 403 {
 		t.Fatal("scope from X-Keyward-Scope")
 	}
 	if r := check("GET", "/", nil); r.GetDeniedResponse().GetStatus().GetCode() != 401 {

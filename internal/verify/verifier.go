@@ -10,6 +10,18 @@ import (
 	"keyward.dev/keyward/internal/policy"
 )
 
+// Defaults of the verifier's flags (internal/serve binds them), defined once.
+const (
+	DefaultFailureRate       = 1.0
+	DefaultFailureBurst      = 20
+	DefaultMaxClients        = 100_000
+	DefaultLastUsedGran      = time.Hour
+	DefaultHeavyUseThreshold = 6000
+	DefaultFlushInterval     = 10 * time.Second
+	// EventSource is the name the verifier's Events are reported by.
+	EventSource = "keyward-verifier"
+)
+
 // Verifier does the I/O around Decide: it parses the key (malformed needs no
 // lookup), consults the brute-force limiter, reads the key, its Application
 // and its tenant from the Store, decides, and reports the outcome to the
@@ -45,11 +57,6 @@ type Call struct {
 	Pinned     bool
 	Namespaces []string
 	Refusal    Reason
-	// Exchange marks a client authentication at /v1/token or
-	// /v1/introspect: it counts as a use of the key (lastUsedAt, heavy
-	// use) and toward the limiter, but in keyward_tokens_total rather than
-	// in the verification metrics.
-	Exchange bool
 }
 
 func (v *Verifier) now() time.Time {
@@ -66,14 +73,42 @@ func (v *Verifier) now() time.Time {
 // secret is one of a key's materials is answered whatever its address's
 // failures (its own earlier typos included), and only a failed guess counts.
 func (v *Verifier) Verify(ctx context.Context, c Call) (Result, error) {
+	res, _, err := v.answer(ctx, c, false)
+	return res, err
+}
+
+// Authenticate verifies the key a client authenticates with at the token
+// endpoints (client_id and client_secret, RFC 6749 §2.3.1) from addr,
+// exactly as Verify would: it is a use of the key (lastUsedAt, heavy use)
+// and counts toward the limiter, but not in the verification metrics (the
+// token service counts its own). A client_id that is not the key's ID
+// counts as a guess, like an unknown key; no secret at all is malformed and
+// no guess. The AccessKey is the one that verified, when res.Valid.
+func (v *Verifier) Authenticate(ctx context.Context, clientID, secret string, addr netip.Addr) (Result, *keyward.AccessKey, error) {
+	if secret == "" {
+		return Result{Reason: ReasonMalformed}, nil, nil
+	}
+	if pk, err := keyformat.Parse(secret); err == nil && pk.ID != clientID {
+		return v.limit(Result{Reason: ReasonUnknown}, addr, true, v.now()), nil, nil
+	}
+	res, k, err := v.answer(ctx, Call{Key: secret, Addr: addr, LimitAddr: addr}, true)
+	if err != nil || !res.Valid {
+		return res, nil, err
+	}
+	return res, k, nil
+}
+
+// answer is Verify; exchange leaves the verification metrics alone. The
+// AccessKey is the one the answer is about, if any.
+func (v *Verifier) answer(ctx context.Context, c Call, exchange bool) (Result, *keyward.AccessKey, error) {
 	start := time.Now()
 	now := start
 	if v.Now != nil {
 		now = v.Now()
 	}
-	res, err := v.verify(ctx, c, now)
+	res, k, err := v.verify(ctx, c, now)
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
 	if !res.matched {
 		res = v.limit(res, c.LimitAddr, c.Key != "" && res.Reason.Guess(), now)
@@ -81,10 +116,10 @@ func (v *Verifier) Verify(ctx context.Context, c Call) (Result, error) {
 	if res.Valid && v.Usage != nil {
 		v.Usage.Record(res.Namespace, res.Name, now)
 	}
-	if v.Metrics != nil && !c.Exchange {
+	if v.Metrics != nil && !exchange {
 		v.Metrics.Observe(res, time.Since(start))
 	}
-	return res, nil
+	return res, k, nil
 }
 
 // limit is the limiter's rule for an answer whose secret matched no key
@@ -100,18 +135,18 @@ func (v *Verifier) limit(res Result, addr netip.Addr, guess bool, now time.Time)
 	return res
 }
 
-func (v *Verifier) verify(ctx context.Context, c Call, now time.Time) (Result, error) {
+func (v *Verifier) verify(ctx context.Context, c Call, now time.Time) (Result, *keyward.AccessKey, error) {
 	if c.Key == "" {
-		return Result{Reason: ReasonMalformed}, nil
+		return Result{Reason: ReasonMalformed}, nil, nil
 	}
 	pk, err := keyformat.Parse(c.Key)
 	if err != nil {
-		return Result{Reason: ReasonMalformed}, nil
+		return Result{Reason: ReasonMalformed}, nil, nil
 	}
 	req := Request{Key: pk, Addr: c.Addr, Scope: c.Scope, Access: c.Access, Pinned: c.Pinned, Namespaces: c.Namespaces, Refusal: c.Refusal}
 	keys, err := v.Store.AccessKeysByID(ctx, pk.ID)
 	if err != nil {
-		return Result{}, err
+		return Result{}, nil, err
 	}
 	for _, k := range keys {
 		if k.Status.KeyID != pk.ID && (k.Status.PreviousKey == nil || k.Status.PreviousKey.KeyID != pk.ID) {
@@ -129,17 +164,17 @@ func (v *Verifier) verify(ctx context.Context, c Call, now time.Time) (Result, e
 		}
 		in, err := v.input(ctx, k, now)
 		if err != nil {
-			return Result{}, err
+			return Result{}, nil, err
 		}
 		res := Decide(req, in)
 		if res.Reason != ReasonUnknown || res.matched {
-			return res, nil
+			return res, k, nil
 		}
 	}
 	if len(keys) == 0 {
-		return Decide(req, Input{Now: now}), nil
+		return Decide(req, Input{Now: now}), nil, nil
 	}
-	return Result{Reason: ReasonUnknown}, nil
+	return Result{Reason: ReasonUnknown}, nil, nil
 }
 
 // input reads what a decision about k looks at besides the request: its

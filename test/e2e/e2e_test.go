@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -77,8 +79,47 @@ var _ = Describe("A newcomer applies config/samples with kubectl", func() {
 		Expect(kubectl("get", "secret", "inventory-sync-rotating", "-n", ns, "-o", `go-template={{index .data "keyId" | base64decode}}`)).To(Equal(newID))
 		Eventually(func() string { return kubectl("describe", "accesskey", "inventory-sync-rotating", "-n", ns) }, timeout, interval).
 			Should(MatchRegexp(`Normal\s+Rotated`))
+
+		By("the quickstart's last two commands, run as README.md writes them: a key read from its Secret, verified with HTTP 200")
+		script := quickstartVerify()
+		dir := GinkgoT().TempDir()
+		Expect(os.Symlink(kubectlBin, filepath.Join(dir, "kubectl"))).To(Succeed())
+		// The README applies the samples to the context's namespace: here, ns.
+		ctxKubeconfig := filepath.Join(dir, "kubeconfig")
+		raw, err := os.ReadFile(kubeconfig)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.WriteFile(ctxKubeconfig, raw, 0o600)).To(Succeed())
+		Expect(exec.Command(kubectlBin, "config", "set-context", "--current", "--namespace="+ns, "--kubeconfig="+ctxKubeconfig).Run()).To(Succeed())
+		// make local's verifier is 127.0.0.1:8082; this suite's manager listens elsewhere.
+		sh := exec.Command("bash", "-euo", "pipefail", "-c", strings.ReplaceAll(script, "127.0.0.1:8082", verifyAddr))
+		sh.Env = append(os.Environ(), "KUBECONFIG="+ctxKubeconfig, "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+		var stderr strings.Builder
+		sh.Stderr = &stderr
+		out, err := sh.Output()
+		Expect(err).NotTo(HaveOccurred(), "%s\n%s", script, stderr.String())
+		Expect(string(out)).To(MatchRegexp(`^\{"valid":true,"reason":"ok",.*"namespace":"`+ns+`","application":"inventory-sync",.*\}\nHTTP 200\n$`),
+			"the verifier's answer (it holds the key ID, never the key)")
 	})
 })
+
+// quickstartVerify returns the README quickstart's commands that read a key
+// and verify it (the line that sets KEY and the curl after it), as written.
+func quickstartVerify() string {
+	GinkgoHelper()
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	Expect(err).NotTo(HaveOccurred())
+	var lines []string
+	for _, l := range strings.Split(string(readme), "\n") {
+		switch {
+		case strings.HasPrefix(l, "KEY=$(kubectl get secret "):
+			lines = []string{l}
+		case len(lines) == 1 && strings.HasPrefix(l, "curl "):
+			lines = append(lines, l)
+		}
+	}
+	Expect(lines).To(HaveLen(2), "README.md's quickstart reads a key (KEY=$(kubectl get secret ...)) and verifies it with curl")
+	return strings.Join(lines, "\n")
+}
 
 var _ = Describe("kubectl shows the API server's own validation messages", func() {
 	It("refuses bad input with a clear error and changes nothing", func() {

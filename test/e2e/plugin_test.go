@@ -143,14 +143,18 @@ spec: {application: billing}
 		Eventually(func() string { return ok("status", "dana-key", "-n", ns) }, timeout, interval).
 			Should(MatchRegexp(`Normal\s+Issued\s+`))
 
-		var view struct{ Name, Phase, KeyID, Owner, Application, SecretName string }
-		Expect(json.Unmarshal([]byte(ok("status", "dana-key", "-n", ns, "-o", "json", "--as", "dana")), &view)).To(Succeed())
-		Expect(view).To(Equal(struct{ Name, Phase, KeyID, Owner, Application, SecretName string }{
-			"dana-key", "Active", keyID, "dana", "billing", "dana-key"}))
+		By("-o json prints the AccessKey as kubectl get does")
+		var fromPlugin, fromKubectl map[string]any
+		Expect(json.Unmarshal([]byte(ok("status", "dana-key", "-n", ns, "-o", "json", "--as", "dana")), &fromPlugin)).To(Succeed())
+		Expect(json.Unmarshal([]byte(kubectl("get", "accesskey", "dana-key", "-n", ns, "-o", "json")), &fromKubectl)).To(Succeed())
+		Expect(fromPlugin["status"]).To(Equal(fromKubectl["status"]))
+		Expect(fromPlugin["spec"]).To(Equal(fromKubectl["spec"]))
+		Expect(fromPlugin["kind"]).To(Equal("AccessKey"))
 
 		Expect(refused("", "status", "no-such-key", "-n", ns, "--as", "dana")).
 			To(Equal(`error: accesskey "no-such-key" not found in namespace "` + ns + `"`))
 		Expect(refused("", "status", "-o", "xml", "-n", ns)).To(ContainSubstring(`unknown output format "xml"`))
+		Expect(refused("", "status", "-n", ns, "-l", "team in (")).To(HavePrefix(`error: -l "team in (": `))
 		Expect(refused("", "status", "-n", ns, "--as", "nobody")).To(ContainSubstring(`cannot list resource "accesskeys"`))
 	})
 
@@ -252,7 +256,7 @@ spec: {application: billing}
 		Expect(out).To(ContainSubstring("now expires at " + want + " (in 39d)"))
 		Expect(jsonpath(ns, "accesskey/dana-key", ".status.expiresAt")).To(Equal(want))
 
-		Expect(refused("", "extend", "dana-key", "--by", "3 weeks", "-n", ns)).To(ContainSubstring(`"3 weeks" is not a duration such as 30d, 36h or 90m`))
+		Expect(refused("", "extend", "dana-key", "--by", "3 weeks", "-n", ns)).To(ContainSubstring(`"3 weeks" is not a duration such as 30d, 1d12h, 90m`))
 		Expect(refused("", "extend", "dana-key", "--by", "1d", "--until", want, "-n", ns)).To(ContainSubstring("exactly one of --by"))
 	})
 
@@ -356,14 +360,17 @@ spec: {application: billing, expiresAt: "2026-01-01T00:00:00Z"}
 		kubectl("wait", "-n", exp, "--for=jsonpath={.status.phase}=Expired", "accesskey/expired", "--timeout=60s")
 
 		var list struct {
-			Items []struct{ Namespace, Name, ExpiresAt string }
+			Kind  string
+			Items []struct{ Metadata struct{ Name string } }
 		}
 		Expect(json.Unmarshal([]byte(ok("expiring", "--within", "72h", "-n", exp, "-o", "json")), &list)).To(Succeed())
+		Expect(list.Kind).To(Equal("AccessKeyList"))
 		var names []string
 		for _, k := range list.Items {
-			names = append(names, k.Name)
+			names = append(names, k.Metadata.Name)
 		}
 		Expect(names).To(Equal([]string{"in-two-hours", "in-two-days"}))
+		Expect(ok("expiring", "--within", "3d", "-n", exp, "-o", "jsonpath={.items[*].metadata.name}")).To(Equal("in-two-hours in-two-days"))
 
 		table := ok("expiring", "--within", "3d", "-A")
 		var rows []string
@@ -378,7 +385,81 @@ spec: {application: billing, expiresAt: "2026-01-01T00:00:00Z"}
 		Expect(strings.Fields(ok("expiring", "-n", exp, "-o", "yaml"))).To(ContainElement("in-ten-days"), "the default window is 720h")
 		_, errOut, err := plugin("", "expiring", "--within", "1h", "-n", exp)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(errOut).To(Equal("No AccessKeys expire within 1h0m0s in namespace " + exp + ".\n"))
+		Expect(errOut).To(Equal("No AccessKeys expire within 1h in namespace " + exp + ".\n"))
+	})
+
+	It("speaks kubectl: -o wide|name|jsonpath|custom-columns, --no-headers, -l, version, one duration syntax", func() {
+		kw := newNamespace()
+		_, stderr, err := kubectlIn(`
+apiVersion: keyward.dev/v1alpha1
+kind: TenantSettings
+metadata: {name: default}
+spec: {apiKeysEnabled: true, maxKeysPerOwner: 20}
+---
+apiVersion: keyward.dev/v1alpha1
+kind: Application
+metadata: {name: reports}
+spec: {maxAccessKeys: 20}
+---
+apiVersion: keyward.dev/v1alpha1
+kind: AccessKey
+metadata: {name: analytics-1, labels: {team: analytics}}
+spec: {application: reports, description: nightly export}
+---
+apiVersion: keyward.dev/v1alpha1
+kind: AccessKey
+metadata: {name: analytics-2, labels: {team: analytics}}
+spec: {application: reports}
+---
+apiVersion: keyward.dev/v1alpha1
+kind: AccessKey
+metadata: {name: web, labels: {team: web}}
+spec: {application: reports}
+`, "apply", "-n", kw, "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), stderr)
+		kubectl("wait", "-n", kw, "--for=jsonpath={.status.phase}=Active", "accesskey/analytics-1", "accesskey/analytics-2", "accesskey/web", "--timeout=60s")
+
+		Expect(ok("status", "-n", kw, "-o", "name")).To(Equal("accesskey.keyward.dev/analytics-1\naccesskey.keyward.dev/analytics-2\naccesskey.keyward.dev/web\n"))
+		Expect(ok("status", "-n", kw, "-l", "team=analytics", "-o", "name")).To(Equal("accesskey.keyward.dev/analytics-1\naccesskey.keyward.dev/analytics-2\n"))
+		Expect(ok("status", "web", "-n", kw, "-o", "jsonpath={.status.keyID}")).To(Equal(jsonpath(kw, "accesskey/web", ".status.keyID")))
+		Expect(ok("status", "-n", kw, "-l", "team=web", "-o", "custom-columns=NAME:.metadata.name,KEY:.status.keyID", "--no-headers")).
+			To(MatchRegexp(`^web\s+` + jsonpath(kw, "accesskey/web", ".status.keyID") + `\n$`))
+		wide := ok("status", "-n", kw, "-o", "wide")
+		Expect(wide).To(MatchRegexp(`NAME\s+PHASE\s+.*SECRET\s+ISSUED AT\s+EXPIRES AT\s+DESCRIPTION\s+MESSAGE\n`))
+		Expect(wide).To(MatchRegexp(`analytics-1\s+Active\s+.*nightly export\s+the key is issued and verifies\n`))
+		Expect(ok("status", "-n", kw, "--no-headers")).NotTo(ContainSubstring("PHASE"))
+		Expect(ok("expiring", "-A", "--within", "1d", "-l", "team=analytics", "-o", "name")).To(BeEmpty(), "keys that never expire are not expiring")
+
+		By("version: the plugin's own, and the manager's from the image tag of config/default's Deployment")
+		Expect(ok("version", "--client")).To(MatchRegexp(`^Client Version: \S+ \(revision \S+, go\S+, \S+/\S+\)\n$`))
+		image := jsonpath("keyward-system", "deployment/keyward-controller-manager", `.spec.template.spec.containers[?(@.name=="manager")].image`)
+		tag := image[strings.LastIndex(image, ":")+1:]
+		Expect(ok("version")).To(ContainSubstring("\nManager Version: " + tag + " (image " + image + ", Deployment keyward-system/keyward-controller-manager)\n"))
+		Expect(ok("version", "--as", "tess")).To(ContainSubstring("\nManager Version: unknown (you may not list deployments in all namespaces)\n"))
+
+		By("one duration syntax: --timeout takes days as --within and --by do")
+		Expect(ok("deactivate", "web", "-n", kw, "--timeout", "1d")).To(ContainSubstring("phase Inactive"))
+		Expect(ok("activate", "web", "-n", kw, "--timeout", "1h30m")).To(ContainSubstring("phase Active"))
+
+		By("bulk revoke by label, as the analytics team's keys after a leak: refused without --yes, naming every key; then all at once")
+		kubectl("create", "rolebinding", "tess", "-n", kw, "--clusterrole=keyward-tenant-admin", "--user=tess")
+		Eventually(func() string {
+			out, _, _ := kubectlResult("auth", "can-i", "revoke", "accesskeys", "-n", kw, "--as=tess")
+			return strings.TrimSpace(out)
+		}, timeout, interval).Should(Equal("yes"))
+		Expect(refused("", "revoke", "-l", "team=analytics", "-n", kw, "--as", "tess")).To(Equal("error: revoking 2 accesskeys (" +
+			kw + "/analytics-1, " + kw + "/analytics-2) cannot be undone: confirm with --yes (standard input is not a terminal, so there is no one to ask)"))
+		Expect(jsonpath(kw, "accesskey/analytics-1", ".spec.revoked")).To(Equal("false"))
+		out := ok("revoke", "-l", "team=analytics", "-n", kw, "--as", "tess", "--yes", "--timeout", "2m")
+		Expect(out).To(ContainSubstring("accesskey " + kw + "/analytics-1 revoked: key ID"))
+		Expect(out).To(ContainSubstring("accesskey " + kw + "/analytics-2 revoked: key ID"))
+		Expect(jsonpath(kw, "accesskey/analytics-1", ".status.phase")).To(Equal("Revoked"))
+		Expect(jsonpath(kw, "accesskey/analytics-2", ".status.phase")).To(Equal("Revoked"))
+		Expect(jsonpath(kw, "accesskey/web", ".status.phase")).To(Equal("Active"), "the selector left the other team's key alone")
+
+		By("several names at once: a name that does not exist fails before anything changes")
+		Expect(refused("", "deactivate", "web", "nope", "-n", kw)).To(Equal(`error: accesskey "nope" not found in namespace "` + kw + `"`))
+		Expect(jsonpath(kw, "accesskey/web", ".status.phase")).To(Equal("Active"))
 	})
 
 	It("completes key names through kubectl's plugin completion (kubectl_complete-keyward)", func() {

@@ -108,7 +108,7 @@ func TestDockerfileAndContainerfileAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-X main.version=${VERSION}", "-X main.revision=${REVISION}", "COPY *.go ./"} {
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-X keyward.dev/keyward/internal/version.Version=${VERSION}", "-X keyward.dev/keyward/internal/version.Revision=${REVISION}", "COPY *.go ./"} {
 		if !strings.Contains(string(whole), want) {
 			t.Errorf("Dockerfile does not contain %q (hack/image/build.sh builds that way)", want)
 		}

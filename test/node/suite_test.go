@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"keyward.dev/keyward/controllers"
+	"keyward.dev/keyward/internal/serve"
 	"keyward.dev/keyward/internal/verify"
 	"keyward.dev/keyward/test/harness/node"
 	"keyward.dev/keyward/test/harness/testenv"
@@ -91,14 +92,14 @@ var _ = BeforeSuite(func() {
 	opts := controllers.DefaultOptions()
 	opts.MaxRequeue = 30 * time.Second
 	Expect(controllers.SetupWithManager(ctx, mgr, opts)).To(Succeed())
-	vopts := verify.DefaultOptions()
+	vopts := serve.DefaultOptions()
 	vopts.BindAddress = nd.HostAddr()
 	vopts.GRPCBindAddress = "127.0.0.1:0"
 	vopts.FlushInterval = 100 * time.Millisecond
 	// The Pods call the verifier in plaintext on the node's own veth; the
 	// verify suite covers the TLS listener.
-	vopts.TLS = verify.TLSOff
-	vf, err := verify.SetupWithManager(ctx, mgr, vopts)
+	vopts.TLS = serve.TLSOff
+	vf, err := serve.SetupWithManager(ctx, mgr, vopts)
 	Expect(err).NotTo(HaveOccurred())
 	go func() {
 		defer GinkgoRecover()

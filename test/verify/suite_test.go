@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"keyward.dev/keyward/controllers"
-	"keyward.dev/keyward/internal/verify"
+	"keyward.dev/keyward/internal/serve"
 	"keyward.dev/keyward/test/harness/testenv"
 )
 
@@ -31,7 +31,7 @@ var (
 	ctx    context.Context
 	cancel context.CancelFunc
 	mgr    ctrl.Manager
-	vf     *verify.Verification
+	vf     *serve.Verification
 
 	// verifyURL and grpcAddr are where the manager's verifier listens.
 	verifyURL string
@@ -78,9 +78,9 @@ var _ = BeforeSuite(func() {
 	opts.MaxRequeue = 30 * time.Second
 	Expect(controllers.SetupWithManager(ctx, mgr, opts)).To(Succeed())
 
-	vopts := verify.DefaultOptions()
+	vopts := serve.DefaultOptions()
 	vopts.BindAddress = "127.0.0.1:0"
-	vopts.TLS = verify.TLSOff // the suite's clients and NGINX speak plaintext on loopback
+	vopts.TLS = serve.TLSOff // the suite's clients and NGINX speak plaintext on loopback
 	vopts.GRPCBindAddress = "127.0.0.1:0"
 	// The suite's clients, NGINX and the gRPC caller all run on loopback
 	// and act as proxies: each spec speaks for its own client address
@@ -97,7 +97,7 @@ var _ = BeforeSuite(func() {
 	vopts.TokenIssuer = issuer
 	vopts.TokenSigningNamespace = signingNS
 	vopts.TokenSigningRefresh = 200 * time.Millisecond
-	vf, err = verify.SetupWithManager(ctx, mgr, vopts)
+	vf, err = serve.SetupWithManager(ctx, mgr, vopts)
 	Expect(err).NotTo(HaveOccurred())
 
 	go func() {

@@ -26,6 +26,8 @@ import (
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
+	"keyward.dev/keyward/internal/serve"
+	"keyward.dev/keyward/internal/token"
 	"keyward.dev/keyward/internal/verify"
 )
 
@@ -74,9 +76,9 @@ type claims struct {
 }
 
 // introspect calls POST /v1/introspect at base as the caller key.
-func introspect(base, caller, token string) (int, map[string]any) {
+func introspect(base, caller, jwt string) (int, map[string]any) {
 	GinkgoHelper()
-	req, err := http.NewRequest(http.MethodPost, base+verify.PathIntrospect, strings.NewReader(url.Values{"token": {token}}.Encode()))
+	req, err := http.NewRequest(http.MethodPost, base+token.PathIntrospect, strings.NewReader(url.Values{"token": {jwt}}.Encode()))
 	Expect(err).NotTo(HaveOccurred())
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(keyIDOf(caller), caller)
@@ -104,27 +106,27 @@ var _ = Describe("Access tokens", func() {
 		newApp(ns, "billing", "Administrators", sc("orders", keyward.ReadWrite), sc("reports", keyward.ReadOnly))
 		ak := newKey(ns, "tok", "billing")
 		key := issued(ak)
-		before := counter(verify.MetricTokens, map[string]string{"namespace": ns, "application": "billing", "result": "issued"})
+		before := counter(token.MetricTokens, map[string]string{"namespace": ns, "application": "billing", "result": "issued"})
 
 		tok, err := exchange(provider, key, "orders:ReadOnly")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(tok.TokenType).To(Equal("Bearer"))
-		Expect(tok.Expiry).To(BeTemporally("~", time.Now().Add(verify.DefaultTokenTTL), 2*time.Second))
+		Expect(tok.Expiry).To(BeTemporally("~", time.Now().Add(token.DefaultTTL), 2*time.Second))
 		Expect(tok.Extra("scope")).To(Equal("orders:ReadOnly"))
 
 		// A relying party in front of one tenant's API pins the tenant
 		// by its audience.
-		idt, err := provider.Verifier(&oidc.Config{ClientID: verify.TenantAudience(issuer, ns)}).Verify(ctx, tok.AccessToken)
+		idt, err := provider.Verifier(&oidc.Config{ClientID: token.TenantAudience(issuer, ns)}).Verify(ctx, tok.AccessToken)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(idt.Issuer).To(Equal(issuer))
 		Expect(idt.Subject).To(Equal(ns + "/tok"))
-		Expect(idt.Audience).To(Equal([]string{verify.TenantAudience(issuer, ns)}))
-		_, err = provider.Verifier(&oidc.Config{ClientID: verify.TenantAudience(issuer, "another-tenant")}).Verify(ctx, tok.AccessToken)
+		Expect(idt.Audience).To(Equal([]string{token.TenantAudience(issuer, ns)}))
+		_, err = provider.Verifier(&oidc.Config{ClientID: token.TenantAudience(issuer, "another-tenant")}).Verify(ctx, tok.AccessToken)
 		Expect(err).To(MatchError(ContainSubstring("audience")), "another tenant's relying party refuses it")
 		var c claims
 		Expect(idt.Claims(&c)).To(Succeed())
 		Expect(c).To(MatchFields(c, ns, keyIDOf(key)))
-		Expect(idt.Expiry.Unix() - c.Iat).To(Equal(int64(verify.DefaultTokenTTL / time.Second)))
+		Expect(idt.Expiry.Unix() - c.Iat).To(Equal(int64(token.DefaultTTL / time.Second)))
 
 		// The whole key set works too, and a wider scope is refused.
 		tok, err = exchange(provider, key)
@@ -142,8 +144,8 @@ var _ = Describe("Access tokens", func() {
 		Expect(err).To(BeAssignableToTypeOf(re))
 		Expect(err.(*oauth2.RetrieveError).ErrorCode).To(Equal("invalid_client"))
 
-		Expect(counter(verify.MetricTokens, map[string]string{"namespace": ns, "application": "billing", "result": "issued"})).To(Equal(before + 2))
-		Expect(counter(verify.MetricTokens, map[string]string{"namespace": ns, "application": "billing", "result": "invalid_scope"})).To(BeNumerically(">=", 1))
+		Expect(counter(token.MetricTokens, map[string]string{"namespace": ns, "application": "billing", "result": "issued"})).To(Equal(before + 2))
+		Expect(counter(token.MetricTokens, map[string]string{"namespace": ns, "application": "billing", "result": "invalid_scope"})).To(BeNumerically(">=", 1))
 		// An exchange is a use of the key.
 		Eventually(func() *metav1.Time { return get(ak).Status.LastUsedAt }, timeout, interval).ShouldNot(BeNil())
 	})
@@ -152,7 +154,7 @@ var _ = Describe("Access tokens", func() {
 		ns := newTenant(true)
 		newApp(ns, "billing", "")
 		key := issued(newKey(ns, "plain", "billing"))
-		for _, path := range []string{verify.PathToken, verify.PathIntrospect} {
+		for _, path := range []string{token.PathToken, token.PathIntrospect} {
 			req := httptest.NewRequest(http.MethodPost, "http://verifier"+path, strings.NewReader("grant_type=client_credentials&token=x"))
 			req.RemoteAddr = "10.20.30.40:41000"
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -160,9 +162,9 @@ var _ = Describe("Access tokens", func() {
 			rec := httptest.NewRecorder()
 			vf.HTTP.Handler.ServeHTTP(rec, req)
 			Expect(rec.Code).To(Equal(http.StatusBadRequest), path)
-			var e verify.OAuthError
+			var e token.OAuthError
 			Expect(json.Unmarshal(rec.Body.Bytes(), &e)).To(Succeed())
-			Expect(e.Error).To(Equal(verify.ErrInvalidRequest), path)
+			Expect(e.Error).To(Equal(token.ErrInvalidRequest), path)
 			Expect(e.Description).To(Equal("TLS is required"), path)
 		}
 		req := httptest.NewRequest(http.MethodGet, "http://verifier"+verify.PathAuth, nil)
@@ -198,7 +200,7 @@ var _ = Describe("Access tokens", func() {
 			}
 			return ""
 		}, timeout, interval).Should(Equal("invalid_client"))
-		Expect(counter(verify.MetricTokens, map[string]string{"namespace": ns, "application": "billing", "result": "inactive"})).To(BeNumerically(">=", 1))
+		Expect(counter(token.MetricTokens, map[string]string{"namespace": ns, "application": "billing", "result": "inactive"})).To(BeNumerically(">=", 1))
 	})
 
 	It("introspection turns active:false within 1s of deactivation, revocation and deletion; other namespaces see active:false", func() {
@@ -216,32 +218,32 @@ var _ = Describe("Access tokens", func() {
 			Expect(err).NotTo(HaveOccurred())
 			return tok.AccessToken
 		}
-		token := newToken()
-		code, body := introspect(verifyURL, caller, token)
+		signed := newToken()
+		code, body := introspect(verifyURL, caller, signed)
 		Expect(code).To(Equal(http.StatusOK))
 		Expect(body).To(HaveKeyWithValue("active", true))
 		Expect(body).To(HaveKeyWithValue("sub", ns+"/holder"))
 		Expect(body).To(HaveKeyWithValue("scope", "orders:ReadWrite"))
 		Expect(body).To(HaveKeyWithValue("key_id", keyIDOf(key)))
-		_, body = introspect(verifyURL, stranger, token)
+		_, body = introspect(verifyURL, stranger, signed)
 		Expect(body).To(Equal(map[string]any{"active": false}), "a token of another namespace")
 
 		inactiveWithin1s := func(what string) {
 			GinkgoHelper()
-			Eventually(func() any { _, b := introspect(verifyURL, caller, token); return b["active"] }, time.Second, 20*time.Millisecond).
+			Eventually(func() any { _, b := introspect(verifyURL, caller, signed); return b["active"] }, time.Second, 20*time.Millisecond).
 				Should(Equal(false), what)
 		}
 		update(holder, func(a *keyward.AccessKey) { a.Spec.State = keyward.StateInactive })
 		inactiveWithin1s("deactivation")
 		update(holder, func(a *keyward.AccessKey) { a.Spec.State = keyward.StateActive })
-		Eventually(func() any { _, b := introspect(verifyURL, caller, token); return b["active"] }, timeout, interval).Should(Equal(true), "reactivation restores the same key")
+		Eventually(func() any { _, b := introspect(verifyURL, caller, signed); return b["active"] }, timeout, interval).Should(Equal(true), "reactivation restores the same key")
 
 		update(holder, func(a *keyward.AccessKey) { a.Spec.Revoked = true })
 		inactiveWithin1s("revocation")
 
 		second := issued(newKey(ns, "second", "billing"))
 		key = second
-		token = newToken()
+		signed = newToken()
 		Expect(k8s.Delete(ctx, &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "second"}})).To(Succeed())
 		inactiveWithin1s("deletion")
 
@@ -249,21 +251,21 @@ var _ = Describe("Access tokens", func() {
 		// introspecting caller's neither (401 invalid_client).
 		third := issued(newKey(ns, "third", "billing"))
 		key = third
-		token = newToken()
+		signed = newToken()
 		update(&keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: keyward.TenantSettingsName}},
 			func(t *keyward.TenantSettings) { t.Spec.APIKeysEnabled = ptr.To(false) })
-		Eventually(func() int { c, _ := introspect(verifyURL, caller, token); return c }, time.Second, 20*time.Millisecond).
+		Eventually(func() int { c, _ := introspect(verifyURL, caller, signed); return c }, time.Second, 20*time.Millisecond).
 			Should(Equal(http.StatusUnauthorized), "tenant off")
 	})
 
 	It("serves the discovery document and the JWKS with cache headers", func() {
-		resp, err := httpClient.Get(issuer + verify.PathDiscovery)
+		resp, err := httpClient.Get(issuer + token.PathDiscovery)
 		Expect(err).NotTo(HaveOccurred())
 		defer resp.Body.Close()
 		Expect(resp.Header.Get("Cache-Control")).To(HavePrefix("public, max-age="))
-		var d verify.Discovery
+		var d token.Discovery
 		Expect(json.NewDecoder(resp.Body).Decode(&d)).To(Succeed())
-		Expect(d.IntrospectionEndpoint).To(Equal(issuer + verify.PathIntrospect))
+		Expect(d.IntrospectionEndpoint).To(Equal(issuer + token.PathIntrospect))
 		Expect(d.GrantTypesSupported).To(Equal([]string{"client_credentials"}))
 		resp2, err := httpClient.Get(d.JWKSURI)
 		Expect(err).NotTo(HaveOccurred())
@@ -294,12 +296,12 @@ var _ = Describe("Access tokens", func() {
 		replica := func(addr string) string {
 			m, err := ctrl.NewManager(env.Config, env.ManagerOptions(mgr.GetLogger()))
 			Expect(err).NotTo(HaveOccurred())
-			o := verify.DefaultOptions()
-			o.BindAddress, o.GRPCBindAddress, o.TLS = addr, verify.Off, verify.TLSOff
+			o := serve.DefaultOptions()
+			o.BindAddress, o.GRPCBindAddress, o.TLS = addr, serve.Off, serve.TLSOff
 			o.TokenIssuer, o.TokenTTL, o.TokenSigningRotation = rissuer, ttl, rotation
 			o.TokenSigningNamespace, o.TokenSigningSecret = signingNS, shared
 			o.TokenSigningRefresh, o.TokenJWKSMaxAge = 100*time.Millisecond, 0
-			_, err = verify.SetupWithManager(rctx, m, o)
+			_, err = serve.SetupWithManager(rctx, m, o)
 			Expect(err).NotTo(HaveOccurred())
 			go func() { defer GinkgoRecover(); Expect(m.Start(rctx)).To(Succeed()) }()
 			return "http://" + addr
@@ -313,17 +315,17 @@ var _ = Describe("Access tokens", func() {
 		Eventually(func() (err error) { p, err = oidc.NewProvider(rctx, rissuer); return err }, timeout, interval).Should(Succeed())
 		// Replica B listens only once its caches are synced, too.
 		Eventually(func() (int, error) {
-			resp, err := http.Get(urlB + verify.PathJWKS)
+			resp, err := http.Get(urlB + token.PathJWKS)
 			if err != nil {
 				return 0, err
 			}
 			_ = resp.Body.Close()
 			return resp.StatusCode, nil
 		}, timeout, interval).Should(Equal(http.StatusOK))
-		cfg := &oidc.Config{ClientID: verify.TenantAudience(rissuer, ns)}
+		cfg := &oidc.Config{ClientID: token.TenantAudience(rissuer, ns)}
 		verifiers := []*oidc.IDTokenVerifier{
 			p.Verifier(cfg), // replica A's JWKS, from discovery
-			oidc.NewVerifier(rissuer, oidc.NewRemoteKeySet(rctx, urlB+verify.PathJWKS), &oidc.Config{ClientID: verify.TenantAudience(rissuer, ns), SupportedSigningAlgs: []string{"ES256"}}),
+			oidc.NewVerifier(rissuer, oidc.NewRemoteKeySet(rctx, urlB+token.PathJWKS), &oidc.Config{ClientID: token.TenantAudience(rissuer, ns), SupportedSigningAlgs: []string{"ES256"}}),
 		}
 		type held struct {
 			token, kid string
@@ -336,7 +338,7 @@ var _ = Describe("Access tokens", func() {
 			checked = map[string]int{} // kid -> verifications after the next kid signed
 		)
 		fetch := func(base string) held {
-			cc := clientcredentials.Config{ClientID: keyIDOf(key), ClientSecret: key, TokenURL: base + verify.PathToken, AuthStyle: oauth2.AuthStyleInHeader}
+			cc := clientcredentials.Config{ClientID: keyIDOf(key), ClientSecret: key, TokenURL: base + token.PathToken, AuthStyle: oauth2.AuthStyleInHeader}
 			tok, err := cc.Token(context.WithValue(rctx, oauth2.HTTPClient, &http.Client{Timeout: 5 * time.Second}))
 			Expect(err).NotTo(HaveOccurred())
 			raw, err := jose.ParseSignedCompact(tok.AccessToken, []jose.SignatureAlgorithm{jose.ES256})
@@ -399,11 +401,11 @@ func rememberSigningKeys() {
 	defer seenKeys.Unlock()
 	n := 0
 	for _, s := range list.Items {
-		if s.Type != verify.SigningSecretType {
+		if s.Type != token.SigningSecretType {
 			continue
 		}
-		var set verify.SigningKeySet
-		Expect(json.Unmarshal(s.Data[verify.SigningSecretKey], &set)).To(Succeed())
+		var set token.SigningKeySet
+		Expect(json.Unmarshal(s.Data[token.SigningSecretKey], &set)).To(Succeed())
 		for _, k := range set.Keys {
 			var jwk struct {
 				D string `json:"d"`

@@ -28,11 +28,35 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: keyward
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
-{{- define "keyward.selectorLabels" -}}
+{{/*
+The manager's image: [registry/]repository[:tag][@digest], the tag defaulting
+to the chart's appVersion.
+*/}}
+{{- define "keyward.image" -}}
+{{- $ref := .Values.image.repository -}}
+{{- with .Values.image.registry }}{{ $ref = printf "%s/%s" . $ref }}{{ end -}}
+{{- $ref = printf "%s:%s" $ref (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- with .Values.image.digest }}{{ $ref = printf "%s@%s" $ref . }}{{ end -}}
+{{- $ref -}}
+{{- end }}
+
+{{/* The release's objects. */}}
+{{- define "keyward.instanceLabels" -}}
 app.kubernetes.io/name: {{ include "keyward.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The manager's Pods: the Deployment's selector (immutable; config/default's
+is the same for a release named keyward), the Services', the PDB's.
+*/}}
+{{- define "keyward.selectorLabels" -}}
+{{ include "keyward.instanceLabels" . }}
 app.kubernetes.io/component: manager
 {{- end }}
 

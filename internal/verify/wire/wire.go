@@ -291,6 +291,18 @@ func PeerAddr(remote string) netip.Addr {
 	return a
 }
 
+// Headers a trusted proxy forwards the client's address in.
+const (
+	HeaderForwardedFor = "X-Forwarded-For"
+	HeaderRealIP       = "X-Real-IP"
+)
+
+// ClientAddrOf is ClientAddr for an HTTP request: its peer and its
+// forwarding headers.
+func ClientAddrOf(r *http.Request, trusted TrustedProxies) netip.Addr {
+	return ClientAddr(PeerAddr(r.RemoteAddr), r.Header.Values(HeaderForwardedFor), r.Header.Get(HeaderRealIP), trusted)
+}
+
 // Header names the key is read from.
 const (
 	HeaderAuthorization = "Authorization"

@@ -89,6 +89,8 @@ func run() int {
 	budget := flag.Duration("budget", 0, "time budget of the whole benchmark (default: 30m full, 6m quick); no run starts that would not fit")
 	writers := flag.Int("writers", 8, "concurrent client writers creating the keys")
 	skipBuild := flag.Bool("skip-build", false, "use bin/manager as it is")
+	one := flag.Int("one", 0, "keys created into one namespace (default: 1000 full, 100 quick; up to 100000: past 1000 they are spread over 1000-key Applications and owners, with maxKeys raised to match)")
+	batchCap := flag.Duration("batch-cap", 0, "how long one batch may take before it is reported unfinished (default: 5m full, 90s quick)")
 	rerender := flag.String("render", "", "only render the section again from results JSON files of earlier invocations, comma-separated (their runs are pooled; to -out, default: the file the last one wrote)")
 	flag.Parse()
 
@@ -105,6 +107,16 @@ func run() int {
 	}
 	if *budget > 0 {
 		p.Budget = *budget
+	}
+	if *one > 0 {
+		if *one > 100000 {
+			logln("-one %d: a tenant holds at most 100000 keys", *one)
+			return 2
+		}
+		p.One = *one
+	}
+	if *batchCap > 0 {
+		p.BatchCap = *batchCap
 	}
 	logf.SetLogger(logr.Discard())
 

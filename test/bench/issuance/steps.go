@@ -99,16 +99,25 @@ type runResult struct {
 	Memory      memoryResult
 }
 
-// tenant creates a namespace with TenantSettings on and an Application
-// "app" with room for perNS keys (and as many per owner).
+// tenant creates a namespace with TenantSettings on and room for perNS
+// keys: an Application "app" with room for up to 1000 keys (and as many per
+// owner), and past 1000 keys (the most one Application or one owner may
+// hold) as many Applications and owners as perNS needs, with the tenant's
+// maxKeys raised to perNS (see spread).
 func (b *bench) tenant(ctx context.Context, c client.Client, ns string, perNS int) error {
-	room := int32(min(max(perNS, 1), 1000))
+	room := int32(min(max(perNS, 1), keysPerGroup))
+	settings := keyward.TenantSettingsSpec{APIKeysEnabled: ptr.To(true), MaxKeysPerOwner: room}
+	if perNS > keyward.DefaultMaxKeys {
+		settings.MaxKeys = int32(perNS)
+	}
 	objs := []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
-		&keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: keyward.TenantSettingsName},
-			Spec: keyward.TenantSettingsSpec{APIKeysEnabled: ptr.To(true), MaxKeysPerOwner: room}},
-		&keyward.Application{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"},
-			Spec: keyward.ApplicationSpec{MaxAccessKeys: room}},
+		&keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: keyward.TenantSettingsName}, Spec: settings},
+	}
+	for g := range groups(perNS) {
+		app, _ := spread(g, perNS)
+		objs = append(objs, &keyward.Application{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: app},
+			Spec: keyward.ApplicationSpec{MaxAccessKeys: room}})
 	}
 	for _, o := range objs {
 		if err := retry(ctx, func() error { return c.Create(ctx, o) }); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -116,6 +125,31 @@ func (b *bench) tenant(ctx context.Context, c client.Client, ns string, perNS in
 		}
 	}
 	return nil
+}
+
+// keysPerGroup is the most keys one Application (maxAccessKeys) or one
+// owner (maxKeysPerOwner) may hold.
+const keysPerGroup = 1000
+
+// groups is how many Applications and owners perNS keys of one namespace
+// are spread over.
+func groups(perNS int) int { return max(1, (perNS+keysPerGroup-1)/keysPerGroup) }
+
+// spread is the Application and owner of the j-th of perNS keys of one
+// namespace: up to 1000 keys all go to "app" with the creator as owner (as
+// before); more go round-robin to "app", "app-1", ... and owners
+// "bench-owner-0", ..., so that every Application fills at once.
+func spread(j, perNS int) (app, owner string) {
+	n := groups(perNS)
+	if n == 1 {
+		return "app", ""
+	}
+	g := j % n
+	app = "app"
+	if g > 0 {
+		app = fmt.Sprintf("app-%d", g)
+	}
+	return app, fmt.Sprintf("bench-owner-%d", g)
 }
 
 // retry retries a write a bounded number of times (the API server may
@@ -138,6 +172,13 @@ func retry(ctx context.Context, f func() error) error {
 func newKey(ns, name string) *keyward.AccessKey {
 	return &keyward.AccessKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: keyward.AccessKeySpec{Application: "app"}}
+}
+
+// newKeyOf is the j-th of perNS keys of a namespace (see spread).
+func newKeyOf(ns, name string, j, perNS int) *keyward.AccessKey {
+	k := newKey(ns, name)
+	k.Spec.Application, k.Spec.Owner = spread(j, perNS)
+	return k
 }
 
 // parallel runs f for i in [0, n) on `writers` goroutines.
@@ -184,9 +225,11 @@ func (b *bench) batch(ctx context.Context, cl *cluster, obs *observer, prefix st
 		return res, err
 	}
 	names := make([]string, 0, res.Keys)
+	index := make(map[string]int, res.Keys) // a key's place in its namespace
 	for _, ns := range nss {
 		for j := range perNS {
 			names = append(names, fmt.Sprintf("%s/k-%05d", ns, j))
+			index[names[len(names)-1]] = j
 		}
 	}
 	// Interleave the namespaces so all of them fill at once.
@@ -217,7 +260,7 @@ func (b *bench) batch(ctx context.Context, cl *cluster, obs *observer, prefix st
 	t0 := time.Now()
 	if err := parallel(ctx, len(names), b.Writers, func(i int) error {
 		ns, name, _ := cutSlash(names[i])
-		return retry(ctx, func() error { return c.Create(ctx, newKey(ns, name)) })
+		return retry(ctx, func() error { return c.Create(ctx, newKeyOf(ns, name, index[names[i]], perNS)) })
 	}); err != nil {
 		return res, fmt.Errorf("creating keys: %w", err)
 	}

@@ -33,7 +33,9 @@ import (
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
+	"keyward.dev/keyward/internal/token"
 	"keyward.dev/keyward/internal/verify"
+	"keyward.dev/keyward/internal/verify/verifytest"
 	"keyward.dev/keyward/test/bench/loadgen"
 )
 
@@ -56,16 +58,19 @@ func main() {
 	scheme := k8sruntime.NewScheme()
 	must(corev1.AddToScheme(scheme))
 	c := fake.NewClientBuilder().WithScheme(scheme).Build()
-	ring := &verify.KeyRing{Namespace: "keyward-system", Name: "signing", Reader: c, Writer: c, Log: logr.Discard(),
-		Schedule: verify.Schedule{Rotation: 720 * time.Hour, TTL: 15 * time.Minute, Margin: time.Minute}}
+	ring := &token.KeyRing{Namespace: "keyward-system", Name: "signing", Reader: c, Writer: c, Log: logr.Discard(),
+		Schedule: token.Schedule{Rotation: 720 * time.Hour, TTL: 15 * time.Minute, Margin: time.Minute}}
 	must(ring.Sync(context.Background()))
-	tokens, err := verify.NewTokens(issuer, 15*time.Minute, time.Minute, ring)
+	iss, err := token.NewIssuer(issuer, 15*time.Minute, time.Minute, ring)
 	must(err)
-	h := &verify.Handler{Verifier: v, Tokens: tokens, Log: logr.Discard()}
+	tm := token.NewMetrics()
+	must(tm.Register(prometheus.NewRegistry()))
+	h := &token.Handler{Issuer: iss, Verifier: v, Metrics: tm, Log: logr.Discard(), Now: time.Now}
 
 	// One server: the real mux and a no-op under /noop, each timed.
 	tokenTimes, noopTimes := loadgen.NewRecorder(*maxReq), loadgen.NewRecorder(*maxReq)
 	real := h.Mux()
+	(&verify.Handler{Verifier: v, Log: logr.Discard()}).Routes(real) // POST /v1/verify, for the round trip below
 	mux := http.NewServeMux()
 	mux.Handle("/", loadgen.Timed(real, tokenTimes))
 	mux.Handle("/noop", loadgen.Timed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -99,7 +104,7 @@ func main() {
 		})
 	}
 	fmt.Fprintln(os.Stderr, "warming up")
-	phase(8, verify.PathToken, nil, time.Second, *maxReq)
+	phase(8, token.PathToken, nil, time.Second, *maxReq)
 	type row struct {
 		workers     int
 		token, noop loadgen.Result
@@ -112,7 +117,7 @@ func main() {
 		for i := 0; i < *rounds; i++ {
 			fmt.Fprintf(os.Stderr, "%d clients, round %d/%d\n", w, i+1, *rounds)
 			r.noop = r.noop.Merge(phase(w, "/noop", noopTimes, slice, *maxReq / *rounds))
-			r.token = r.token.Merge(phase(w, verify.PathToken, tokenTimes, slice, *maxReq / *rounds))
+			r.token = r.token.Merge(phase(w, token.PathToken, tokenTimes, slice, *maxReq / *rounds))
 		}
 		for _, x := range []*loadgen.Result{&r.noop, &r.token} {
 			slices.Sort(x.Client)
@@ -125,24 +130,24 @@ func main() {
 	// holds it after its first JWKS fetch) vs a /v1/verify round trip.
 	id, secret := pick()
 	form := url.Values{"grant_type": {"client_credentials"}}.Encode()
-	req, _ := http.NewRequest(http.MethodPost, base+verify.PathToken, strings.NewReader(form))
+	req, _ := http.NewRequest(http.MethodPost, base+token.PathToken, strings.NewReader(form))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(id, secret)
 	resp, err := http.DefaultClient.Do(req)
 	must(err)
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	token := regexp.MustCompile(`"access_token":"([^"]+)"`).FindStringSubmatch(string(raw))[1]
+	signed := regexp.MustCompile(`"access_token":"([^"]+)"`).FindStringSubmatch(string(raw))[1]
 	set, _ := ring.JWKS(time.Now())
 	var pubs []crypto.PublicKey
 	for _, k := range set.Keys {
 		pubs = append(pubs, k.Key)
 	}
-	ver := oidc.NewVerifier(issuer, &oidc.StaticKeySet{PublicKeys: pubs}, &oidc.Config{ClientID: issuer, SupportedSigningAlgs: []string{"ES256"}})
+	ver := oidc.NewVerifier(issuer, &oidc.StaticKeySet{PublicKeys: pubs}, &oidc.Config{ClientID: token.TenantAudience(issuer, "t"), SupportedSigningAlgs: []string{"ES256"}})
 	local := testing.Benchmark(func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := ver.Verify(context.Background(), token); err != nil {
+			if _, err := ver.Verify(context.Background(), signed); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -162,7 +167,7 @@ func main() {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Tokens\n\n")
-	fmt.Fprintf(&b, "`make bench-token` (`test/bench/token`), run %s on %d CPUs (%s/%s, %s), shared with other work (load average at the end: %s): %d keys in an in-memory store (`verify.MemStore`), keys drawn at random, HTTP Basic client authentication, ES256 signing; the real handler (`POST /v1/token`: form, client authentication through the verifier, claims, signature) and a no-op handler answering a canned token response on the same server, %s per phase in %d slices alternating with the no-op, loopback.\n\n",
+	fmt.Fprintf(&b, "`make bench-token` (`test/bench/token`), run %s on %d CPUs (%s/%s, %s), shared with other work (load average at the end: %s): %d keys in an in-memory store (`verifytest.MemStore`), keys drawn at random, HTTP Basic client authentication, ES256 signing; the real handler (`POST /v1/token`: form, client authentication through the verifier, claims, signature) and a no-op handler answering a canned token response on the same server, %s per phase in %d slices alternating with the no-op, loopback.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), loadgen.Loadavg(), *nKeys, *duration, *rounds)
 	fmt.Fprintf(&b, "| clients | endpoint | requests | req/s | client p50 | client p99 | server p50 | server p99 | failed | vs no-op |\n")
 	fmt.Fprintf(&b, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
@@ -191,8 +196,8 @@ func main() {
 	}
 }
 
-func buildStore(n int) (*verify.MemStore, []string) {
-	store := verify.NewMemStore()
+func buildStore(n int) (*verifytest.MemStore, []string) {
+	store := verifytest.NewMemStore(verify.KeyIDs)
 	store.Put(&keyward.TenantSettings{ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: keyward.TenantSettingsName},
 		Spec: keyward.TenantSettingsSpec{APIKeysEnabled: ptr.To(true)}})
 	store.Put(&keyward.Application{ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: "app"},

@@ -5,7 +5,7 @@
 // docs/benchmarks.md (other sections are kept). Bounded: each phase runs
 // for -duration or -max requests, whichever ends first.
 //
-// The store is a verify.MemStore (no API server: creating 10,000 objects
+// The store is a verifytest.MemStore (no API server: creating 10,000 objects
 // would measure the API server), but the decision, the limiter, the usage
 // recorder, the metrics and the HTTP and gRPC front ends are the real ones.
 package main
@@ -40,6 +40,8 @@ import (
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/policy"
 	"keyward.dev/keyward/internal/verify"
+	"keyward.dev/keyward/internal/verify/verifytest"
+	"keyward.dev/keyward/internal/verify/wire"
 	"keyward.dev/keyward/test/bench/loadgen"
 )
 
@@ -138,8 +140,8 @@ func main() {
 }
 
 // buildStore makes 10 tenants with 10 Applications each and n keys in all.
-func buildStore(n int) (*verify.MemStore, []string) {
-	store := verify.NewMemStore()
+func buildStore(n int) (*verifytest.MemStore, []string) {
+	store := verifytest.NewMemStore(verify.KeyIDs)
 	plains := make([]string, 0, n)
 	for t := 0; t < 10; t++ {
 		ns := fmt.Sprintf("tenant-%d", t)
@@ -189,11 +191,11 @@ func serveGRPC(srv authv3.AuthorizationServer, rec *loadgen.Recorder) string {
 	return ln.Addr().String()
 }
 
-func allocs(store *verify.MemStore, plains []string) (testing.BenchmarkResult, testing.BenchmarkResult) {
+func allocs(store *verifytest.MemStore, plains []string) (testing.BenchmarkResult, testing.BenchmarkResult) {
 	k, _ := store.AccessKeysByID(context.Background(), mustParse(plains[0]).ID)
 	app, _ := store.Application(context.Background(), k[0].Namespace, k[0].Spec.Application)
 	req := verify.Request{Key: mustParse(plains[0]), Scope: "orders", Access: keyward.ReadOnly}
-	req.Addr, _ = verify.ParseHop("127.0.0.1")
+	req.Addr, _ = wire.ParseHop("127.0.0.1")
 	in := verify.Input{AccessKey: k[0], App: app, Tenant: policy.Tenant{Enabled: true}, Now: time.Now()}
 	decide := testing.Benchmark(func(b *testing.B) {
 		b.ReportAllocs()
@@ -229,7 +231,7 @@ func report(nKeys, workers, rounds int, d time.Duration, auth, noop, check, noop
 			loadgen.US(loadgen.Pct(r.Client, .5)), loadgen.US(loadgen.Pct(r.Client, .99)), loadgen.US(loadgen.Pct(r.Server, .5)), loadgen.US(loadgen.Pct(r.Server, .99)), r.Failures)
 	}
 	fmt.Fprintf(&b, "## Verification\n\n")
-	fmt.Fprintf(&b, "`make bench-verify` (`test/bench/verify`), run %s on %d CPUs (%s/%s, %s), shared with other work: %d keys in the store, %d concurrent clients on loopback, %s per endpoint in %d slices alternating with its no-op (load average at the start: %s), keys drawn at random; every key restricted to loopback networks and checked for scope `orders:ReadOnly`. The store is an in-memory index (`verify.MemStore`) instead of the informer cache; decision, limiter, usage recording, metrics, HTTP handler and gRPC service are the real ones. Each real endpoint runs next to a no-op served the same way (same server, same client).\n\n",
+	fmt.Fprintf(&b, "`make bench-verify` (`test/bench/verify`), run %s on %d CPUs (%s/%s, %s), shared with other work: %d keys in the store, %d concurrent clients on loopback, %s per endpoint in %d slices alternating with its no-op (load average at the start: %s), keys drawn at random; every key restricted to loopback networks and checked for scope `orders:ReadOnly`. The store is an in-memory index (`verifytest.MemStore`) instead of the informer cache; decision, limiter, usage recording, metrics, HTTP handler and gRPC service are the real ones. Each real endpoint runs next to a no-op served the same way (same server, same client).\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), nKeys, workers, d, rounds, loadgen.Loadavg())
 	fmt.Fprintf(&b, "| endpoint | requests | req/s | client p50 | client p99 | server p50 | server p99 | failed |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	row("HTTP no-op", noop)

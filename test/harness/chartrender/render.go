@@ -6,6 +6,7 @@ package chartrender
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"helm.sh/helm/v3/pkg/chart/loader"
@@ -23,16 +24,29 @@ var KubeVersion = chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "
 // Dir is the chart's directory under the repository root.
 func Dir(root string) string { return filepath.Join(root, "charts", "keyward") }
 
-// Render renders the chart in dir for a release name in namespace with the
-// values (merged over values.yaml, as helm --set/-f do) and returns the
-// manifests in Helm's install order, as one YAML stream.
-func Render(dir, name, namespace string, values map[string]any) (string, error) {
+// Render renders the chart in dir (a directory or a packaged .tgz) for a
+// release name in namespace with the values (merged over values.yaml, as helm
+// --set/-f do, and checked against values.schema.json) and returns the
+// manifests in Helm's install order, as one YAML stream. apiVersions are
+// served by the cluster besides the built-in ones, as helm template's
+// --api-versions (e.g. "monitoring.coreos.com/v1/ServiceMonitor").
+func Render(dir, name, namespace string, values map[string]any, apiVersions ...string) (string, error) {
+	return RenderFor(KubeVersion, dir, name, namespace, values, apiVersions...)
+}
+
+// RenderFor is Render for a cluster of another Kubernetes version; like helm
+// install, it refuses a version outside the chart's kubeVersion.
+func RenderFor(kube chartutil.KubeVersion, dir, name, namespace string, values map[string]any, apiVersions ...string) (string, error) {
 	chrt, err := loader.Load(dir)
 	if err != nil {
 		return "", err
 	}
+	if c := chrt.Metadata.KubeVersion; c != "" && !chartutil.IsCompatibleRange(c, kube.String()) {
+		return "", fmt.Errorf("chart requires kubeVersion: %s which is incompatible with Kubernetes %s", c, kube.String())
+	}
 	caps := chartutil.DefaultCapabilities.Copy()
-	caps.KubeVersion = KubeVersion
+	caps.KubeVersion = kube
+	caps.APIVersions = append(slices.Clone(caps.APIVersions), apiVersions...)
 	vals, err := chartutil.ToRenderValues(chrt, values, chartutil.ReleaseOptions{
 		Name: name, Namespace: namespace, Revision: 1, IsInstall: true, IsUpgrade: false,
 	}, caps)

@@ -9,7 +9,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"keyward.dev/keyward/internal/devenv/controlplane"
@@ -62,33 +63,12 @@ func deployment(t *testing.T, objs []*unstructured.Unstructured) *appsv1.Deploym
 	return &d
 }
 
-// normalize collapses the white space in every string: kustomize refolds
-// the CEL expressions' YAML block scalars, which changes only white space.
-func normalize(v any) any {
-	switch v := v.(type) {
-	case string:
-		return strings.Join(strings.Fields(v), " ")
-	case map[string]any:
-		out := map[string]any{}
-		for k, e := range v {
-			out[k] = normalize(e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(v))
-		for i, e := range v {
-			out[i] = normalize(e)
-		}
-		return out
-	}
-	return v
-}
-
 func TestLint(t *testing.T) {
 	for name, values := range map[string]map[string]any{
 		"defaults":                         nil,
 		"one replica, no metrics, no CRDs": {"replicaCount": 1, "metrics": map[string]any{"enabled": false}, "crds": map[string]any{"install": false}},
 		"service monitor":                  {"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}},
+		"namespace, no PDB, no spread":     {"namespace": map[string]any{"create": true}, "podDisruptionBudget": map[string]any{"enabled": false}, "topologySpreadConstraints": []any{}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			for _, m := range Lint(chartDir(t), "keyward-system", values) {
@@ -98,61 +78,74 @@ func TestLint(t *testing.T) {
 	}
 }
 
-// With its defaults, the chart installs what config/default installs: the
-// same kinds with the same names (release keyward in keyward-system), the
-// same CRDs, roles and policies, and a Deployment run the same way.
-func TestDefaultsMatchConfigDefault(t *testing.T) {
+// kustomizeBuild is `kustomize build config/default`.
+func kustomizeBuild(t *testing.T, root string) []*unstructured.Unstructured {
+	t.Helper()
+	opts := krusty.MakeDefaultOptions()
+	resMap, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), filepath.Join(root, "config", "default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := resMap.AsYaml()
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Objects(string(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs
+}
+
+// One set of objects, three ways to install: the chart with its defaults
+// (release keyward in keyward-system, namespace.create on), dist/install.yaml
+// and kustomize's config/default render the same objects, field by field,
+// Helm's own labels and annotations aside (docs/operations.md, "Install").
+func TestThreeWaysInstallTheSameObjects(t *testing.T) {
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Render(chartDir(t), "keyward", "keyward-system", map[string]any{"namespace": map[string]any{"create": true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chart := objects(t, out)
+	data, err := os.ReadFile(filepath.Join(root, "dist", "install.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	installer, err := Objects(string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kustomize := kustomizeBuild(t, root)
+	for _, d := range Diff("dist/install.yaml", installer, "the chart", chart) {
+		t.Error(d)
+	}
+	for _, d := range Diff("config/default", kustomize, "dist/install.yaml", installer) {
+		t.Error(d)
+	}
+	for _, kind := range []string{"Namespace", "PodDisruptionBudget", "Deployment"} {
+		if find(installer, kind, "") == nil {
+			t.Errorf("no %s in dist/install.yaml", kind)
+		}
+	}
+	if ns := find(installer, "Namespace", "keyward-system"); ns == nil || ns.GetLabels()["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Errorf("the Namespace lacks its Pod Security label: %v", ns)
+	}
+}
+
+// With its defaults, the chart runs the manager as config/default does.
+func TestDefaults(t *testing.T) {
 	out, err := Render(chartDir(t), "keyward", "keyward-system", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	objs := objects(t, out)
-	root, _ := controlplane.RepoRoot()
-	installer, err := os.ReadFile(filepath.Join(root, "dist", "install.yaml"))
-	if err != nil {
-		t.Fatal(err)
+	if find(objs, "Namespace", "") != nil {
+		t.Error("a Namespace by default: helm install --create-namespace would conflict with it")
 	}
-	var want, got []string
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(string(installer)), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			break
-		}
-		if u.GetKind() == "Namespace" || len(u.Object) == 0 { // helm install --create-namespace
-			continue
-		}
-		want = append(want, u.GetKind()+"/"+u.GetName())
-		if g := find(objs, u.GetKind(), u.GetName()); g != nil {
-			// CRDs, rules and policies are the same objects.
-			for _, field := range []string{"spec", "rules", "roleRef"} {
-				if w, ok := u.Object[field]; ok {
-					gw, _ := yaml.Marshal(normalize(g.Object[field]))
-					ww, _ := yaml.Marshal(normalize(w))
-					if u.GetKind() != "Deployment" && u.GetKind() != "Service" && string(gw) != string(ww) {
-						t.Errorf("%s %s: %s differs from config/default", u.GetKind(), u.GetName(), field)
-					}
-				}
-			}
-		}
-	}
-	for _, o := range objs {
-		got = append(got, o.GetKind()+"/"+o.GetName())
-	}
-	slices.Sort(want)
-	slices.Sort(got)
-	extra := []string{"PodDisruptionBudget/keyward-controller-manager"}
-	for _, w := range want {
-		if !slices.Contains(got, w) {
-			t.Errorf("config/default installs %s; the chart does not", w)
-		}
-	}
-	for _, g := range got {
-		if !slices.Contains(want, g) && !slices.Contains(extra, g) {
-			t.Errorf("the chart installs %s; config/default does not", g)
-		}
-	}
-
 	d := deployment(t, objs)
 	if *d.Spec.Replicas != 2 {
 		t.Errorf("replicas %d, want 2", *d.Spec.Replicas)
@@ -213,7 +206,7 @@ func TestValues(t *testing.T) {
 		"admissionPolicies":       map[string]any{"enabled": false},
 		"verifier": map[string]any{"grpcPort": 0, "trustedProxies": "10.0.0.0/8", "tokenIssuer": "https://keys.example",
 			"tls": map[string]any{"mode": "cert-dir", "secretName": "verify-tls"}},
-	})
+	}, serviceMonitorAPI)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,8 +240,10 @@ func TestValues(t *testing.T) {
 	} else if ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports"); len(ports) != 1 {
 		t.Errorf("verifier Service ports %v, want only http with grpcPort 0", ports)
 	}
-	if find(objs, "PodDisruptionBudget", "") != nil {
-		t.Error("a PodDisruptionBudget with one replica would block every drain")
+	if pdb := find(objs, "PodDisruptionBudget", ""); pdb == nil {
+		t.Error("no PodDisruptionBudget")
+	} else if v, _, _ := unstructured.NestedFieldNoCopy(pdb.Object, "spec", "maxUnavailable"); v != int64(1) && v != float64(1) {
+		t.Errorf("PodDisruptionBudget maxUnavailable %v, want 1: with one replica a drain must not wait forever", v)
 	}
 	sm := find(objs, "ServiceMonitor", "acme-keyward-controller-manager-metrics")
 	if sm == nil || sm.GetLabels()["release"] != "prom" {

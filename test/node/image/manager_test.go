@@ -22,7 +22,7 @@ import (
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/secrets"
-	"keyward.dev/keyward/internal/verify"
+	"keyward.dev/keyward/internal/serve"
 	"keyward.dev/keyward/test/harness/testenv"
 )
 
@@ -144,11 +144,11 @@ func issue(name string) string {
 // certificate for the Service's name (a Pod IP is not in it).
 func verifierClient(g Gomega) *http.Client {
 	var cm corev1.ConfigMap
-	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: verify.DefaultTLSCAConfigMap}, &cm)).To(Succeed())
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: serve.DefaultTLSCAConfigMap}, &cm)).To(Succeed())
 	pool := x509.NewCertPool()
 	g.Expect(pool.AppendCertsFromPEM([]byte(cm.Data["ca.crt"]))).To(BeTrue(), "the published CA bundle parses")
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		RootCAs: pool, ServerName: verify.DNSNames(verify.DefaultServiceName, ns)[0], MinVersion: tls.VersionTLS12}}}
+		RootCAs: pool, ServerName: serve.DNSNames(serve.DefaultServiceName, ns)[0], MinVersion: tls.VersionTLS12}}}
 }
 
 // auth calls a replica's GET /v1/auth (port 8082 over TLS, config/manager)

@@ -1,16 +1,23 @@
-package verify
+// Package verifytest holds what the verifier's tests and benchmarks share:
+// a store over objects in memory and fixtures of keys in every state. It
+// does not import package verify, so that verify's own tests can use it.
+package verifytest
 
 import (
 	"context"
 	"sync"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	keyward "keyward.dev/keyward/api/v1alpha1"
 )
 
-// MemStore is a Store over objects held in maps, indexed like the cache:
-// for unit tests and the benchmark, which load thousands of keys without
-// creating them in an API server.
+// MemStore is a verify.Store over objects held in maps, indexed like the
+// cache: for unit tests and the benchmarks, which load thousands of keys
+// without creating them in an API server.
 type MemStore struct {
+	// index is the key-ID index function the cache uses (verify.KeyIDs).
+	index   func(client.Object) []string
 	mu      sync.RWMutex
 	byID    map[string][]*keyward.AccessKey
 	keys    map[[2]string]*keyward.AccessKey
@@ -19,9 +26,11 @@ type MemStore struct {
 }
 
 // NewMemStore returns a store holding objs (AccessKeys, Applications,
-// TenantSettings).
-func NewMemStore(objs ...any) *MemStore {
-	s := &MemStore{byID: map[string][]*keyward.AccessKey{}, keys: map[[2]string]*keyward.AccessKey{},
+// TenantSettings), whose AccessKeysByID looks keys up by index: pass
+// verify.KeyIDs, the function the manager's cache indexes by, so that the
+// tests find keys exactly as the verifier does.
+func NewMemStore(index func(client.Object) []string, objs ...any) *MemStore {
+	s := &MemStore{index: index, byID: map[string][]*keyward.AccessKey{}, keys: map[[2]string]*keyward.AccessKey{},
 		apps: map[[2]string]*keyward.Application{}, tenants: map[string]*keyward.TenantSettings{}}
 	for _, o := range objs {
 		s.Put(o)
@@ -36,12 +45,12 @@ func (s *MemStore) Put(o any) {
 	switch o := o.(type) {
 	case *keyward.AccessKey:
 		if old := s.keys[[2]string{o.Namespace, o.Name}]; old != nil {
-			for _, id := range KeyIDs(old) {
+			for _, id := range s.index(old) {
 				s.byID[id] = remove(s.byID[id], old)
 			}
 		}
 		s.keys[[2]string{o.Namespace, o.Name}] = o
-		for _, id := range KeyIDs(o) {
+		for _, id := range s.index(o) {
 			s.byID[id] = append(s.byID[id], o)
 		}
 	case *keyward.Application:

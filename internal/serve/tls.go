@@ -1,4 +1,4 @@
-package verify
+package serve
 
 import (
 	"bytes"
@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -57,14 +56,20 @@ const (
 	tlsRefresh          = time.Minute
 	tlsFirstPoll        = 250 * time.Millisecond
 	tlsComponent        = "verifier-tls"
-	errTLSRequiredText  = "TLS is required"
 	rotatorControllerID = "keyward-verifier-tls"
+	// podNamespaceEnv names the manager's namespace in its Pod.
+	podNamespaceEnv = "POD_NAMESPACE"
+	// The Secret and the ConfigMap are labelled part-of, not managed-by:
+	// the controllers (and their cache) treat every Secret managed-by
+	// keyward as an AccessKey's Secret.
+	labelPartOf    = "app.kubernetes.io/part-of"
+	labelComponent = "app.kubernetes.io/component"
 )
 
 // ManagerNamespace is the namespace the manager keeps its own objects in:
 // $POD_NAMESPACE, else DefaultManagerNamespace.
 func ManagerNamespace() string {
-	if ns := os.Getenv(defaultTokenSigningNSEnv); ns != "" {
+	if ns := os.Getenv(podNamespaceEnv); ns != "" {
 		return ns
 	}
 	return DefaultManagerNamespace
@@ -116,33 +121,6 @@ func DefaultIssuer(tlsMode, bindAddress, service, ns string) string {
 // Service's, in namespace ns; the first is the one it is checked against.
 func DNSNames(service, ns string) []string {
 	return []string{service + "." + ns + ".svc", service + "." + ns + ".svc.cluster.local", service + "." + ns, service}
-}
-
-// requireTLS refuses plaintext at the token and introspection endpoints
-// from a client that is not on loopback (RFC 6749 §2.3.1: the token
-// endpoint MUST require TLS), before anything of the request is read.
-// allowPlaintext (--token-allow-plaintext) lets it through.
-func requireTLS(next http.Handler, allowPlaintext bool) http.Handler {
-	if allowPlaintext {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS == nil && !fromLoopback(r.RemoteAddr) {
-			if p := path.Clean("/" + r.URL.Path); p == PathToken || p == PathIntrospect {
-				oauthError(w, http.StatusBadRequest, ErrInvalidRequest, errTLSRequiredText)
-				return
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func fromLoopback(remote string) bool {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return false
-	}
-	return ap.Addr().Unmap().IsLoopback()
 }
 
 // SelfSigned keeps the verifier's serving certificate: it makes sure the

@@ -1,4 +1,4 @@
-package verify
+package token
 
 import (
 	"context"
@@ -92,10 +92,10 @@ type Timeline struct {
 	NextSignFrom time.Time
 }
 
-// Plan computes the timeline. Keys are taken in SignFrom order; the signer
-// is the last key whose SignFrom has come (or the first key, when none has:
-// a freshly created set signs at once).
-func Plan(keys []KeyTimes, s Schedule, now time.Time) Timeline {
+// Timeline computes the timeline of keys at now. Keys are taken in SignFrom
+// order; the signer is the last key whose SignFrom has come (or the first
+// key, when none has: a freshly created set signs at once).
+func (s Schedule) Timeline(keys []KeyTimes, now time.Time) Timeline {
 	var t Timeline
 	if len(keys) == 0 {
 		return Timeline{NeedNew: true, NextSignFrom: now}
@@ -189,7 +189,7 @@ func (r *KeyRing) now() time.Time {
 func (r *KeyRing) Start(ctx context.Context) error {
 	refresh := r.Refresh
 	if refresh <= 0 {
-		refresh = DefaultTokenSigningRefresh
+		refresh = DefaultSigningRefresh
 	}
 	wait := 100 * time.Millisecond
 	for {
@@ -241,12 +241,12 @@ func (r *KeyRing) Sync(ctx context.Context) error {
 			return err
 		}
 		now := r.now()
-		plan := Plan(st.times(), r.Schedule, now)
-		if !plan.NeedNew && len(plan.Retired) == 0 {
+		tl := r.Schedule.Timeline(st.times(), now)
+		if !tl.NeedNew && len(tl.Retired) == 0 {
 			r.state.Store(st)
 			return nil
 		}
-		next, err := r.advance(set, plan, now)
+		next, err := r.advance(set, tl, now)
 		if err != nil {
 			return err
 		}
@@ -260,20 +260,21 @@ func (r *KeyRing) Sync(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("rotating the token signing keys: %w", err)
 		}
-		if plan.NeedNew {
-			r.Log.Info("added a token signing key", "kid", next.Keys[len(next.Keys)-1].KID, "signFrom", plan.NextSignFrom)
+		if tl.NeedNew {
+			r.Log.Info("added a token signing key", "kid", next.Keys[len(next.Keys)-1].KID, "signFrom", tl.NextSignFrom)
 		}
-		if len(plan.Retired) > 0 {
-			r.Log.Info("dropped retired token signing keys", "kids", plan.Retired)
+		if len(tl.Retired) > 0 {
+			r.Log.Info("dropped retired token signing keys", "kids", tl.Retired)
 		}
 	}
 	return errors.New("the token signing Secret kept changing under us")
 }
 
-// advance applies a plan to set: retired keys out, a new key in when due.
-func (r *KeyRing) advance(set SigningKeySet, plan Timeline, now time.Time) (SigningKeySet, error) {
+// advance moves set along the timeline: retired keys out, a new key in
+// when due.
+func (r *KeyRing) advance(set SigningKeySet, tl Timeline, now time.Time) (SigningKeySet, error) {
 	retired := map[string]bool{}
-	for _, k := range plan.Retired {
+	for _, k := range tl.Retired {
 		retired[k] = true
 	}
 	var out SigningKeySet
@@ -282,8 +283,8 @@ func (r *KeyRing) advance(set SigningKeySet, plan Timeline, now time.Time) (Sign
 			out.Keys = append(out.Keys, k)
 		}
 	}
-	if plan.NeedNew {
-		k, err := NewSigningKey(now, plan.NextSignFrom)
+	if tl.NeedNew {
+		k, err := NewSigningKey(now, tl.NextSignFrom)
 		if err != nil {
 			return out, err
 		}
@@ -319,26 +320,26 @@ func (r *KeyRing) current(now time.Time) (*keyState, Timeline) {
 	if st == nil {
 		return nil, Timeline{}
 	}
-	return st, Plan(st.times(), r.Schedule, now)
+	return st, r.Schedule.Timeline(st.times(), now)
 }
 
-// Signer is the key that signs at now.
+// signer is the key that signs at now; nil before the first sync.
 func (r *KeyRing) signer(now time.Time) *signingKey {
-	st, plan := r.current(now)
+	st, tl := r.current(now)
 	if st == nil {
 		return nil
 	}
-	return st.byID[plan.Signer]
+	return st.byID[tl.Signer]
 }
 
-// PublicKey returns the public key of a published key; nil for a key not
+// publicKey returns the public key of a published key; nil for a key not
 // published at now.
 func (r *KeyRing) publicKey(kid string, now time.Time) *jose.JSONWebKey {
-	st, plan := r.current(now)
+	st, tl := r.current(now)
 	if st == nil {
 		return nil
 	}
-	for _, id := range plan.Published {
+	for _, id := range tl.Published {
 		if id == kid {
 			return &st.byID[id].public
 		}
@@ -348,12 +349,12 @@ func (r *KeyRing) publicKey(kid string, now time.Time) *jose.JSONWebKey {
 
 // JWKS is the public key set published at now; ok is false before the first sync.
 func (r *KeyRing) JWKS(now time.Time) (jose.JSONWebKeySet, bool) {
-	st, plan := r.current(now)
+	st, tl := r.current(now)
 	if st == nil {
 		return jose.JSONWebKeySet{}, false
 	}
-	set := jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(plan.Published))}
-	for _, id := range plan.Published {
+	set := jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(tl.Published))}
+	for _, id := range tl.Published {
 		set.Keys = append(set.Keys, st.byID[id].public)
 	}
 	return set, true

@@ -1,9 +1,9 @@
-package verify
+package wire
 
 import (
+	"net/http"
 	"net/netip"
 	"testing"
-	"time"
 )
 
 func TestClientAddr(t *testing.T) {
@@ -97,48 +97,22 @@ func TestPeerAddr(t *testing.T) {
 	}
 }
 
-func TestLimiter(t *testing.T) {
-	l := NewLimiter(1, 3, 2)
-	a, b, c := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
-	for i := 0; i < 3; i++ {
-		if blocked, _ := l.Blocked(a, t0); blocked {
-			t.Fatalf("blocked after %d failures, burst is 3", i)
-		}
-		l.Fail(a, t0)
+func TestKeyFrom(t *testing.T) {
+	h := http.Header{}
+	if KeyFrom(h, "") != "" {
+		t.Fatal("no key")
 	}
-	blocked, wait := l.Blocked(a, t0)
-	if !blocked || wait != time.Second {
-		t.Fatalf("after the burst: blocked %v, retry after %v (want 1s)", blocked, wait)
+	h.Set("X-API-Key", " k1 ")
+	h.Set("Authorization", "Bearer   k2")
+	if got := KeyFrom(h, ""); got != "k2" {
+		t.Fatalf("bearer first: %q", got)
 	}
-	if blocked, _ := l.Blocked(b, t0); blocked {
-		t.Fatal("another address is not blocked")
+	h.Set("X-Mine", "k3")
+	if got := KeyFrom(h, "X-Mine"); got != "k3" {
+		t.Fatalf("flag header first: %q", got)
 	}
-	if blocked, _ := l.Blocked(a, t0.Add(time.Second)); blocked {
-		t.Fatal("a token refills after 1/rate")
-	}
-	// IPv6 clients share a bucket per /64.
-	l6 := NewLimiter(1, 1, 10)
-	l6.Fail(netip.MustParseAddr("2001:db8:1:2::1"), t0)
-	if blocked, _ := l6.Blocked(netip.MustParseAddr("2001:db8:1:2:ffff::9"), t0); !blocked {
-		t.Fatal("same /64 must share the bucket")
-	}
-	if blocked, _ := l6.Blocked(netip.MustParseAddr("2001:db8:1:3::1"), t0); blocked {
-		t.Fatal("another /64 has its own bucket")
-	}
-	// Bounded memory: a third client evicts the least recently failing one.
-	l.Fail(b, t0)
-	l.Fail(c, t0)
-	if n := l.Len(); n != 2 {
-		t.Fatalf("%d buckets, max 2", n)
-	}
-	if blocked, _ := l.Blocked(a, t0); blocked {
-		t.Fatal("the evicted (least recent) client starts afresh")
-	}
-	// Off.
-	off := NewLimiter(0, 1, 1)
-	off.Fail(a, t0)
-	off.Fail(a, t0)
-	if blocked, _ := off.Blocked(a, t0); blocked {
-		t.Fatal("rate 0 turns limiting off")
+	h.Set("Authorization", "Basic abc")
+	if got := KeyFrom(h, ""); got != "k1" {
+		t.Fatalf("basic is not a key, X-API-Key is: %q", got)
 	}
 }

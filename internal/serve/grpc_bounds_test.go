@@ -1,4 +1,4 @@
-package verify
+package serve
 
 import (
 	"context"
@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"keyward.dev/keyward/internal/verify"
 )
 
 // TestGRPCListenerIsBounded: the ext_authz listener shares the manager's
@@ -28,9 +30,9 @@ import (
 // concurrent ones over few connections leave the heap where it was, and
 // valid Checks are answered throughout.
 func TestGRPCListenerIsBounded(t *testing.T) {
-	f := newFixture(t, "", nil)
+	f, v := newWorld(t)
 	srv := grpc.NewServer(GRPCServerOptions()...)
-	authv3.RegisterAuthorizationServer(srv, &ExtAuthz{Verifier: &Verifier{Store: f.store, Now: func() time.Time { return f.now }}})
+	authv3.RegisterAuthorizationServer(srv, &verify.ExtAuthz{Verifier: v})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +50,7 @@ func TestGRPCListenerIsBounded(t *testing.T) {
 	// The flood comes from another process (this test binary again), so
 	// that the heap measured here is the server's alone.
 	cmd := exec.Command(os.Args[0], "-test.run=^TestGRPCFloodClient$", "-test.v")
-	cmd.Env = append(os.Environ(), floodAddrEnv+"="+ln.Addr().String(), floodKeyEnv+"="+f.active)
+	cmd.Env = append(os.Environ(), floodAddrEnv+"="+ln.Addr().String(), floodKeyEnv+"="+f.Active)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the flood client failed: %v", err)
