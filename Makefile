@@ -51,7 +51,7 @@ lint: ## go vet and staticcheck (a go tool; checks in staticcheck.conf).
 	go tool staticcheck ./...
 
 .PHONY: controlplane
-controlplane: ## Build kube-apiserver, kube-controller-manager, kubectl and etcd from Go modules into bin/k8s (no-op when present).
+controlplane: ## Build kube-apiserver, kube-controller-manager, kubectl, etcd, etcdctl and etcdutl from Go modules into bin/k8s (no-op when present).
 	CONTROLPLANE_DIR=$(CONTROLPLANE_DIR) hack/controlplane/build.sh
 
 GATEWAYS_DIR ?= $(CURDIR)/bin/gateways

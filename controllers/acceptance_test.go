@@ -353,14 +353,51 @@ var _ = Describe("Rotation to new key material", func() {
 		Expect(get(key.DeepCopy()).Status.KeyID).To(Equal(rotated.Status.KeyID))
 	})
 
-	It("drops the old key at once without a grace period", func() {
+	It("drops the old key at once with gracePeriod 0s (a leaked key)", func() {
 		ns := newTenant()
 		newApp(ns, "api")
-		key := newKey(ns, "rot", "api")
+		key := newKey(ns, "rot", "api", func(k *keyward.AccessKey) {
+			k.Spec.Rotation = &keyward.RotationSpec{GracePeriod: keyward.NewDuration(0)}
+		})
 		before := eventuallyPhase(key, keyward.PhaseActive)
 		update(key, func(k *keyward.AccessKey) { k.Annotations = map[string]string{keyward.RotateAnnotation: "now"} })
 		Eventually(func() string { return get(key.DeepCopy()).Status.KeyID }, timeout, interval).ShouldNot(Equal(before.Status.KeyID))
 		Expect(get(key.DeepCopy()).Status.PreviousKey).To(BeNil())
+	})
+
+	It("keeps the old key for the tenant's rotationGracePeriod when the key sets none (5m by default)", func() {
+		for _, c := range []struct {
+			tenantGrace *keyward.Duration
+			want        time.Duration
+		}{{nil, 5 * time.Minute}, {keyward.NewDuration(90 * time.Second), 90 * time.Second}} {
+			ns := newTenant(func(t *keyward.TenantSettings) { t.Spec.RotationGracePeriod = c.tenantGrace })
+			newApp(ns, "api")
+			key := newKey(ns, "rot", "api")
+			before := eventuallyPhase(key, keyward.PhaseActive)
+			update(key, func(k *keyward.AccessKey) { k.Annotations = map[string]string{keyward.RotateAnnotation: "now"} })
+			Eventually(func() *keyward.PreviousKey { return get(key.DeepCopy()).Status.PreviousKey }, timeout, interval).ShouldNot(BeNil())
+			rotated := get(key.DeepCopy())
+			Expect(rotated.Status.PreviousKey.KeyID).To(Equal(before.Status.KeyID))
+			Expect(rotated.Status.PreviousKey.ValidUntil.Sub(rotated.Status.LastRotatedAt.Time)).To(Equal(c.want))
+		}
+	})
+
+	It("renews the lifetime under maxKeyLifetime when a rotation asks for it", func() {
+		ns := newTenant(func(t *keyward.TenantSettings) { t.Spec.MaxKeyLifetime = keyward.NewDuration(time.Hour) })
+		newApp(ns, "api")
+		key := newKey(ns, "renew", "api")
+		before := eventuallyPhase(key, keyward.PhaseActive)
+		Expect(before.Status.LifetimeLimit).NotTo(BeNil())
+		update(key, func(k *keyward.AccessKey) {
+			k.Annotations = map[string]string{keyward.RotateAnnotation: "renew"}
+			k.Spec.Rotation = &keyward.RotationSpec{RenewLifetime: true}
+		})
+		Eventually(func() string { return get(key.DeepCopy()).Status.KeyID }, timeout, interval).ShouldNot(Equal(before.Status.KeyID))
+		renewed := get(key.DeepCopy())
+		Expect(renewed.Status.LifetimeLimit.Time).To(Equal(renewed.Status.LastRotatedAt.Add(time.Hour)))
+		Expect(renewed.Status.ExpiresAt.Time).To(Equal(renewed.Status.LifetimeLimit.Time))
+		Expect(renewed.Status.IssuedAt.Time).To(Equal(before.Status.IssuedAt.Time))
+		Expect(renewed.Status.PreviousKey.ValidUntil.Time).NotTo(BeTemporally(">", before.Status.LifetimeLimit.Time))
 	})
 })
 

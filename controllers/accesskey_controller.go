@@ -98,11 +98,15 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	// with the API server. (A first issue needs no read: a taken name
 	// refuses the create; destroy reads the Secret itself.) A key waiting
 	// for a taken name looks whether it is free before it competes again.
-	if p := policy.PlanKey(obs); p.Material == policy.MaterialReissue || p.Material == policy.MaterialRotate || policy.RefusedForName(&key) {
+	if p := policy.PlanKey(obs); p.Material == policy.MaterialReissue || p.Material == policy.MaterialRotate || policy.RefusedForName(&key) ||
+		policy.ImportRequested(&key) {
 		if secret, err = r.secret(ctx, r.APIReader, &key); err != nil {
 			return ctrl.Result{}, err
 		}
 		obs.Secret = secrets.Inspect(secret, &key)
+	}
+	if obs.ImportHeldBy, err = r.importHolder(ctx, &key, obs.Secret); err != nil {
+		return ctrl.Result{}, err
 	}
 
 	// Plan; a key that needs a slot is planned by the slot ledger, which
@@ -138,6 +142,14 @@ func (r *AccessKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			break
 		}
 		plan.RecordMaterial(material.ID, keyformat.HashSecret(material.Secret))
+		wrote = true
+	case plan.Material == policy.MaterialImport:
+		if err := r.adopt(ctx, &key, secret); err != nil {
+			if r.slots.release(&key) {
+				r.wake(key.Namespace)
+			}
+			return ctrl.Result{}, err
+		}
 		wrote = true
 	case plan.Material == policy.MaterialDestroy:
 		if err := r.destroy(ctx, &key); err != nil {
@@ -510,9 +522,11 @@ func (r *AccessKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&keyward.AccessKey{}, builder.WithPredicates(keyChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Options.MaxConcurrentReconciles}).
 		// A Secret matters when it changes or goes; its creation is ours,
-		// or shows when the key tries to write its own.
+		// or shows when the key tries to write its own — except a Secret
+		// restored without an owner, which a key waiting to import it
+		// needs to see.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(keyOfSecret), builder.WithPredicates(predicate.Funcs{
-			CreateFunc: func(event.CreateEvent) bool { return false },
+			CreateFunc: func(e event.CreateEvent) bool { return metav1.GetControllerOf(e.Object) == nil },
 		})).
 		Watches(&keyward.Application{}, handler.EnqueueRequestsFromMapFunc(r.keysOfApplication), specChanged).
 		Watches(&keyward.TenantSettings{}, handler.EnqueueRequestsFromMapFunc(r.keysOfNamespace), specChanged).

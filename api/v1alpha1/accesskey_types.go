@@ -24,6 +24,24 @@ const (
 	// RotationRequestedByAnnotation names the user who last changed the
 	// rotate annotation.
 	RotationRequestedByAnnotation = "keyward.dev/rotation-requested-by"
+	// ImportedByAnnotation names the user who last set or changed the
+	// import annotations.
+	ImportedByAnnotation = "keyward.dev/imported-by"
+)
+
+// Import: a key restored object by object (a Velero restore, a namespace
+// moved) takes back the key material its Secret holds, instead of being
+// issued anew, when both annotations name that material: the key ID and
+// the hash of the secret part, as status.keyID and status.secretHash
+// recorded them before the backup. Setting or changing them needs the
+// custom verb `import` on accesskeys (admission policy
+// keyward-accesskey-rights; docs/backup-restore.md). The controller adopts
+// the Secret only if the key was never issued, the Secret is controlled by
+// no other object and holds exactly that material, and no other
+// AccessKey holds the key ID.
+const (
+	ImportKeyIDAnnotation      = "keyward.dev/import-key-id"
+	ImportSecretHashAnnotation = "keyward.dev/import-secret-hash"
 )
 
 // KeyState is the state a user asks for.
@@ -51,12 +69,23 @@ const (
 // RotationSpec tunes rotation.
 type RotationSpec struct {
 	// gracePeriod is how long the previous key keeps verifying after a
-	// rotation, as a Go duration such as 10m or 24h.
+	// rotation, as a Go duration such as 10m or 24h; 0s ends it at once
+	// (a rotation because the key leaked). Unset: the tenant's
+	// TenantSettings rotationGracePeriod (5m by default, long enough for
+	// the kubelet to refresh a mounted Secret).
 	// It is at most 720h (30 days), and the previous key never verifies
-	// past the key's own expiry.
+	// past its own expiry.
 	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('720h')",message="gracePeriod is at most 720h (30 days)"
 	// +optional
 	GracePeriod *Duration `json:"gracePeriod,omitempty"`
+
+	// renewLifetime: a rotation starts a new lifetime for the new key
+	// material, bounded by the tenant's maxKeyLifetime in force at the
+	// rotation (status.lifetimeLimit moves to rotation time +
+	// maxKeyLifetime). Off, a rotation keeps the lifetime fixed at first
+	// issue. The previous key still never verifies past its own lifetime.
+	// +optional
+	RenewLifetime bool `json:"renewLifetime,omitempty"`
 }
 
 // SecretTemplate shapes the Secret that holds the key.

@@ -33,6 +33,10 @@ const (
 	// it; it no longer verifies, and it keeps any slot it held until it is
 	// gone. The message names the finalizers.
 	ReasonDeleting = "Deleting"
+	// ReasonImportPending: the key's import annotations name key material
+	// that its Secret does not hold (yet), or that another AccessKey
+	// holds. The key is neither issued nor adopted until they agree.
+	ReasonImportPending = "ImportPending"
 )
 
 // Reasons of the Ready condition of an Application and a TenantSettings
@@ -54,6 +58,9 @@ const (
 	EventRevoked         = "Revoked"
 	EventLimitExceeded   = "LimitExceeded"
 	EventSecretRecreated = "SecretRecreated"
+	// EventImported: the key took back the material its Secret holds, as
+	// its import annotations named it (docs/backup-restore.md).
+	EventImported = "Imported"
 )
 
 // The condition an Application or AccessKey carries while its spec holds a

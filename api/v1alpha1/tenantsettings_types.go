@@ -14,6 +14,11 @@ const (
 	DefaultMaxKeysPerOwner = 5
 	DefaultMaxKeys         = 1000
 	DefaultExpiryWarning   = "720h"
+	// DefaultRotationGracePeriod covers the kubelet's refresh of a mounted
+	// Secret (its default syncFrequency is 1m; measured 67–69 s) with
+	// room for the manager's caches and a rolling restart of envFrom
+	// consumers (docs/lifecycle.md#rotation).
+	DefaultRotationGracePeriod = "5m"
 )
 
 // TenantSettingsSpec switches API keys on for a namespace (tenant) and bounds them.
@@ -55,6 +60,18 @@ type TenantSettingsSpec struct {
 	// +kubebuilder:default="720h"
 	// +optional
 	ExpiryWarning *Duration `json:"expiryWarning,omitempty"`
+
+	// rotationGracePeriod is how long a rotated-out key keeps verifying
+	// when the key's spec.rotation.gracePeriod is unset (at most 720h).
+	// The default, 5m, covers the kubelet's refresh of a mounted Secret
+	// (about 70 s) and a rolling restart of envFrom consumers. The longer
+	// it is, the longer a leaked key stays valid after a rotation: rotate
+	// a leaked key with gracePeriod 0s (kubectl keyward rotate --grace 0s),
+	// or revoke it.
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('720h')",message="rotationGracePeriod is at most 720h (30 days)"
+	// +optional
+	RotationGracePeriod *Duration `json:"rotationGracePeriod,omitempty"`
 }
 
 // TenantSettingsStatus reports the tenant's keys.

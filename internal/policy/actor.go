@@ -16,6 +16,7 @@ var actorAnnotations = map[string]string{
 	keyward.EventDeactivated: keyward.StateChangedByAnnotation,
 	keyward.EventReactivated: keyward.StateChangedByAnnotation,
 	keyward.EventRotated:     keyward.RotationRequestedByAnnotation,
+	keyward.EventImported:    keyward.ImportedByAnnotation,
 }
 
 // MaxUserName bounds a user name quoted in an Event note or by the plugin.

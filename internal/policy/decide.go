@@ -41,6 +41,12 @@ func decide(o Observation) decision {
 		keep.phase, keep.reason, keep.message = ob.phase, ob.reason, ob.message
 		return keep
 	}
+	if ImportRequested(k) {
+		if msg, waiting := importWait(o); waiting {
+			keep.phase, keep.reason, keep.message = keyward.PhasePending, keyward.ReasonImportPending, msg
+			return keep
+		}
+	}
 	if o.Secret == SecretForeign && o.Refusal == nil {
 		o.Refusal = &Refusal{Reason: keyward.ReasonSecretNameConflict}
 	}
@@ -62,6 +68,9 @@ func decide(o Observation) decision {
 			return d
 		}
 		d.material = MaterialIssue
+		if ImportRequested(k) {
+			d.material = MaterialImport
+		}
 		d.lifetimeLimit = LifetimeLimit(o.Now, o.Tenant)
 		d.expiresAt = EffectiveExpiry(requested, d.lifetimeLimit)
 		d.rotationRequest = RotationRecord(k.Annotations[keyward.RotateAnnotation])
@@ -76,6 +85,9 @@ func decide(o Observation) decision {
 		if d.material != MaterialKeep && o.Refusal != nil {
 			d.rotationRequest = rotationRecorded(k) // the request stays unanswered
 			return refused(d, k, *o.Refusal)
+		}
+		if d.material == MaterialRotate && RenewsLifetime(k) {
+			d.lifetimeLimit, d.expiresAt = RenewedLifetime(requested, o.Tenant, o.Now)
 		}
 	}
 

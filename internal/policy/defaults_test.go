@@ -24,6 +24,7 @@ func TestCRDDefaultsEqualTheGoConstants(t *testing.T) {
 		{"keyward.dev_tenantsettings.yaml", "maxKeysPerOwner", float64(keyward.DefaultMaxKeysPerOwner)},
 		{"keyward.dev_tenantsettings.yaml", "maxKeys", float64(keyward.DefaultMaxKeys)},
 		{"keyward.dev_tenantsettings.yaml", "expiryWarning", keyward.DefaultExpiryWarning},
+		{"keyward.dev_tenantsettings.yaml", "rotationGracePeriod", keyward.DefaultRotationGracePeriod},
 	}
 	for _, c := range cases {
 		got := crdSpecDefault(t, c.crd, c.field)
@@ -36,6 +37,9 @@ func TestCRDDefaultsEqualTheGoConstants(t *testing.T) {
 	if tenant.MaxKeysPerOwner != keyward.DefaultMaxKeysPerOwner || tenant.MaxKeys != keyward.DefaultMaxKeys ||
 		tenant.ExpiryWarning != mustDuration(keyward.DefaultExpiryWarning) || tenant.ExpiryWarning != 720*time.Hour {
 		t.Fatalf("TenantFrom(nil) = %+v", tenant)
+	}
+	if tenant.RotationGracePeriod != 5*time.Minute {
+		t.Fatalf("TenantFrom(nil).RotationGracePeriod = %s", tenant.RotationGracePeriod)
 	}
 	if maxAccessKeys(app("a", 0)) != keyward.DefaultMaxAccessKeys {
 		t.Fatal("an Application without maxAccessKeys")

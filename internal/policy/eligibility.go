@@ -67,7 +67,16 @@ func Competes(k *keyward.AccessKey, app *keyward.Application, t Tenant, asking b
 // NeedsSlot reports whether the plan of a key depends on the limits: a key
 // that competes (Competes, asking itself) and whose Secret name is not
 // found taken or refused in this reconcile. Only for such keys does the
-// controller ask for a slot.
+// controller ask for a slot; a key whose import waits (importWait) does
+// not ask until it can be taken.
 func NeedsSlot(o Observation) bool {
-	return Competes(o.Key, o.App, o.Tenant, true) && o.Secret != SecretForeign && o.Refusal == nil
+	if !Competes(o.Key, o.App, o.Tenant, true) || o.Secret == SecretForeign || o.Refusal != nil {
+		return false
+	}
+	if ImportRequested(o.Key) {
+		// A restored key asks for a slot once its import can be taken.
+		_, waiting := importWait(o)
+		return !waiting
+	}
+	return true
 }

@@ -42,6 +42,8 @@ func transitionEvent(from keyward.KeyPhase, d decision) string {
 	switch d.material {
 	case MaterialIssue:
 		return keyward.EventIssued
+	case MaterialImport:
+		return keyward.EventImported
 	case MaterialRotate:
 		return keyward.EventRotated
 	case MaterialReissue:

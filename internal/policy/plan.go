@@ -26,6 +26,10 @@ const (
 	// stranger's, or a look-alike with Keyward's labels and the key ID).
 	// It is never used, overwritten or adopted.
 	SecretForeign
+	// SecretImportable: a key never issued asks for an import, and the
+	// Secret holds exactly the material its annotations name, controlled
+	// by no other object (docs/backup-restore.md).
+	SecretImportable
 )
 
 // MaterialAction is what to do with the key material.
@@ -37,6 +41,7 @@ const (
 	MaterialReissue                       // the Secret was lost or edited: generate anew, into a new Secret
 	MaterialRotate                        // a rotation was requested: generate anew, keep the old one for the grace period
 	MaterialDestroy                       // revoked: empty and delete the Secret, forget the hash
+	MaterialImport                        // a restored key: adopt the Secret and the material its import annotations name
 )
 
 // Writes reports whether the action writes new key material.
@@ -60,7 +65,10 @@ type Observation struct {
 	Secret SecretState
 	// Refusal is set when the API server refused the key's Secret.
 	Refusal *Refusal
-	Now     time.Time
+	// ImportHeldBy names ("namespace/name") another AccessKey whose status
+	// records the key ID a key's import asks for; "" when none.
+	ImportHeldBy string
+	Now          time.Time
 	// MaxRequeue caps the wake-up so that a lost timer heals.
 	MaxRequeue time.Duration
 }
@@ -109,12 +117,18 @@ func build(o Observation, d decision) Plan {
 	case MaterialIssue:
 		st.IssuedAt = &metav1.Time{Time: o.Now}
 		st.SecretName = k.SecretName()
+	case MaterialImport:
+		// The material the annotations name, which the Secret holds.
+		st.IssuedAt = &metav1.Time{Time: o.Now}
+		st.SecretName = k.SecretName()
+		id := k.Annotations[keyward.ImportKeyIDAnnotation]
+		st.KeyID, st.ShortKeyID, st.SecretHash = id, shortID(id), k.Annotations[keyward.ImportSecretHashAnnotation]
 	case MaterialReissue:
 		st.SecretName = k.SecretName()
 	case MaterialRotate:
 		st.LastRotatedAt = &metav1.Time{Time: o.Now}
 		st.SecretName = k.SecretName()
-		previous = PreviousKeyAfter(k, true, o.Now)
+		previous = RotatedOutKey(k, o.Tenant, o.Now)
 	case MaterialDestroy:
 		st.SecretHash, st.SecretName, previous = "", "", nil
 	}
@@ -149,8 +163,9 @@ func build(o Observation, d decision) Plan {
 		p.Event.Actor = Actor(k, reason)
 	}
 	wake := d.wakeAt
-	if d.phase == keyward.PhasePending && d.reason == keyward.ReasonSecretNameConflict {
-		// The name may be freed by a Secret this manager does not watch.
+	if d.phase == keyward.PhasePending && (d.reason == keyward.ReasonSecretNameConflict || d.reason == keyward.ReasonImportPending) {
+		// The name may be freed by a Secret this manager does not watch;
+		// a key the import waits for may be deleted elsewhere.
 		retry := metav1.NewTime(o.Now.Add(SecretRetry))
 		wake = []*metav1.Time{&retry}
 	}

@@ -23,6 +23,9 @@ type Tenant struct {
 	MaxKeys int32
 	// ExpiryWarning: keys expiring within it count as expiringSoon.
 	ExpiryWarning time.Duration
+	// RotationGracePeriod is the grace of a rotation whose key does not
+	// set spec.rotation.gracePeriod (RotationGrace).
+	RotationGracePeriod time.Duration
 	// Invalid says which setting cannot be used; no key is issued or
 	// verifies while it is set, since its bounds are unknown.
 	Invalid string
@@ -36,6 +39,8 @@ func TenantFrom(ts *keyward.TenantSettings, enabledByDefault bool) Tenant {
 		MaxKeysPerOwner: keyward.DefaultMaxKeysPerOwner,
 		MaxKeys:         keyward.DefaultMaxKeys,
 		ExpiryWarning:   mustDuration(keyward.DefaultExpiryWarning),
+
+		RotationGracePeriod: mustDuration(keyward.DefaultRotationGracePeriod),
 	}
 	if ts == nil || ts.Name != keyward.TenantSettingsName || !ts.DeletionTimestamp.IsZero() {
 		return t
@@ -62,6 +67,15 @@ func TenantFrom(ts *keyward.TenantSettings, enabledByDefault bool) Tenant {
 		if d, err := ts.Spec.ExpiryWarning.Parse(); err == nil {
 			t.ExpiryWarning = d
 		}
+	}
+	if ts.Spec.RotationGracePeriod != nil {
+		// Fail closed, like a key's own grace period: an unusable value
+		// keeps no rotated-out key alive.
+		d, err := ts.Spec.RotationGracePeriod.Parse()
+		if err != nil {
+			d = 0
+		}
+		t.RotationGracePeriod = min(d, keyward.MaxGracePeriod)
 	}
 	return t
 }

@@ -83,10 +83,14 @@ func Material(s *corev1.Secret) (keyformat.Key, bool) {
 // owner reference someone stripped is taken back only while it still holds
 // exactly the key status records. Anything else at that name — a stranger's
 // Secret, or a look-alike with Keyward's labels and the public key ID — is
-// foreign: never used, overwritten or adopted.
+// foreign: never used, overwritten or adopted, unless an import names
+// exactly its material (Importable).
 func Inspect(s *corev1.Secret, key *keyward.AccessKey) policy.SecretState {
 	if s == nil || (!s.DeletionTimestamp.IsZero() && len(s.Data) == 0) {
 		return policy.SecretMissing
+	}
+	if policy.ImportRequested(key) && Importable(s, key) {
+		return policy.SecretImportable
 	}
 	controlled := metav1.IsControlledBy(s, key)
 	intact := s.DeletionTimestamp.IsZero() && holdsRecordedKey(s, key)

@@ -141,7 +141,7 @@ spec:
 apiVersion: keyward.dev/v1alpha1
 kind: AccessKey
 metadata: {name: plain}
-spec: {application: hygiene}
+spec: {application: hygiene, rotation: {gracePeriod: 0s}}
 ---
 apiVersion: keyward.dev/v1alpha1
 kind: AccessKey
@@ -165,7 +165,7 @@ spec: {application: hygiene}
 		doomed := secretKey("doomed")
 		Expect(reason(plain.Plaintext())).To(Equal("ok"))
 
-		By("rotation without and with a grace period")
+		By("rotation without (gracePeriod 0s) and with a grace period")
 		kubectl("annotate", "-n", ns, "accesskey/plain", "keyward.dev/rotate=r1")
 		kubectl("annotate", "-n", ns, "accesskey/graceful", "keyward.dev/rotate=r1")
 		eventuallyJSONPath(ns, "accesskey/plain", ".status.rotation.lastRequest").Should(Equal("r1"))

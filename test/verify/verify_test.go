@@ -251,8 +251,10 @@ var _ = Describe("How fast a change reaches the verifier", Ordered, func() {
 		Eventually(func() int { return auth(pb, nextClientIP()).Status }, timeout, interval).Should(Equal(200), "switching on restores the key")
 	})
 
-	It("a rotation without grace period: the old key stops within 1 s, the new one verifies", func() {
-		a := newKey(ns, "rot", "billing")
+	It("a rotation with gracePeriod 0s (a leaked key): the old key stops within 1 s, the new one verifies", func() {
+		a := newKey(ns, "rot", "billing", func(k *keyward.AccessKey) {
+			k.Spec.Rotation = &keyward.RotationSpec{GracePeriod: keyward.NewDuration(0)}
+		})
 		old := issued(a)
 		d := seen(old, 401, func() {
 			update(a, func(k *keyward.AccessKey) {

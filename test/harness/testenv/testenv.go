@@ -67,7 +67,18 @@ var started atomic.Int32
 // in before kube-controller-manager starts because its garbage collector
 // rediscovers resource types only every 30 s. On error nothing is left
 // running.
-func Start() (_ *Env, retErr error) {
+func Start() (*Env, error) { return StartWith(Options{}) }
+
+// Options change what Start starts.
+type Options struct {
+	// EtcdDataDir is etcd's data directory, kept after Stop; empty means a
+	// new one of envtest's, removed on Stop. A directory that holds data
+	// (a restored snapshot) starts the control plane on that data.
+	EtcdDataDir string
+}
+
+// StartWith is Start with options.
+func StartWith(o Options) (_ *Env, retErr error) {
 	root, err := controlplane.RepoRoot()
 	if err != nil {
 		return nil, err
@@ -123,7 +134,7 @@ func Start() (_ *Env, retErr error) {
 		BinaryAssetsDirectory: bin,
 		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
-		ControlPlane:          envtest.ControlPlane{APIServer: apiServer},
+		ControlPlane:          envtest.ControlPlane{APIServer: apiServer, Etcd: &envtest.Etcd{DataDir: o.EtcdDataDir}},
 	}
 	if os.Getenv("KUBEBUILDER_CONTROLPLANE_START_TIMEOUT") == "" {
 		// Two cores running several suites at once can be slow.
@@ -219,6 +230,13 @@ func (e *Env) Stop() error {
 	})
 	return e.stopErr
 }
+
+// EtcdURL is the address etcd serves its clients on (plain HTTP on
+// loopback), e.g. for `etcdctl snapshot save`.
+func (e *Env) EtcdURL() string { return e.env.ControlPlane.Etcd.URL.String() }
+
+// BinDir is the directory the control-plane binaries came from.
+func (e *Env) BinDir() string { return e.bin }
 
 // StopAPIServer stops kube-apiserver as a real shutdown does (SIGTERM, then
 // waits for it to exit); etcd and kube-controller-manager keep running.
