@@ -72,9 +72,9 @@ tools: ## Build the tools the tests run (promtool) from Go modules into bin/tool
 test: manifests generate vet test-unit test-rules test-fuzz test-integration ## Everything: unit tests, the alerts' and dashboard's tests, fuzzing briefly, then integration tests on a real API server.
 
 .PHONY: test-unit
-test-unit: ## Unit tests of pure logic (no cluster): the manager's own package, the plugin, internal/, api/ and the harness.
+test-unit: ## Unit tests of pure logic (no cluster): the plugin, internal/ (the manager's wiring included), api/, hack/local, hack/maketargets and the harness.
 	@mkdir -p bin
-	set +e; go test . ./cmd/... ./internal/... ./api/... ./test/harness/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
+	set +e; go test . ./cmd/... ./internal/... ./api/... ./hack/local/... ./hack/maketargets/... ./test/harness/... -count=1 -v 2>&1 | tee bin/test-unit.log | grep -E '^(--- FAIL|FAIL|ok|panic)|no test files' ; status=$${PIPESTATUS[0]}; \
 	  [ $$status -eq 0 ] || hack/failures.sh bin/test-unit.log | head -120; \
 	  echo "test-unit: $$(grep -c -- '--- PASS' bin/test-unit.log) passed, $$(grep -c -- '--- FAIL' bin/test-unit.log) failed (full log: bin/test-unit.log)"; exit $$status
 
@@ -97,14 +97,6 @@ test-fuzz: ## Run each fuzz target for FUZZTIME (default 100000x executions, bou
 	  go test ./$$pkg/ -run '^$$' -fuzz "^$$f\$$" -fuzztime=$(FUZZTIME) -timeout=$(FUZZ_TIMEOUT) 2>&1 | tee bin/fuzz-$$f.log | tail -3 || exit 1; \
 	  grep -q '^ok' bin/fuzz-$$f.log || exit 1; \
 	done
-
-.PHONY: bench-verify
-bench-verify: ## Benchmark the verifier (10k keys, /v1/auth and gRPC Check vs no-op, loopback) and write docs/benchmarks.md.
-	go run ./hack/bench-verify -out docs/benchmarks.md
-
-.PHONY: bench-token
-bench-token: ## Benchmark access-token issuance (1, 8, 64 clients vs no-op) and go-oidc validation vs /v1/verify; writes ## Tokens of docs/benchmarks.md.
-	go run ./hack/bench-token -out docs/benchmarks.md
 
 .PHONY: test-integration
 test-integration: controlplane gateways ## Integration tests: envtest with the real kube-apiserver, etcd and garbage collector.
@@ -152,19 +144,32 @@ chaos: manifests ## Chaos suite (~4–5 min): the manager binary SIGKILLed at ra
 	  [ $$status -eq 0 ] || hack/failures.sh bin/test-chaos.log | head -120; \
 	  echo "chaos: exit $$status (full log: bin/test-chaos.log)"; exit $$status
 
-##@ Benchmarks
+##@ Benchmarks (test/bench; figures in docs/benchmarks.md)
 
 BENCH_FLAGS ?=
+BENCH_TABLE_ARGS ?=
 
 .PHONY: bench
 bench: ## Issuance benchmark, full mode (~30 min budget): own control plane, bin/manager as a subprocess; writes docs/benchmarks.md. BENCH_FLAGS go to the harness.
-	go build -o bin/keyward-bench ./test/bench
+	go build -o bin/keyward-bench ./test/bench/issuance
 	exec bin/keyward-bench -mode=full $(BENCH_FLAGS)
 
 .PHONY: bench-quick
 bench-quick: ## Issuance benchmark, quick mode (small N, one run, a few minutes; for CI): writes bin/bench/benchmarks-quick.md.
-	go build -o bin/keyward-bench ./test/bench
+	go build -o bin/keyward-bench ./test/bench/issuance
 	exec bin/keyward-bench -mode=quick $(BENCH_FLAGS)
+
+.PHONY: bench-table
+bench-table: manifests controlplane ## Issuance as a user measures it (kubectl create -f of N keys on make local's control plane; stop make local first); prints the table of docs/benchmarks.md. BENCH_TABLE_ARGS: [runs] [N...].
+	test/bench/issuance-table.sh $(BENCH_TABLE_ARGS)
+
+.PHONY: bench-verify
+bench-verify: ## Benchmark the verifier (10k keys, /v1/auth and gRPC Check vs no-op, loopback) and write docs/benchmarks.md.
+	go run ./test/bench/verify -out docs/benchmarks.md
+
+.PHONY: bench-token
+bench-token: ## Benchmark access-token issuance (1, 8, 64 clients vs no-op) and go-oidc validation vs /v1/verify; writes ## Tokens of docs/benchmarks.md.
+	go run ./test/bench/token -out docs/benchmarks.md
 
 ##@ Build
 
@@ -209,9 +214,13 @@ monitoring: ## Write config/prometheus/prometheusrule.yaml and the chart's copie
 argocd-cm: ## Write config/argocd/argocd-cm.yaml (Argo CD health checks and the rotate action) from the Lua scripts.
 	go run ./hack/dist argocd-cm
 
+.PHONY: docs-targets
+docs-targets: ## Write the table of make targets in docs/development.md from this Makefile's ## comments.
+	go run ./hack/maketargets -makefile Makefile -doc docs/development.md
+
 .PHONY: check-generated
-check-generated: manifests generate build-installer chart monitoring argocd-cm ## Fail when generated files differ from what is committed, or a Mermaid diagram in README.md or docs/ is malformed (CI).
-	@git diff --exit-code --stat -- config/ dist/ charts/ api/ || { echo "generated files are out of date: run make manifests generate build-installer chart monitoring argocd-cm and commit"; exit 1; }
+check-generated: manifests generate build-installer chart monitoring argocd-cm docs-targets ## Fail when generated files differ from what is committed, or a Mermaid diagram in README.md or docs/ is malformed (CI).
+	@git diff --exit-code --stat -- config/ dist/ charts/ api/ docs/development.md || { echo "generated files are out of date: run make manifests generate build-installer chart monitoring argocd-cm docs-targets and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- config/ dist/ charts/ api/)" || { git status --short -- config/ dist/ charts/ api/; echo "untracked generated files: commit them"; exit 1; }
 	@go run ./hack/docscheck README.md docs
 

@@ -1,6 +1,9 @@
 package controllers_test
 
 import (
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -11,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -22,7 +26,7 @@ import (
 // One Describe per acceptance behaviour (docs/kinds.md, docs/lifecycle.md), each asserting what a user
 // observes through the API server.
 
-var _ = Describe("Row 1: a key belongs to one application; the association cannot change", func() {
+var _ = Describe("A key's Application, which cannot change", func() {
 	It("rejects a change of spec.application with a clear message", func() {
 		ns := newTenant()
 		newApp(ns, "billing")
@@ -37,7 +41,7 @@ var _ = Describe("Row 1: a key belongs to one application; the association canno
 	})
 })
 
-var _ = Describe("Row 2: at most 2 keys per application by default", func() {
+var _ = Describe("An Application's key limit, 2 by default", func() {
 	It("rejects a 3rd key until one is deleted, then issues it", func() {
 		ns := newTenant()
 		app := newApp(ns, "devices")
@@ -58,7 +62,7 @@ var _ = Describe("Row 2: at most 2 keys per application by default", func() {
 	})
 })
 
-var _ = Describe("Row 3: the full key is visible once, in the Secret; status shows only the public key ID", func() {
+var _ = Describe("Key material: the full key only in its Secret, the public key ID in status", func() {
 	It("stores the key in a labelled, owned Secret and only its ID and hash in status", func() {
 		ns := newTenant()
 		newApp(ns, "portal")
@@ -122,7 +126,7 @@ var _ = Describe("Row 3: the full key is visible once, in the Secret; status sho
 	})
 })
 
-var _ = Describe("Row 4: expiry date", func() {
+var _ = Describe("Expiry on schedule", func() {
 	It("expires the key on schedule and restores the same key when the date moves into the future", func() {
 		ns := newTenant()
 		newApp(ns, "sensors")
@@ -144,7 +148,7 @@ var _ = Describe("Row 4: expiry date", func() {
 	})
 })
 
-var _ = Describe("Row 5: deactivate and reactivate", func() {
+var _ = Describe("Deactivating and reactivating a key", func() {
 	It("restores the same key", func() {
 		ns := newTenant()
 		newApp(ns, "sensors")
@@ -164,7 +168,7 @@ var _ = Describe("Row 5: deactivate and reactivate", func() {
 	})
 })
 
-var _ = Describe("Row 6: deleting an application deletes its keys and their Secrets", func() {
+var _ = Describe("Deleting an Application, which deletes its keys and their Secrets", func() {
 	It("cascades through owner references with the real garbage collector", func() {
 		ns := newTenant()
 		app := newApp(ns, "legacy")
@@ -185,7 +189,7 @@ var _ = Describe("Row 6: deleting an application deletes its keys and their Secr
 	})
 })
 
-var _ = Describe("Row 7: access rights come from the application's group", func() {
+var _ = Describe("Access rights from the Application's group", func() {
 	It("defaults the group and changes it for all keys without re-issuing any", func() {
 		ns := newTenant()
 		app := newApp(ns, "ops")
@@ -203,7 +207,7 @@ var _ = Describe("Row 7: access rights come from the application's group", func(
 	})
 })
 
-var _ = Describe("Row 8: any number of keys when the application allows; name under 256; description optional", func() {
+var _ = Describe("Raised key limits and display names up to 255 characters", func() {
 	It("issues as many keys as maxAccessKeys allows", func() {
 		ns := newTenant()
 		newApp(ns, "fleet", withMaxKeys(12))
@@ -214,6 +218,11 @@ var _ = Describe("Row 8: any number of keys when the application allows; name un
 		for _, k := range keys {
 			eventuallyPhase(k, keyward.PhaseActive)
 		}
+
+		thirteenth := newKey(ns, name("fleet", 12), "fleet")
+		refused := eventuallyPhase(thirteenth, keyward.PhaseRejected, keyward.ReasonApplicationLimitExceeded)
+		Expect(readyMessage(refused)).To(ContainSubstring("maximum of 12"))
+		Expect(hasSecret(thirteenth)).To(BeFalse())
 	})
 
 	It("accepts a display name of 255 characters and rejects 256", func() {
@@ -231,7 +240,7 @@ var _ = Describe("Row 8: any number of keys when the application allows; name un
 	})
 })
 
-var _ = Describe("Row 9: scopes with ReadOnly / ReadWrite", func() {
+var _ = Describe("Scopes with ReadOnly or ReadWrite access, within the Application's", func() {
 	It("rejects keys asking beyond the application's scopes and unknown access levels", func() {
 		ns := newTenant()
 		newApp(ns, "inventory", withMaxKeys(5), withScopes(
@@ -268,7 +277,7 @@ var _ = Describe("Row 9: scopes with ReadOnly / ReadWrite", func() {
 	})
 })
 
-var _ = Describe("Row 10: an expiry date or never expire", func() {
+var _ = Describe("A key with an expiry date or none", func() {
 	It("keeps a key without expiresAt active with no expiry", func() {
 		ns := newTenant()
 		newApp(ns, "forever")
@@ -280,7 +289,7 @@ var _ = Describe("Row 10: an expiry date or never expire", func() {
 	})
 })
 
-var _ = Describe("Row 11: up to 10 allowed networks", func() {
+var _ = Describe("Allowed networks, at most 10", func() {
 	It("accepts 10 addresses or CIDRs and rejects an 11th or a malformed entry at the API server", func() {
 		ns := newTenant()
 		newApp(ns, "edge")
@@ -303,7 +312,7 @@ var _ = Describe("Row 11: up to 10 allowed networks", func() {
 	})
 })
 
-var _ = Describe("Row 12: refresh key", func() {
+var _ = Describe("Rotation to new key material", func() {
 	It("rotates to new credentials, keeps the old ones for the grace period, and ignores a re-applied request", func() {
 		ns := newTenant()
 		newApp(ns, "api")
@@ -392,7 +401,7 @@ var _ = Describe("Row 12: refresh key", func() {
 	})
 })
 
-var _ = Describe("Row 13: counts of expired keys and of keys expiring within 30 days", func() {
+var _ = Describe("Counts of expired keys and of keys expiring within 30 days", func() {
 	It("counts on the Application and on the TenantSettings", func() {
 		ns := newTenant()
 		newApp(ns, "metrics", withMaxKeys(10))
@@ -413,7 +422,7 @@ var _ = Describe("Row 13: counts of expired keys and of keys expiring within 30 
 	})
 })
 
-var _ = Describe("Row 14: keys are off by default per tenant; the switch turns all keys on or off", func() {
+var _ = Describe("The tenant switch: keys off by default, all of a tenant's keys on or off at once", func() {
 	It("keeps keys Pending without TenantSettings and switches every key with the tenant", func() {
 		ns := newNamespace()
 		newApp(ns, "analytics")
@@ -448,7 +457,7 @@ var _ = Describe("Row 14: keys are off by default per tenant; the switch turns a
 	})
 })
 
-var _ = Describe("Row 15: max key lifetime applies to new keys only", func() {
+var _ = Describe("The tenant's maximum key lifetime, for new keys only", func() {
 	It("bounds keys issued after it is set and leaves earlier keys alone", func() {
 		ns := newTenant()
 		newApp(ns, "lifetimes", withMaxKeys(5))
@@ -488,7 +497,7 @@ var _ = Describe("Row 15: max key lifetime applies to new keys only", func() {
 	})
 })
 
-var _ = Describe("Row 16: max keys per owner, new keys only", func() {
+var _ = Describe("The tenant's limit of keys per owner, for new keys only", func() {
 	It("rejects an owner's key beyond the limit and keeps existing keys when the limit is lowered", func() {
 		ns := newTenant(func(t *keyward.TenantSettings) { t.Spec.MaxKeysPerOwner = 2 })
 		newApp(ns, "a", withMaxKeys(10))
@@ -521,7 +530,7 @@ var _ = Describe("Row 16: max keys per owner, new keys only", func() {
 	})
 })
 
-var _ = Describe("Row 17: revocation is irreversible", func() {
+var _ = Describe("Revocation, which cannot be undone", func() {
 	It("destroys the key material and refuses to un-revoke", func() {
 		ns := newTenant()
 		newApp(ns, "payments")
@@ -543,20 +552,31 @@ var _ = Describe("Row 17: revocation is irreversible", func() {
 	})
 })
 
-var _ = Describe("Row 18: statuses Active / Expired / Revoked", func() {
+var _ = Describe("The phases Active, Expired and Revoked", func() {
 	It("shows each phase in the printer columns' fields", func() {
 		ns := newTenant()
 		newApp(ns, "statuses", withMaxKeys(3))
 		a := newKey(ns, "active", "statuses")
 		e := newKey(ns, "expired", "statuses", expiringAt(time.Now().Add(-time.Minute)))
 		r := newKey(ns, "revoked", "statuses", func(k *keyward.AccessKey) { k.Spec.Revoked = true })
-		eventuallyPhase(a, keyward.PhaseActive)
+		active := eventuallyPhase(a, keyward.PhaseActive)
 		eventuallyPhase(e, keyward.PhaseExpired)
 		eventuallyPhase(r, keyward.PhaseRevoked)
+
+		// What `kubectl get accesskeys` prints: the API server's Table,
+		// built from the CRD's additionalPrinterColumns.
+		rows := printedColumns(ns, "accesskeys")
+		Expect(rows).To(HaveLen(3))
+		for name, phase := range map[string]keyward.KeyPhase{"active": keyward.PhaseActive, "expired": keyward.PhaseExpired, "revoked": keyward.PhaseRevoked} {
+			Expect(rows).To(HaveKeyWithValue(name, HaveKeyWithValue("Phase", string(phase))), "the Phase column of %s", name)
+			Expect(rows[name]).To(HaveKeyWithValue("Application", "statuses"))
+		}
+		Expect(rows["active"]).To(HaveKeyWithValue("Key ID", active.Status.ShortKeyID))
+		Expect(rows["expired"]).To(HaveKeyWithValue("Expires", Not(BeNil())))
 	})
 })
 
-var _ = Describe("Row 19: events of key activity", func() {
+var _ = Describe("Events of key activity", func() {
 	It("records an Event for every transition", func() {
 		ns := newTenant()
 		newApp(ns, "audit")
@@ -575,7 +595,7 @@ var _ = Describe("Row 19: events of key activity", func() {
 	})
 })
 
-var _ = Describe("Row 20: search by name, key ID and owner", func() {
+var _ = Describe("Searching keys by name, key ID and owner", func() {
 	It("serves field selectors on spec.application, spec.owner, status.phase and status.keyID", func() {
 		ns := newTenant()
 		newApp(ns, "search", withMaxKeys(5))
@@ -659,6 +679,38 @@ var _ = Describe("A key whose application does not exist yet", func() {
 		eventuallyPhase(key, keyward.PhaseActive)
 	})
 })
+
+// printedColumns reads the namespace's objects of resource (keyward.dev)
+// as kubectl get does, as a Table from the API server (the CRD's
+// additionalPrinterColumns), and returns each row's cells by column name,
+// by object name.
+func printedColumns(ns, resource string) map[string]map[string]any {
+	GinkgoHelper()
+	hc, err := rest.HTTPClientFor(env.Config)
+	Expect(err).NotTo(HaveOccurred())
+	url := fmt.Sprintf("%s/apis/%s/namespaces/%s/%s", strings.TrimSuffix(env.Config.Host, "/"), keyward.GroupVersion, ns, resource)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	Expect(err).NotTo(HaveOccurred())
+	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+	resp, err := hc.Do(req)
+	Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = resp.Body.Close() }()
+	Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	var table metav1.Table
+	Expect(json.NewDecoder(resp.Body).Decode(&table)).To(Succeed())
+	rows := map[string]map[string]any{}
+	for _, row := range table.Rows {
+		var meta metav1.PartialObjectMetadata
+		Expect(json.Unmarshal(row.Object.Raw, &meta)).To(Succeed())
+		Expect(row.Cells).To(HaveLen(len(table.ColumnDefinitions)))
+		cells := map[string]any{}
+		for i, col := range table.ColumnDefinitions {
+			cells[col.Name] = row.Cells[i]
+		}
+		rows[meta.Name] = cells
+	}
+	return rows
+}
 
 func oldestFirst(keys []keyward.AccessKey) []keyward.AccessKey {
 	out := append([]keyward.AccessKey{}, keys...)

@@ -55,7 +55,7 @@ func releaseFinalizer(key *keyward.AccessKey) {
 	Eventually(func() bool { return hasSecret(key) }, timeout, interval).Should(BeFalse())
 }
 
-var _ = Describe("Issue 14: revocation and deletion leave no material behind", func() {
+var _ = Describe("Revocation and deletion, which leave no key material behind", func() {
 	It("empties a revoked key's Secret that a foreign finalizer keeps", func() {
 		key, _ := issuedKey("held")
 		update(secretOf(key), func(s *corev1.Secret) { controllerutil.AddFinalizer(s, foreignFinalizer) })
@@ -88,7 +88,7 @@ var _ = Describe("Issue 14: revocation and deletion leave no material behind", f
 	})
 })
 
-var _ = Describe("Issue 14: a look-alike Secret is never adopted into use", func() {
+var _ = Describe("A look-alike Secret, never adopted into use", func() {
 	It("reports a look-alike with Keyward's labels and the key ID as a conflict and leaves it alone", func() {
 		key, active := issuedKey("looks")
 
@@ -129,7 +129,7 @@ var _ = Describe("Issue 14: a look-alike Secret is never adopted into use", func
 	})
 })
 
-var _ = Describe("Issue 14: a key belongs to its Application's UID", func() {
+var _ = Describe("A key's tie to its Application's UID", func() {
 	It("never ties old keys to an Application deleted and created again (kubectl replace --force)", func() {
 		ns := newTenant()
 		app := newApp(ns, "replaced", withMaxKeys(5))
@@ -159,7 +159,7 @@ var _ = Describe("Issue 14: a key belongs to its Application's UID", func() {
 	})
 })
 
-var _ = Describe("Issue 14: a key Pending on a refused Secret holds no slot", func() {
+var _ = Describe("A key Pending on a refused Secret, which holds no slot", func() {
 	It("lets a younger key take the slot, and retries when its spec changes", func() {
 		ns := newTenant()
 		newApp(ns, "one", withMaxKeys(1))
@@ -181,7 +181,7 @@ var _ = Describe("Issue 14: a key Pending on a refused Secret holds no slot", fu
 	})
 })
 
-var _ = Describe("Issue 14: every key reaches a written status with a bounded reason", func() {
+var _ = Describe("Every key's status, written with a bounded message", func() {
 	It("records a long rotate annotation by its hash and acts on it once", func() {
 		ns := newTenant()
 		newApp(ns, "long")
@@ -226,7 +226,7 @@ var _ = Describe("Issue 14: every key reaches a written status with a bounded re
 	})
 })
 
-var _ = Describe("Issue 14: Application status tells the truth", func() {
+var _ = Describe("An Application's Ready condition while the tenant's keys are off", func() {
 	It("is not Ready while the tenant's API keys are off", func() {
 		ns := newNamespace()
 		app := newApp(ns, "off")
@@ -244,7 +244,7 @@ func sha256Of(s string) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-var _ = Describe("Issue 14: TenantSettings and Application status tell the truth about unusable settings", Serial, func() {
+var _ = Describe("TenantSettings and Application status on unusable tenant settings", Serial, func() {
 	It("reports Ready=False with InvalidTenantSettings on both", func() {
 		ns, _, _ := unreadableLifetimeTenant()
 		app := newApp(ns, "app")
@@ -289,7 +289,7 @@ var _ = Describe("Tenant isolation: an object whose spec the restored CRD refuse
 	})
 })
 
-var _ = Describe("Issue 14: a status the API server refuses", Serial, func() {
+var _ = Describe("A status the API server refuses", Serial, func() {
 	It("falls back to a minimal status with the phase, the reason and the key's record", func() {
 		ns := newTenant()
 		newApp(ns, "strict", withMaxKeys(10))

@@ -119,7 +119,7 @@ func expectSecretsMatch(ns string, keys []keyward.AccessKey) {
 	}
 }
 
-var _ = Describe("Issue 7: concurrent creates racing for the last slots", func() {
+var _ = Describe("Concurrent creates racing for the last slots", func() {
 	It("never overshoots an application's or an owner's limit, over many rounds", func() {
 		for round := 0; round < 6; round++ {
 			By(fmt.Sprintf("round %d", round))
@@ -202,7 +202,7 @@ var _ = Describe("Issue 7: concurrent creates racing for the last slots", func()
 	})
 })
 
-var _ = Describe("Issue 7: a manager restart in the middle of a burst", Serial, func() {
+var _ = Describe("A manager restart in the middle of a burst of creates", Serial, func() {
 	It("neither overshoots, issues twice, nor leaves a key stuck", func() {
 		ns := newTenant()
 		dropWhenDone(ns)

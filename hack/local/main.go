@@ -34,7 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/internal/devenv/controlplane"
 )
 
 const (
@@ -92,7 +92,7 @@ func run() int {
 		logln("%v", err)
 		return 1
 	}
-	// KEYWARD_LOCAL_DIR gives a run its own state (hack/issuance-table.sh
+	// KEYWARD_LOCAL_DIR gives a run its own state (test/bench/issuance-table.sh
 	// uses it to measure on a fresh control plane).
 	dir := filepath.Join(root, "bin", "local")
 	if d := os.Getenv("KEYWARD_LOCAL_DIR"); d != "" {
@@ -476,12 +476,15 @@ func metricsWhere(managerArgs []string) string {
 	}
 }
 
-// verifierWhere says where the verifier and the token service are, given
-// the arguments the user added after make local's own.
-func verifierWhere(managerArgs []string) (api, ext string) {
-	addr, gaddr, scheme := verifyAddr, grpcAddr, "http"
+// services says where the verifier, its gRPC front end and the token
+// service listen, given the arguments the user added after make local's own
+// (the last occurrence of a flag wins).
+type services struct{ verify, grpc, tokens string }
+
+func servicesWhere(managerArgs []string) services {
+	addr, gaddr, scheme, tokens, issuer := verifyAddr, grpcAddr, "http", true, ""
 	for _, a := range managerArgs {
-		name, value, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		switch name {
 		case "verify-bind-address":
 			addr = value
@@ -492,22 +495,35 @@ func verifierWhere(managerArgs []string) (api, ext string) {
 			if value == "off" {
 				scheme = "http"
 			}
+		case "tokens":
+			tokens = !hasValue || value == "true"
+		case "token-issuer":
+			issuer = value
 		}
 	}
-	api, ext = "off (--verify-bind-address=0)", "off (--verify-grpc-bind-address=0)"
+	s := services{verify: "off (--verify-bind-address=0)", grpc: "off (--verify-grpc-bind-address=0)", tokens: "off (--tokens=false)"}
 	if addr != "0" {
-		api = fmt.Sprintf("%s://%s  (POST /v1/verify, GET /v1/auth, POST /v1/token,\n"+
-			"              discovery %s://%s/.well-known/openid-configuration)", scheme, addr, scheme, addr)
+		base := scheme + "://" + addr
+		s.verify = base + "  (POST /v1/verify, GET /v1/auth)"
+		if issuer == "" { // the verifier's default for a loopback bind address
+			issuer = base
+		}
+		if tokens {
+			s.tokens = fmt.Sprintf("%s/v1/token  (issuer %s;\n"+
+				"              discovery %s/.well-known/openid-configuration)", base, issuer, issuer)
+		}
+	} else if tokens {
+		s.tokens = "off (served by the verifier, --verify-bind-address=0)"
 	}
 	if gaddr != "0" {
-		ext = gaddr + "  (Envoy ext_authz gRPC)"
+		s.grpc = gaddr + "  (Envoy ext_authz gRPC)"
 	}
-	return api, ext
+	return s
 }
 
 func printUsage(root, bin, host string, took time.Duration, managerArgs []string) {
 	kubectl := rel(root, filepath.Join(bin, "kubectl"))
-	httpWhere, grpcWhere := verifierWhere(managerArgs)
+	svc := servicesWhere(managerArgs)
 	fmt.Fprintf(os.Stderr, `
 ================================================================================
  Keyward is running on a local control plane (ready in %.1fs).
@@ -520,13 +536,14 @@ func printUsage(root, bin, host string, took time.Duration, managerArgs []string
  %s is the kubectl matching this API server (%s).
  API server:  %s        etcd data: bin/local/etcd (kept across runs;
               delete bin/local to start afresh)
- Manager:     metrics %s
-              probes http://%s/healthz and /readyz
  Verifier:    %s
               %s
+ Tokens:      %s
+ Metrics:     %s
+ Probes:      http://%s/healthz and /readyz
  Logs:        bin/local/{etcd,kube-apiserver,kube-controller-manager}.log
  Ctrl-C stops the manager, kube-controller-manager, kube-apiserver and etcd.
 ================================================================================
 
-`, took.Seconds(), root, kubectl, filepath.Base(filepath.Dir(filepath.Join(bin, "kubectl"))), host, metricsWhere(managerArgs), probeAddr, httpWhere, grpcWhere)
+`, took.Seconds(), root, kubectl, filepath.Base(filepath.Dir(filepath.Join(bin, "kubectl"))), host, svc.verify, svc.grpc, svc.tokens, metricsWhere(managerArgs), probeAddr)
 }

@@ -456,7 +456,7 @@ func sampledViolations(keys []keyward.AccessKey, runs []*tamperRun, verifyAddr s
 }
 
 var _ = Describe("Tampering while the manager is being killed", func() {
-	It("ends every issue-14 case as with one manager: nothing adopted, no material left behind, no silent re-issue", func() {
+	It("ends every tampering case as with one manager: nothing adopted, no material left behind, no silent re-issue", func() {
 		rng := rand.New(rand.NewPCG(uint64(GinkgoRandomSeed()), 14))
 		inSpec := func(ns string) bool { return strings.HasPrefix(ns, "tamper-") }
 		By("two tenants with bystander keys over their limit, and a manager without leader election")

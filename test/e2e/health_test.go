@@ -14,7 +14,7 @@ import (
 	"github.com/onsi/gomega/gexec"
 	"k8s.io/client-go/rest"
 
-	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/internal/devenv/controlplane"
 )
 
 // get returns the status code and body of an HTTP GET (0 when unreachable).

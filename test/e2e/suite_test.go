@@ -25,7 +25,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/internal/devenv/controlplane"
 	"keyward.dev/keyward/test/harness/testenv"
 )
 

@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/internal/devenv/controlplane"
 	"keyward.dev/keyward/test/harness/testenv"
 )
 

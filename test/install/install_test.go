@@ -29,8 +29,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 
+	"keyward.dev/keyward/internal/devenv/controlplane"
 	"keyward.dev/keyward/test/harness/chartrender"
-	"keyward.dev/keyward/test/harness/controlplane"
 	"keyward.dev/keyward/test/harness/testenv"
 )
 

@@ -50,12 +50,10 @@ var _ = Describe("Pods mounting a key's Secret", func() {
 		}
 	})
 
-	It("keep verifying through a rotation, and the refreshed volume holds the new key", func() {
-		key := newKey(ns, "k2", func(k *keyward.AccessKey) {
-			// A grace period that covers the kubelet's refresh (syncFrequency)
-			// and the time the suite watches.
-			k.Spec.Rotation = &keyward.RotationSpec{GracePeriod: keyward.NewDuration(5 * time.Minute)}
-		})
+	It("keep verifying through a rotation with the default grace, and the refreshed volume holds the new key", func() {
+		// No grace period on the key or its tenant: the default
+		// (DefaultRotationGracePeriod) covers the kubelet's refresh.
+		key := newKey(ns, "k2", nil)
 		oldFP := fingerprint(material(key))
 		pod := runProbe(ns, "probe", key)
 		Eventually(func(g Gomega) {

@@ -23,6 +23,7 @@ import (
 	"keyward.dev/keyward/controllers"
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/secrets"
+	"keyward.dev/keyward/internal/serve"
 	"keyward.dev/keyward/internal/verify"
 	"keyward.dev/keyward/test/harness/testenv"
 )
@@ -68,9 +69,9 @@ func startManager(env *testenv.Env) *manager {
 	opts := controllers.DefaultOptions()
 	opts.APIKeysEnabledByDefault = true
 	Expect(controllers.SetupWithManager(mctx, m, opts)).To(Succeed())
-	vo := verify.DefaultOptions()
-	vo.BindAddress, vo.GRPCBindAddress, vo.TLS, vo.Tokens, vo.APIKeysEnabledByDefault = "0", "0", verify.TLSOff, false, true
-	v, err := verify.SetupWithManager(mctx, m, vo)
+	vo := serve.DefaultOptions()
+	vo.BindAddress, vo.GRPCBindAddress, vo.TLS, vo.Tokens, vo.APIKeysEnabledByDefault = "0", "0", serve.TLSOff, false, true
+	v, err := serve.SetupWithManager(mctx, m, vo)
 	Expect(err).NotTo(HaveOccurred())
 	done := make(chan struct{})
 	go func() {

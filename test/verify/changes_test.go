@@ -80,7 +80,7 @@ func answers(what, key string, want map[asked]verify.Reason) {
 	AddReportEntry(what+": seen at both endpoints after", time.Since(start).String())
 }
 
-var _ = Describe("Changes after issue reach the verifier within 1 s", Ordered, func() {
+var _ = Describe("Changes to an issued key reach the verifier within 1 s", Ordered, func() {
 	const (
 		inA  = "198.51.100.7" // in 198.51.100.0/24
 		inB  = "203.0.113.7"  // in 203.0.113.0/24

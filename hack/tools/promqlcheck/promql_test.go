@@ -2,7 +2,7 @@
 // config/prometheus/keyward.rules.yaml and every query of the Grafana
 // dashboard config/grafana/keyward.json parses with Prometheus' own parser,
 // and every metric it names is one the manager serves (testdata/
-// manager-metrics.txt, which the main module's TestMetricInventory keeps
+// manager-metrics.txt, which the main module's TestMetricInventory (internal/manager) keeps
 // equal to the manager's registry). It lives in the tools module because
 // Prometheus' parser would upgrade some forty of the main module's
 // dependencies (docs/decisions.md).

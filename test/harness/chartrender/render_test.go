@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
-	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/internal/devenv/controlplane"
 )
 
 func chartDir(t *testing.T) string {

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/internal/devenv/controlplane"
 )
 
 // Stop stops the kubelet, the Pods' processes and containerd, then removes

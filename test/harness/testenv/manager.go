@@ -21,7 +21,7 @@ import (
 	"keyward.dev/keyward/controllers"
 )
 
-// ManagerOptions are main.go's manager options that matter inside a test
+// ManagerOptions are the manager's options (internal/manager) that matter inside a test
 // process — the scheme, the cache (Keyward's Secrets selected by label on
 // the API server) and the field owner — with metrics and health probes off.
 // Callers change what their suite needs.

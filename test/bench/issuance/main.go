@@ -1,4 +1,4 @@
-// Command bench measures issuance at scale (issue 7): it starts its own real
+// Command issuance measures issuance at scale: it starts its own real
 // control plane (test/harness/testenv: etcd, kube-apiserver,
 // kube-controller-manager), runs the manager binary built from this
 // repository (bin/manager) as a subprocess, and measures issuance of many
@@ -31,7 +31,7 @@ import (
 	"github.com/go-logr/logr"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/internal/devenv/controlplane"
 )
 
 // plan is what one mode measures.

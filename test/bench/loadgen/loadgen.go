@@ -1,5 +1,5 @@
 // Package loadgen is the load generator the verifier and token benchmarks
-// share (hack/bench-verify, hack/bench-token): servers on loopback that
+// share (test/bench/verify, test/bench/token): servers on loopback that
 // record their own durations, a bounded concurrent client loop, and
 // writing a section of docs/benchmarks.md. Development tooling only.
 package loadgen

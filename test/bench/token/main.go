@@ -32,11 +32,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
-	"keyward.dev/keyward/hack/loadgen"
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/token"
 	"keyward.dev/keyward/internal/verify"
 	"keyward.dev/keyward/internal/verify/verifytest"
+	"keyward.dev/keyward/test/bench/loadgen"
 )
 
 const issuer = "https://keyward.bench"
@@ -167,7 +167,7 @@ func main() {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Tokens\n\n")
-	fmt.Fprintf(&b, "`make bench-token` (`hack/bench-token`), run %s on %d CPUs (%s/%s, %s), shared with other work (load average at the end: %s): %d keys in an in-memory store (`verifytest.MemStore`), keys drawn at random, HTTP Basic client authentication, ES256 signing; the real handler (`POST /v1/token`: form, client authentication through the verifier, claims, signature) and a no-op handler answering a canned token response on the same server, %s per phase in %d slices alternating with the no-op, loopback.\n\n",
+	fmt.Fprintf(&b, "`make bench-token` (`test/bench/token`), run %s on %d CPUs (%s/%s, %s), shared with other work (load average at the end: %s): %d keys in an in-memory store (`verifytest.MemStore`), keys drawn at random, HTTP Basic client authentication, ES256 signing; the real handler (`POST /v1/token`: form, client authentication through the verifier, claims, signature) and a no-op handler answering a canned token response on the same server, %s per phase in %d slices alternating with the no-op, loopback.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), loadgen.Loadavg(), *nKeys, *duration, *rounds)
 	fmt.Fprintf(&b, "| clients | endpoint | requests | req/s | client p50 | client p99 | server p50 | server p99 | failed | vs no-op |\n")
 	fmt.Fprintf(&b, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# The issuance table of issue 7, as a user would measure it: against the
+# The issuance table of docs/benchmarks.md, as a user would measure it: against the
 # embedded local control plane of `make local` (bin/keyward-local, manager
 # defaults), create N AccessKeys in one namespace with one `kubectl create
 # -f`, and time until a `kubectl get` sees every one Active (a key turns
 # Active only after its Secret is written). One Application with room for
 # all, the tenant switched on. Prints one Markdown row per N and run.
 #
-#   hack/issuance-table.sh [runs] [N...]   (default: 3 runs of 100, 300, 1000)
+#   test/bench/issuance-table.sh [runs] [N...]   (default: 3 runs of 100, 300, 1000)
+#   make bench-table BENCH_TABLE_ARGS="1 100 1000"
 #
 # Its control plane is its own (bin/issuance-table, started afresh), but it
 # listens on make local's ports, so stop a running `make local` first.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 runs=${1:-3}
 shift || true
 sizes=("${@:-100 300 1000}")

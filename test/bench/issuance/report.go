@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"keyward.dev/keyward/controllers"
-	"keyward.dev/keyward/test/harness/controlplane"
+	"keyward.dev/keyward/internal/devenv/controlplane"
 )
 
 // Markers of the section this harness owns in docs/benchmarks.md.
@@ -243,7 +243,7 @@ func render(e envInfo, s settings, rs []*runResult) string {
 	if quick {
 		p("**Quick mode** (`make bench-quick`): small N, one run — figures are indicative only, not the figures of record.\n\n")
 	}
-	p("Measured by `test/bench` (`make bench%s`) on %s. Machine: %d cores (%s), %.1f GiB memory, Linux %s, load average %s at the start and %s at the end. %s; Kubernetes %s (kube-apiserver, kube-controller-manager) and etcd %s built by `make controlplane`, etcd without fsync (envtest's default). Manager: `bin/manager` built from `%s` and run as a subprocess with the admin (system:masters) kubeconfig and `%s`.\n\n",
+	p("Measured by `test/bench/issuance` (`make bench%s`) on %s. Machine: %d cores (%s), %.1f GiB memory, Linux %s, load average %s at the start and %s at the end. %s; Kubernetes %s (kube-apiserver, kube-controller-manager) and etcd %s built by `make controlplane`, etcd without fsync (envtest's default). Manager: `bin/manager` built from `%s` and run as a subprocess with the admin (system:masters) kubeconfig and `%s`.\n\n",
 		map[bool]string{true: "-quick", false: ""}[quick], e.Date, e.CPUs, e.CPUModel, e.MemGiB, e.Kernel, e.LoadStart, e.LoadEnd,
 		e.Go, e.Kubernetes, e.Etcd, e.Commit, strings.Join(append([]string{
 			fmt.Sprintf("--max-concurrent-reconciles=%d", s.Concurrency),
@@ -620,7 +620,7 @@ func render(e envInfo, s settings, rs []*runResult) string {
 	}
 	p("\nThe machine has %d cores: a wall time well above the sum of CPU seconds / %d means waiting (API round trips, work queues, client-side rate limits), not work.\n\n", e.CPUs, e.CPUs)
 
-	p("### Reproduce\n\n`make bench` (full mode, %s budget) or `make bench-quick` (%s budget); flags of the harness: `go run ./test/bench -h`. Raw figures of every run: `bin/bench/results-%s.json`; manager logs: `bin/bench/run<N>/`; control-plane logs: `bin/testenv/`. The run(s) took %s in all.\n",
+	p("### Reproduce\n\n`make bench` (full mode, %s budget) or `make bench-quick` (%s budget); flags of the harness: `go run ./test/bench/issuance -h`. Raw figures of every run: `bin/bench/results-%s.json`; manager logs: `bin/bench/run<N>/`; control-plane logs: `bin/testenv/`. The run(s) took %s in all.\n",
 		plans["full"].Budget, plans["quick"].Budget, s.Mode, totalTook(rs))
 	return w.String()
 }

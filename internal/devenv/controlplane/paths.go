@@ -1,8 +1,10 @@
-// Package controlplane holds what the test harness (test/harness/testenv) and
-// `make local` (hack/local) share about running a real Kubernetes control
-// plane: where the repository and the control-plane binaries are, which
+// Package controlplane holds what the test harness (test/harness/testenv),
+// `make local` (hack/local) and the benchmarks (test/bench) share about
+// running a real Kubernetes control plane: where the repository and the control-plane binaries are, which
 // manifests get applied, the kube-controller-manager process, and a watchdog
-// that stops every child process if its parent dies.
+// that stops every child process if its parent dies. It lives under
+// internal/devenv so that hack/ and test/ may both import it; no shipped
+// binary links it (TestNoShippedBinaryLinksDevelopmentTooling).
 package controlplane
 
 import (

@@ -37,12 +37,12 @@ import (
 	"k8s.io/utils/ptr"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
-	"keyward.dev/keyward/hack/loadgen"
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/policy"
 	"keyward.dev/keyward/internal/verify"
 	"keyward.dev/keyward/internal/verify/verifytest"
 	"keyward.dev/keyward/internal/verify/wire"
+	"keyward.dev/keyward/test/bench/loadgen"
 )
 
 func main() {
@@ -231,7 +231,7 @@ func report(nKeys, workers, rounds int, d time.Duration, auth, noop, check, noop
 			loadgen.US(loadgen.Pct(r.Client, .5)), loadgen.US(loadgen.Pct(r.Client, .99)), loadgen.US(loadgen.Pct(r.Server, .5)), loadgen.US(loadgen.Pct(r.Server, .99)), r.Failures)
 	}
 	fmt.Fprintf(&b, "## Verification\n\n")
-	fmt.Fprintf(&b, "`make bench-verify` (`hack/bench-verify`), run %s on %d CPUs (%s/%s, %s), shared with other work: %d keys in the store, %d concurrent clients on loopback, %s per endpoint in %d slices alternating with its no-op (load average at the start: %s), keys drawn at random; every key restricted to loopback networks and checked for scope `orders:ReadOnly`. The store is an in-memory index (`verifytest.MemStore`) instead of the informer cache; decision, limiter, usage recording, metrics, HTTP handler and gRPC service are the real ones. Each real endpoint runs next to a no-op served the same way (same server, same client).\n\n",
+	fmt.Fprintf(&b, "`make bench-verify` (`test/bench/verify`), run %s on %d CPUs (%s/%s, %s), shared with other work: %d keys in the store, %d concurrent clients on loopback, %s per endpoint in %d slices alternating with its no-op (load average at the start: %s), keys drawn at random; every key restricted to loopback networks and checked for scope `orders:ReadOnly`. The store is an in-memory index (`verifytest.MemStore`) instead of the informer cache; decision, limiter, usage recording, metrics, HTTP handler and gRPC service are the real ones. Each real endpoint runs next to a no-op served the same way (same server, same client).\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), nKeys, workers, d, rounds, loadgen.Loadavg())
 	fmt.Fprintf(&b, "| endpoint | requests | req/s | client p50 | client p99 | server p50 | server p99 | failed |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	row("HTTP no-op", noop)

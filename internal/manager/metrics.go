@@ -1,4 +1,4 @@
-package main
+package manager
 
 import (
 	"context"
@@ -21,17 +21,17 @@ import (
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
-// metricsFlags are the manager's metrics options: HTTPS with authentication
+// MetricsFlags are the manager's metrics options: HTTPS with authentication
 // and authorization on :8443 by default (as kubebuilder scaffolds it);
 // --metrics-secure=false serves plain HTTP without either, for a loopback
 // address on a developer's machine.
-type metricsFlags struct {
+type MetricsFlags struct {
 	addr    string
 	secure  bool
 	certDir string
 }
 
-func (m *metricsFlags) bind(fs *flag.FlagSet) {
+func (m *MetricsFlags) Bind(fs *flag.FlagSet) {
 	fs.StringVar(&m.addr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; 0 disables it.")
 	fs.BoolVar(&m.secure, "metrics-secure", true,
 		"Serve metrics over HTTPS, authenticating callers with TokenReview and authorizing them with SubjectAccessReview; false serves plain HTTP to anyone (local use only).")
@@ -39,7 +39,7 @@ func (m *metricsFlags) bind(fs *flag.FlagSet) {
 		"Directory holding tls.crt and tls.key for the metrics endpoint; empty = a self-signed certificate generated at start.")
 }
 
-func (m *metricsFlags) options() metricsserver.Options {
+func (m *MetricsFlags) options() metricsserver.Options {
 	o := metricsserver.Options{
 		BindAddress:   m.addr,
 		SecureServing: m.secure,
@@ -54,11 +54,11 @@ func (m *metricsFlags) options() metricsserver.Options {
 }
 
 // managerCollectors are the manager's own metrics besides the verifier's
-// (serve.SetupWithManager registers those), keyward_build_info (version.go)
-// and controller-runtime's (registered when its packages load): the watch
-// monitor's, the admission check's, one readiness gauge per readiness check
-// and leadership. main registers them; the metric inventory test builds the
-// registry with the same function.
+// (serve.SetupWithManager registers those), keyward_build_info
+// (RegisterBuildInfo) and controller-runtime's (registered when its packages
+// load): the watch monitor's, the admission check's, one readiness gauge per
+// readiness check and leadership. Manager.RegisterMetrics registers them;
+// the metric inventory test builds the registry with the same function.
 func managerCollectors(watches *health.WatchMonitor, admission *health.AdmissionPolicies,
 	elected <-chan struct{}, checks map[string]healthz.Checker) []prometheus.Collector {
 	out := append(watches.Collectors(), admission.Collectors()...)
