@@ -7,7 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -124,7 +123,7 @@ func (l *slotLedger) observe(obj any, gone bool) {
 		}
 	case *corev1.Secret:
 		var controller types.UID
-		if ref := metav1.GetControllerOf(o); !gone && ref != nil && ref.Kind == "AccessKey" && o.DeletionTimestamp.IsZero() {
+		if ref, ok := policy.ControllingKey(o); !gone && ok && o.DeletionTimestamp.IsZero() {
 			controller = ref.UID
 		}
 		freed = n.book.ObserveSecret(o.Name, controller)
