@@ -16,6 +16,7 @@ import (
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
+	"keyward.dev/keyward/internal/secrets"
 )
 
 // WhoisResult names the AccessKey a key belongs to (-o json|yaml). It never
@@ -202,17 +203,13 @@ func (s *session) findIn(key keyformat.Key, ns string) (*WhoisResult, error) {
 }
 
 // match checks key against k's current and previous key, secret included,
-// as the verifier does (keyformat.MatchMaterial). A previous key is named
+// as the verifier does (secrets.MatchStatus). A previous key is named
 // also after its grace period, to say when it ended.
 func match(k *keyward.AccessKey, key keyformat.Key) *WhoisResult {
 	res := &WhoisResult{KeyID: key.ID, Namespace: k.Namespace, Name: k.Name, Application: k.Spec.Application,
 		Owner: k.Spec.Owner, Phase: string(k.Status.Phase), SecretChecked: true}
-	var previous keyformat.Material
 	pk := k.Status.PreviousKey
-	if pk != nil {
-		previous = keyformat.Material{ID: pk.KeyID, Hash: pk.SecretHash}
-	}
-	switch keyformat.MatchMaterial(key, keyformat.Material{ID: k.Status.KeyID, Hash: k.Status.SecretHash}, previous) {
+	switch secrets.MatchStatus(key, k) {
 	case keyformat.MatchCurrent:
 		res.Which = "current"
 		return res

@@ -141,3 +141,15 @@ func HoldsMaterialOf(s *corev1.Secret, key *keyward.AccessKey) bool {
 	}
 	return false
 }
+
+// MatchStatus reports which of the materials k's status records — its
+// current key, or the previous one kept for a rotation's grace — the
+// presented key is (keyformat.MatchMaterial). Whether the previous one is
+// still within its grace is the caller's to judge.
+func MatchStatus(presented keyformat.Key, k *keyward.AccessKey) keyformat.Match {
+	var previous keyformat.Material
+	if pk := k.Status.PreviousKey; pk != nil {
+		previous = keyformat.Material{ID: pk.KeyID, Hash: pk.SecretHash}
+	}
+	return keyformat.MatchMaterial(presented, keyformat.Material{ID: k.Status.KeyID, Hash: k.Status.SecretHash}, previous)
+}

@@ -16,6 +16,7 @@ import (
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/keyformat"
 	"keyward.dev/keyward/internal/policy"
+	"keyward.dev/keyward/internal/secrets"
 	"keyward.dev/keyward/internal/verify/wire"
 )
 
@@ -228,19 +229,14 @@ func namespaceAllowed(req Request, namespace string) bool {
 }
 
 // matchMaterial reports which of the key's materials the presented key is
-// (keyformat.MatchMaterial): the current one, or the previous one before
+// (secrets.MatchStatus): the current one, or the previous one before
 // its validUntil.
 func matchMaterial(pk keyformat.Key, k *keyward.AccessKey, now time.Time) (string, bool) {
-	var previous keyformat.Material
-	prev := k.Status.PreviousKey
-	if prev != nil {
-		previous = keyformat.Material{ID: prev.KeyID, Hash: prev.SecretHash}
-	}
-	switch keyformat.MatchMaterial(pk, keyformat.Material{ID: k.Status.KeyID, Hash: k.Status.SecretHash}, previous) {
+	switch secrets.MatchStatus(pk, k) {
 	case keyformat.MatchCurrent:
 		return pk.ID, true
 	case keyformat.MatchPrevious:
-		return pk.ID, now.Before(prev.ValidUntil.Time)
+		return pk.ID, now.Before(k.Status.PreviousKey.ValidUntil.Time)
 	}
 	return "", false
 }
