@@ -76,10 +76,14 @@ func (r *OwnerAccessReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	wanted := map[string]bool{}
 	for _, g := range grants {
 		wanted[g.Name] = true
-		if err := r.ensureRole(ctx, ns, g, haveRole[g.Name]); err != nil {
+		role, err := r.ensureRole(ctx, ns, g, haveRole[g.Name])
+		if err != nil {
 			return ctrl.Result{}, err
 		}
-		if err := r.ensureBinding(ctx, ns, g, haveBinding[g.Name]); err != nil {
+		if role == nil {
+			continue // deleted meanwhile: its deletion brings us back
+		}
+		if err := r.ensureBinding(ctx, ns, g, role, haveBinding[g.Name]); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -147,31 +151,45 @@ func setMeta(have, want metav1.Object) {
 	have.SetOwnerReferences(want.GetOwnerReferences())
 }
 
-func (r *OwnerAccessReconciler) ensureRole(ctx context.Context, ns string, g policy.OwnerGrant, have *rbacv1.Role) error {
+// ensureRole makes the owner's Role what g says and returns it as written,
+// or nil when it was deleted meanwhile.
+func (r *OwnerAccessReconciler) ensureRole(ctx context.Context, ns string, g policy.OwnerGrant, have *rbacv1.Role) (*rbacv1.Role, error) {
 	want := &rbacv1.Role{ObjectMeta: ownerAccessMeta(ns, g), Rules: g.Rules()}
 	if have == nil {
 		err := r.Create(ctx, want)
+		if err == nil {
+			return want, nil
+		}
 		if !apierrors.IsAlreadyExists(err) {
-			return err
+			return nil, err
 		}
 		// There, but not in the cache: its label was removed.
 		have = &rbacv1.Role{}
 		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(want), have); err != nil {
-			return client.IgnoreNotFound(err)
+			return nil, client.IgnoreNotFound(err)
 		}
 	}
 	if !metaDiffers(have, want) && equality.Semantic.DeepEqual(have.Rules, want.Rules) {
-		return nil
+		return have, nil
 	}
 	orig := have.DeepCopy()
 	setMeta(have, want)
 	have.Rules = want.Rules
-	return client.IgnoreNotFound(r.Patch(ctx, have, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})))
+	if err := r.Patch(ctx, have, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	return have, nil
 }
 
-func (r *OwnerAccessReconciler) ensureBinding(ctx context.Context, ns string, g policy.OwnerGrant, have *rbacv1.RoleBinding) error {
+// ensureBinding binds the owner to role. The binding is owned by the Role,
+// not by the keys: a new key of the owner changes the Role's owner
+// references and resourceNames, and leaves the binding alone (one write
+// per key fewer); the garbage collector still removes it after the Role.
+func (r *OwnerAccessReconciler) ensureBinding(ctx context.Context, ns string, g policy.OwnerGrant, role *rbacv1.Role, have *rbacv1.RoleBinding) error {
+	meta := ownerAccessMeta(ns, g)
+	meta.OwnerReferences = []metav1.OwnerReference{{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "Role", Name: role.Name, UID: role.UID}}
 	want := &rbacv1.RoleBinding{
-		ObjectMeta: ownerAccessMeta(ns, g),
+		ObjectMeta: meta,
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: g.Name},
 		Subjects:   []rbacv1.Subject{g.Subject},
 	}

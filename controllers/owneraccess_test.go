@@ -79,12 +79,18 @@ var _ = Describe("The creator's own key: an owner reads the Secrets of their key
 			Verbs: []string{"get"}, ResourceNames: []string{"alice-key"}}}))
 		binding := get(&rbacv1.RoleBinding{ObjectMeta: role.ObjectMeta})
 		Expect(binding.Subjects).To(Equal([]rbacv1.Subject{{Kind: "User", APIGroup: rbacv1.GroupName, Name: "alice"}}))
+		// The binding is owned by the Role (which the keys own), so the
+		// garbage collector removes it after the Role.
+		Expect(binding.OwnerReferences).To(ConsistOf(HaveField("UID", get(role).UID)))
 
-		// A second key of alice's joins the same Role.
+		// A second key of alice's joins the same Role; the binding is not
+		// written again.
 		second := unowned(ns, "alice-second", "payments")
 		Expect(alice.Create(ctx, second)).To(Succeed())
 		eventuallyPhase(second, keyward.PhaseActive)
 		Eventually(func() error { return readSecretAs(alice, second) }, timeout, interval).Should(Succeed())
+		Expect(get(role).OwnerReferences).To(HaveLen(2))
+		Expect(get(&rbacv1.RoleBinding{ObjectMeta: role.ObjectMeta}).ResourceVersion).To(Equal(binding.ResourceVersion))
 
 		// Deleting a key takes its Secret's access at once (403, not 404).
 		Expect(alice.Delete(ctx, second)).To(Succeed())
