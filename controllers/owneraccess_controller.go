@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -11,12 +12,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keyward "keyward.dev/keyward/api/v1alpha1"
 	"keyward.dev/keyward/internal/policy"
@@ -221,6 +224,40 @@ func namespaceOf(_ context.Context, obj client.Object) []ctrl.Request {
 	return []ctrl.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace()}}}
 }
 
+// OwnerAccessDelay is how long a grant waits for the rest of a burst: a
+// namespace's new keys and Secrets within it cost one Role write instead of
+// one each. Only growth waits; a key's deletion or owner change takes its
+// access away at once.
+const OwnerAccessDelay = 500 * time.Millisecond
+
+// enqueueOwnerAccess queues the namespace of a created object after
+// OwnerAccessDelay (the work queue keeps the earliest of a burst's times),
+// and of any other change at once.
+func enqueueOwnerAccess() handler.EventHandler {
+	add := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object, after time.Duration) {
+		req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace()}}
+		if after > 0 {
+			q.AddAfter(req, after)
+			return
+		}
+		q.Add(req)
+	}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object, OwnerAccessDelay)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.ObjectNew, 0)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object, 0)
+		},
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(q, e.Object, 0)
+		},
+	}
+}
+
 func (r *OwnerAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	deletionChanged := func(o, n client.Object) bool {
 		return o.GetDeletionTimestamp().IsZero() != n.GetDeletionTimestamp().IsZero()
@@ -228,7 +265,7 @@ func (r *OwnerAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("owner-access").
 		// Keys: created, deleted, their owner changed or their deletion started.
-		Watches(&keyward.AccessKey{}, handler.EnqueueRequestsFromMapFunc(namespaceOf), builder.WithPredicates(predicate.Funcs{
+		Watches(&keyward.AccessKey{}, enqueueOwnerAccess(), builder.WithPredicates(predicate.Funcs{
 			UpdateFunc: func(e event.UpdateEvent) bool {
 				o, ok1 := e.ObjectOld.(*keyward.AccessKey)
 				n, ok2 := e.ObjectNew.(*keyward.AccessKey)
@@ -237,7 +274,7 @@ func (r *OwnerAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		})).
 		// Keyward's Secrets (the only ones in the cache): created, deleted,
 		// or their controller or deletion changed.
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(namespaceOf), builder.WithPredicates(predicate.Funcs{
+		Watches(&corev1.Secret{}, enqueueOwnerAccess(), builder.WithPredicates(predicate.Funcs{
 			UpdateFunc: func(e event.UpdateEvent) bool {
 				return deletionChanged(e.ObjectOld, e.ObjectNew) ||
 					!equality.Semantic.DeepEqual(e.ObjectOld.GetOwnerReferences(), e.ObjectNew.GetOwnerReferences()) ||
