@@ -80,26 +80,37 @@ const CountsDelay = time.Second
 const CountsWritesPerSecond = 5
 
 // enqueueCountsOf queues the objects whose counts obj's change affects,
-// after CountsDelay; the work queue keeps one pending entry per object, so
-// the changes of that second are counted together.
+// each after CountsDelay, so that a burst is one status write.
 func enqueueCountsOf(targets func(client.Object) []reconcile.Request) handler.EventHandler {
-	add := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object) {
+	return enqueueAfter(targets, CountsDelay, CountsDelay)
+}
+
+// enqueueAfter queues targets(obj) for every event: after onCreate for a
+// creation, after otherwise for any other change (0: at once). The work
+// queue keeps the earliest time of a burst, so a burst within the delay is
+// one reconcile.
+func enqueueAfter(targets func(client.Object) []reconcile.Request, onCreate, otherwise time.Duration) handler.EventHandler {
+	add := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object, after time.Duration) {
 		for _, req := range targets(obj) {
-			q.AddAfter(req, CountsDelay)
+			if after > 0 {
+				q.AddAfter(req, after)
+			} else {
+				q.Add(req)
+			}
 		}
 	}
 	return handler.Funcs{
 		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(q, e.Object)
+			add(q, e.Object, onCreate)
 		},
 		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(q, e.ObjectNew)
+			add(q, e.ObjectNew, otherwise)
 		},
 		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(q, e.Object)
+			add(q, e.Object, otherwise)
 		},
 		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(q, e.Object)
+			add(q, e.Object, otherwise)
 		},
 	}
 }

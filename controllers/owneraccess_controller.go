@@ -12,7 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -231,31 +230,9 @@ func namespaceOf(_ context.Context, obj client.Object) []ctrl.Request {
 const OwnerAccessDelay = 500 * time.Millisecond
 
 // enqueueOwnerAccess queues the namespace of a created object after
-// OwnerAccessDelay (the work queue keeps the earliest of a burst's times),
-// and of any other change at once.
+// OwnerAccessDelay, and of any other change at once.
 func enqueueOwnerAccess() handler.EventHandler {
-	add := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object, after time.Duration) {
-		req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace()}}
-		if after > 0 {
-			q.AddAfter(req, after)
-			return
-		}
-		q.Add(req)
-	}
-	return handler.Funcs{
-		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(q, e.Object, OwnerAccessDelay)
-		},
-		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(q, e.ObjectNew, 0)
-		},
-		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(q, e.Object, 0)
-		},
-		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			add(q, e.Object, 0)
-		},
-	}
+	return enqueueAfter(func(obj client.Object) []reconcile.Request { return namespaceOf(context.Background(), obj) }, OwnerAccessDelay, 0)
 }
 
 func (r *OwnerAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
